@@ -1,0 +1,128 @@
+"""Ray Data preprocessing: K-Fashion label corpus -> canonical item parquet + quarantine.
+
+    python -m ray_jobs.preprocess --config configs/preprocess.yaml [--set labels=/data/labels]
+    ray job submit --working-dir . -- python -m ray_jobs.preprocess --config configs/preprocess.yaml
+
+Reads every label file in parallel, parses it, converts polygons to boxes, crops garments and
+writes ``items/*.parquet`` shards. Corrupt JSON, schema errors, missing/unreadable/oversized images
+and garments without a box go to ``quarantine.parquet`` with a reason; ``reconciliation.json``
+proves read = written + quarantined; ``distribution.png`` shows items per style/slot/category.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.data.images import ImageLimits
+from recsys.data.kfashion import KFashionOptions
+from recsys.data.preprocessing import (distribution, items_of, list_label_files, process_label_batch,
+                                       quarantine_of, reconcile)
+from recsys.data.schema import QUARANTINE_SCHEMA
+from recsys.plots import bar_panels
+from ray_jobs.cli import load_stage_config, run_main
+
+
+@dataclass
+class PreprocessConfig:
+    labels: str                       # {labels}/{style}/{id}.json
+    images: str | None = None         # parallel image tree {images}/{style}/{id}.jpg; None: beside labels
+    output_root: str = "artifacts/preprocess"
+    run_name: str | None = None       # default <UTC timestamp>-<config hash>
+    write_crops: bool = True
+    files_per_batch: int = 64
+    rows_per_shard: int = 10_000
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 40_000_000
+
+
+def _process(batch: pa.Table, options: KFashionOptions) -> pa.Table:
+    return process_label_batch(batch["path"].to_pylist(), batch["bytes"].to_pylist(), options)
+
+
+def kfashion_options(cfg: PreprocessConfig, crop_dir: Path | None) -> KFashionOptions:
+    return KFashionOptions(label_root=str(Path(cfg.labels).resolve()),
+                           image_root=str(Path(cfg.images).resolve()) if cfg.images else None,
+                           crop_dir=str(crop_dir) if crop_dir else None,
+                           limits=ImageLimits(cfg.max_image_bytes, cfg.max_image_pixels))
+
+
+def run(cfg: PreprocessConfig) -> dict:
+    import ray
+
+    files = list_label_files(cfg.labels)  # clear error when the path holds no labels
+    run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
+    options = kfashion_options(cfg, run_dir / "crops" if cfg.write_crops else None)
+    if not ray.is_initialized():
+        ray.init()  # joins the cluster under `ray job submit`, else starts a local one
+    print(f"preprocess: {len(files)} label files under {cfg.labels} -> {run_dir}")
+
+    started = time.perf_counter()
+    outcomes = (ray.data.read_binary_files(files, include_paths=True)
+                .map_batches(_process, fn_kwargs={"options": options}, batch_size=cfg.files_per_batch,
+                             batch_format="pyarrow")
+                .materialize())
+    items = outcomes.filter(expr="outcome == 'item'").map_batches(items_of, batch_format="pyarrow")
+    items.write_parquet(str(run_dir / "items"), min_rows_per_file=cfg.rows_per_shard)
+    quarantined = outcomes.filter(expr="outcome == 'quarantine'").map_batches(quarantine_of,
+                                                                               batch_format="pyarrow")
+    quarantine = _collect(quarantined, QUARANTINE_SCHEMA)
+    pq.write_table(quarantine, run_dir / "quarantine.parquet")
+    summary = _collect(outcomes.select_columns(["outcome", "level", "reason", "n_garments", "styles",
+                                                "category_path"]))
+    elapsed = time.perf_counter() - started
+
+    counts = reconcile(len(files), summary)
+    item_summary = summary.filter(pc.equal(summary["outcome"], "item"))
+    report = {**counts, "distribution": distribution(item_summary),
+              "throughput": {"seconds": round(elapsed, 2), "files_per_s": round(len(files) / elapsed, 1)},
+              "outputs": {"items": str(run_dir / "items"), "quarantine": str(run_dir / "quarantine.parquet"),
+                          "crops": str(run_dir / "crops") if cfg.write_crops else None}}
+    write_json(run_dir / "reconciliation.json", report)
+    bar_panels({"items per style": report["distribution"]["style"],
+                "items per slot": report["distribution"]["slot"],
+                "items per category": report["distribution"]["category"],
+                "quarantine reasons": counts["quarantine_reasons"]},
+               run_dir / "distribution.png", f"K-Fashion preprocessing: {counts['garments']['written']} items")
+    write_manifest(run_dir, "preprocess", {"labels": str(Path(cfg.labels).resolve()),
+                                           "images": str(Path(cfg.images).resolve()) if cfg.images else None},
+                   report["outputs"] | {"reconciliation": str(run_dir / "reconciliation.json")})
+    _print_summary(report, run_dir)
+    if not (counts["files"]["reconciles"] and counts["garments"]["reconciles"]):
+        raise RuntimeError(f"counts do not reconcile, see {run_dir / 'reconciliation.json'}")
+    return report | {"run_dir": str(run_dir)}
+
+
+def _collect(dataset, schema: pa.Schema | None = None) -> pa.Table:
+    import ray
+
+    tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pa.concat_tables(tables)
+
+
+def _print_summary(report: dict, run_dir: Path) -> None:
+    files, garments = report["files"], report["garments"]
+    print(f"files:    read {files['read']} = processed {files['processed']} + quarantined "
+          f"{files['quarantined']}  [{'ok' if files['reconciles'] else 'MISMATCH'}]")
+    print(f"garments: labelled {garments['labelled_in_processed_files']} = written {garments['written']} + "
+          f"quarantined {garments['quarantined']}  [{'ok' if garments['reconciles'] else 'MISMATCH'}]")
+    for reason, count in report["quarantine_reasons"].items():
+        print(f"  quarantine {reason}: {count}")
+    print("items per style: " + ", ".join(f"{k} {v}" for k, v in report["distribution"]["style"].items()))
+    print(f"{report['throughput']['files_per_s']} files/s; results in {run_dir}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = load_stage_config(__doc__.splitlines()[0], PreprocessConfig, "configs/preprocess.yaml", argv)
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    run_main(main)
