@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +40,7 @@ def _clean(value) -> str | None:
     return None if text in _ABSENT else text
 
 
+@lru_cache(maxsize=4096)
 def snake_case(name: str) -> str:
     """'Sleeve Length' -> 'sleeve_length', 'Fabric 3' -> 'fabric_3'."""
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
@@ -82,7 +84,8 @@ def load_fashion_product_images(path: str | Path, images_dir: str | Path | None 
 
     has = set(frame.columns)
     rows = []
-    for index, record in valid.iterrows():
+    # to_dict('records') rather than iterrows: ~5x faster on the 44k-row catalog.
+    for index, record in zip(valid.index, valid.to_dict("records")):
         item_id = str(int(float(record["id"])))
         try:
             re_fields = parse_article_attributes(record.get("articleAttributes"), f"{path}: row {index}")
@@ -130,7 +133,7 @@ def load_hm_articles(path: str | Path, images_dir: str | Path | None = None) -> 
 
     has = set(frame.columns)
     rows = []
-    for _, record in valid.iterrows():
+    for record in valid.to_dict("records"):
         hierarchy = [_clean(record[c]) for c in HM_HIERARCHY]
         item_id = str(record["article_id"])
         rows.append({
