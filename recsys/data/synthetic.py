@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -220,7 +221,8 @@ def _validate(config: SyntheticCorpusConfig) -> None:
     if not config.styles or len(set(config.styles)) != len(config.styles):
         problems.append(f"styles must be a non-empty list of distinct names, got {config.styles}")
     if any(not s or "/" in s or s.startswith(".") for s in config.styles):
-        problems.append(f"styles are folder names and must not be empty, contain '/' or start with '.': {config.styles}")
+        problems.append("styles are folder names and must not be empty, contain '/' or start with '.': "
+                        f"{config.styles}")
     if config.image_width < 64 or config.image_height < 64:
         problems.append(f"image size must be at least 64x64, got {config.image_width}x{config.image_height}")
     if not 0.0 <= config.sparse_label_rate <= 1.0:
@@ -233,7 +235,8 @@ def _validate(config: SyntheticCorpusConfig) -> None:
     if any(v < 0 for v in counts.values()):
         problems.append(f"fault counts must be >= 0, got {counts}")
     if sum(counts.values()) > config.n_images:
-        problems.append(f"{sum(counts.values())} faults need as many distinct images; n_images is {config.n_images}")
+        problems.append(f"{sum(counts.values())} faults need as many distinct images; "
+                        f"n_images is {config.n_images}")
     if problems:
         raise ValueError("invalid synthetic corpus config: " + "; ".join(problems))
 
@@ -375,6 +378,8 @@ LEG_WIDTH = {"스키니": (0.33, 0.2, 0.14), "타이트": (0.33, 0.21, 0.15), "�
              "루즈": (0.4, 0.32, 0.3), "와이드": (0.42, 0.4, 0.44), "벨보텀": (0.36, 0.22, 0.42),
              "오버사이즈": (0.42, 0.38, 0.36)}
 
+OPEN_FRONT_RATE = {"코트": 0.8, "재킷": 0.8, "가디건": 0.8, "베스트": 0.8}  # others (zipped): 0.5
+
 Point = tuple[float, float]
 
 
@@ -485,13 +490,13 @@ def _outline(truth: dict[str, Any], rng: np.random.Generator) -> tuple[Point, li
     if shape == "pants":
         hem = LOWER_HEM[length]
         return (0.0, WAIST_Y - 0.02), _legs_side(fit, hem, truth["카테고리"] == "조거팬츠"), (0.0, CROTCH_Y)
-    open_front = shape == "outer" and truth["카테고리"] in ("코트", "재킷", "가디건", "베스트") and rng.random() < 0.7
+    open_front = shape == "outer" and rng.random() < OPEN_FRONT_RATE.get(truth["카테고리"], 0.5)
     top, half = _neck_and_sleeves(truth["넥라인"], truth["소매기장"], ease, drop, open_front)
     if shape in ("dress", "jumpsuit"):
         half += _torso_side(min(ease, 1.04), WAIST_Y, False, 0.0)
-        lower = _skirt_side(fit, LOWER_HEM[length]) if shape == "dress" else _legs_side(fit, LOWER_HEM[length], False)
-        half += lower[1:]
-        return top, half, (0.0, LOWER_HEM[length] + 0.04) if shape == "dress" else (0.0, CROTCH_Y)
+        hem = LOWER_HEM[length]
+        half += (_skirt_side(fit, hem) if shape == "dress" else _legs_side(fit, hem, False))[1:]
+        return top, half, (0.0, hem + 0.04) if shape == "dress" else (0.0, CROTCH_Y)
     hem = (OUTER_HEM if shape == "outer" else UPPER_HEM)[length]
     boxy = fit in ("루즈", "오버사이즈") or truth["카테고리"] in ("패딩", "점퍼")
     half += _torso_side(ease, hem, boxy, 0.05 if truth["카테고리"] == "블라우스" else 0.0)
@@ -550,9 +555,9 @@ def _draw_figure(draw: ImageDraw.ImageDraw, body: _Body, rng: np.random.Generato
         draw.ellipse((hx - 0.12 * u, hy - 0.17 * u, hx + 0.12 * u, hy + 0.17 * u), fill=skin)
     torso = [(0.78, 1.45), (0.78, 2.05), (0.62, WAIST_Y), (0.8, HIP_Y), (0.7, CROTCH_Y)]
     draw.polygon([body.xy(*p, -1) for p in torso] + [body.xy(*p, 1) for p in reversed(torso)], fill=skin)
-    draw.rectangle((*body.xy(0.14, 0.9, -1), *body.xy(0.14, 1.45, 1)), fill=skin)
-    if rng.random() < 0.5:  # long hair behind the shoulders
+    if rng.random() < 0.5:  # long hair behind the neck and shoulders
         draw.rectangle((*body.xy(0.42, 0.4, -1), *body.xy(0.42, 1.9, 1)), fill=hair)
+    draw.rectangle((*body.xy(0.14, 0.9, -1), *body.xy(0.14, 1.45, 1)), fill=skin)
     draw.ellipse((*body.xy(0.36, 0.0, -1), *body.xy(0.36, 1.0, 1)), fill=skin)
     draw.chord((*body.xy(0.4, -0.05, -1), *body.xy(0.4, 0.75, 1)), 180, 360, fill=hair)
 
@@ -566,9 +571,9 @@ def _stripes(d, w, h, u, cx, rng):
 
 def _check(d, w, h, u, cx, rng):
     s = max(2, round(u * rng.uniform(0.06, 0.1)))
-    for k in range(0, max(w, h), 5 * s):
-        d.rectangle((0, k, w, k + s - 1), fill=210)
-        d.rectangle((k, 0, k + s - 1, h), fill=210)
+    for k in range(0, max(w, h), 6 * s):
+        d.rectangle((0, k, w, k + s - 1), fill=190)
+        d.rectangle((k, 0, k + s - 1, h), fill=190)
 
 
 def _dots(d, w, h, u, cx, rng):
@@ -595,8 +600,8 @@ def _lettering(d, w, h, u, cx, rng):
         y = h * 0.28 + row * 1.4 * c
         for x in np.arange(cx - 0.45 * u, cx + 0.45 * u - c, 1.2 * c):
             for _ in range(2):  # two random strokes per letter
-                d.line((x + rng.uniform(0, c), y + rng.uniform(0, c), x + rng.uniform(0, c), y + rng.uniform(0, c)),
-                       fill=255, width=stroke)
+                dx0, dy0, dx1, dy1 = rng.uniform(0, c, 4)
+                d.line((x + dx0, y + dy0, x + dx1, y + dy1), fill=255, width=stroke)
 
 
 def _graphic(d, w, h, u, cx, rng):
@@ -725,9 +730,12 @@ def _draw_garment(image: Image.Image, body: _Body, truth: dict[str, Any], polygo
     image.paste(base, (x0, y0, x1, y1), mask)
     sub = truth["서브색상"]
     print_colour = _jitter(COLORS[sub], rng) if sub else _contrast(base)
-    for name in truth["프린트"]:
-        if name in PRINT_RENDERERS:
-            _paint(image, mask, (x0, y0), print_colour, PRINT_RENDERERS[name], body.u, body.cx - x0, rng)
+    prints = [name for name in truth["프린트"] if name in PRINT_RENDERERS]
+    for k, name in enumerate(prints):  # two prints share the garment (upper/lower part), never stack
+        band = Image.new("L", mask.size, 0)
+        top, bottom = mask.size[1] * k // len(prints), mask.size[1] * (k + 1) // len(prints)
+        band.paste(mask.crop((0, top, mask.size[0], bottom)), (0, top))
+        _paint(image, band, (x0, y0), print_colour, PRINT_RENDERERS[name], body.u, body.cx - x0, rng)
     for name in truth["디테일"]:
         if name in DETAIL_RENDERERS:
             _paint(image, mask, (x0, y0), _shade(base), DETAIL_RENDERERS[name], body.u, body.cx - x0, rng)
@@ -908,18 +916,11 @@ def generate_corpus(config: SyntheticCorpusConfig, progress: bool = True) -> dic
     tasks = [(i, faults.get(i)) for i in range(config.n_images)]
     work = partial(_generate_one, config)
     workers = min(config.workers or os.cpu_count() or 1, config.n_images)
-    bar = tqdm(total=config.n_images, desc="synthetic corpus", unit="img", disable=not progress)
-    records = []
-    if workers == 1:
-        for task in tasks:
-            records.append(work(task))
-            bar.update()
-    else:
-        with Pool(workers) as pool:
-            for record in pool.imap(work, tasks, chunksize=max(1, min(32, config.n_images // (8 * workers)))):
-                records.append(record)
-                bar.update()
-    bar.close()
+    with Pool(workers) if workers > 1 else nullcontext() as pool:
+        results = pool.imap(work, tasks, chunksize=max(1, min(32, config.n_images // (8 * workers)))) \
+            if pool else map(work, tasks)
+        records = list(tqdm(results, total=config.n_images, desc="synthetic corpus", unit="img",
+                            disable=not progress))
     manifest = _manifest(config, records)
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

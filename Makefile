@@ -1,0 +1,36 @@
+# FashionRec: two commands for a newcomer (see README.md):
+#   make demo   set everything up, run the main pipeline on the embedded default corpus
+#   make test   set everything up, run the test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-quick bench-preprocess serve-clean clean
+
+# Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
+# mirrors that some machines configure; real errors still fail the step (pipefail).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar off -q -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m ray_jobs.pipeline --config configs/pipeline.yaml
+
+test: setup
+	$(PY) -m pytest -q -ra tests
+
+# Pure-library unit tests: no Ray start, no real-data scans; well under 30 s.
+test-quick: setup
+	$(PY) -m pytest -q -m "not ray and not real_data" tests
+
+bench-preprocess: setup
+	$(PY) -m bench.preprocess --config configs/bench_preprocess.yaml
+
+clean:
+	rm -rf artifacts data/generated
