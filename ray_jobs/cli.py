@@ -25,6 +25,25 @@ def run_main(main: Callable[[], object]) -> None:
     """Run a stage; bad input/config ends with one clear line and exit code 2, not a traceback."""
     try:
         main()
-    except (ConfigError, AdapterError) as exc:
+    except (ConfigError, AdapterError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def init_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS (set by `ray job submit`; `RAY_ADDRESS=auto` attaches to
+    a cluster started with `ray start`), else start a private local Ray.
+
+    Not plain ``ray.init()``: with no address it follows /tmp/ray/ray_current_cluster, which can
+    name a head that has since stopped, and then waits for it indefinitely.
+    """
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(address="local")

@@ -25,7 +25,7 @@ from recsys.data.preprocessing import (distribution, items_of, list_label_files,
                                        quarantine_of, reconcile)
 from recsys.data.schema import QUARANTINE_SCHEMA
 from recsys.plots import bar_panels
-from ray_jobs.cli import load_stage_config, run_main
+from ray_jobs.cli import init_ray, load_stage_config, run_main
 
 
 @dataclass
@@ -58,8 +58,7 @@ def run(cfg: PreprocessConfig) -> dict:
     files = list_label_files(cfg.labels)  # clear error when the path holds no labels
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     options = kfashion_options(cfg, run_dir / "crops" if cfg.write_crops else None)
-    if not ray.is_initialized():
-        ray.init()  # joins the cluster under `ray job submit`, else starts a local one
+    init_ray()
     print(f"preprocess: {len(files)} label files under {cfg.labels} -> {run_dir}")
 
     started = time.perf_counter()

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 from tqdm import tqdm
 
+from recsys.config import ConfigError
 from recsys.data.kfashion import (
     DATASET_INFO, DETAIL, FILE_CREATED, FILE_NAME, FILE_NUMBER, GARMENT_FIELDS_BY_KOREAN, IMAGE_FILE,
     IMAGE_HEIGHT, IMAGE_ID, IMAGE_INFO, IMAGE_WIDTH, LABELS, POLYGON, RECT, SLOTS, STYLE_KEY,
@@ -238,7 +239,7 @@ def _validate(config: SyntheticCorpusConfig) -> None:
         problems.append(f"{sum(counts.values())} faults need as many distinct images; "
                         f"n_images is {config.n_images}")
     if problems:
-        raise ValueError("invalid synthetic corpus config: " + "; ".join(problems))
+        raise ConfigError("invalid synthetic corpus config: " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -960,3 +961,16 @@ def label_key_signature(obj: Any, merge_slots: bool = False) -> set[str]:
 
     walk(obj, "")
     return signature
+
+
+def existing_corpus(config: SyntheticCorpusConfig) -> dict | None:
+    """The manifest of a complete corpus already at ``config.out_dir`` made with the same settings
+    (worker count and path aside), else None: lets pipelines skip regenerating it."""
+    path = Path(config.out_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    ignored = {"workers", "out_dir"}
+    wanted = {k: v for k, v in asdict(config).items() if k not in ignored}
+    found = {k: v for k, v in manifest.get("config", {}).items() if k not in ignored}
+    return manifest if found == wanted else None

@@ -251,9 +251,10 @@ def test_yaml_defaults_and_cli(tmp_path, capsys):
     config_path = REPO / "configs" / "corpus.yaml"
     assert load_config(config_path, SyntheticCorpusConfig) == SyntheticCorpusConfig()
     out = tmp_path / "cli"
-    assert main(["--config", str(config_path), "--no-progress",
-                 "--set", f"out_dir={out}", "n_images=6", "workers=1", "faults.no_box=1"]) == 0
+    returned = main(["--config", str(config_path), "--set", f"out_dir={out}", "--set", "n_images=6",
+                     "--set", "workers=1", "--set", "faults.no_box=1"])
     manifest = _load(out / "manifest.json")
+    assert returned == manifest
     assert manifest["n_label_files"] == 6 and [f["fault"] for f in manifest["faults"]] == ["no_box"]
     assert str(out.resolve()) in capsys.readouterr().out
     (tmp_path / "foreign").mkdir()

@@ -35,12 +35,12 @@ def ray_head(tmp_path):
     Stopped by signalling its group rather than `ray stop`, which would also kill the test
     session's own Ray. Draining is turned off so the head goes down at once.
     """
-    dashboard = _free_port()
+    dashboard, head_port = _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-                             f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                             f"--port={head_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                              "--include-dashboard=true", "--disable-usage-stats"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
@@ -51,6 +51,11 @@ def ray_head(tmp_path):
         time.sleep(2)
     yield address, env
     os.killpg(head.pid, signal.SIGTERM)
+    # `ray start` records itself as the machine's "current cluster"; a plain ray.init() elsewhere
+    # would then wait for this stopped head forever.
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.is_file() and current.read_text().strip().endswith(f":{head_port}"):
+        current.unlink()
     try:
         head.wait(timeout=30)
     except subprocess.TimeoutExpired:
