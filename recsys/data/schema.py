@@ -27,7 +27,7 @@ BBOX = pa.struct([("x", pa.float64()), ("y", pa.float64()), ("width", pa.float64
 
 ITEM_SCHEMA = pa.schema([
     _f("item_id", pa.string(), "Unique item id; K-Fashion '<image id>-<slot>', catalogs' own ids.", False),
-    _f("source", pa.string(), "Adapter that produced the row: kfashion | fashion_product_images | hm | ...", False),
+    _f("source", pa.string(), "Adapter that produced the row: kfashion, fashion_product_images, hm, ...", False),
     _f("category_path", pa.list_(pa.string()), "Category hierarchy, coarse to fine "
        "(K-Fashion slot > category; Myntra master > sub > articleType; H&M group > type)."),
     _f("category", pa.string(), "Finest category level (last element of category_path)."),
@@ -52,8 +52,8 @@ INTERACTION_SCHEMA = pa.schema([
     _f("user_id", pa.string(), "User/customer id.", False),
     _f("item_id", pa.string(), "Item id (same id space as the item table).", False),
     _f("timestamp", pa.timestamp("ms"), "Event time; null when the log is ordered by position."),
-    _f("position", pa.int64(), "Order of the event within the user's log, when no time is known "
-       "(or as given)."),
+    _f("position", pa.int64(), "Rank of the event within its user's log (0, 1, ...), by "
+       "the order column with file order breaking ties; always filled by the adapters."),
     _f("price", pa.float64(), "Price paid, if known."),
     _f("channel", pa.string(), "Sales channel / surface, if known."),
 ])
@@ -121,3 +121,17 @@ def table_from_rows(rows: Sequence[Mapping], schema: pa.Schema) -> pa.Table:
 def quarantine_row(source_file: str, record: str, level: str, reason: str, detail: str) -> dict:
     return {"source_file": str(source_file), "record": str(record), "level": level,
             "reason": reason, "detail": detail}
+
+
+def schema_markdown(schema: pa.Schema) -> str:
+    """The field-by-field table used in docs/data.md (a test keeps the doc in sync)."""
+    lines = ["| field | type | required | meaning |", "|---|---|---|---|"]
+    for field in schema:
+        doc = field.metadata[b"doc"].decode() if field.metadata else ""
+        doc = doc.replace("|", "/")
+        lines.append(f"| `{field.name}` | `{field.type}` | {'yes' if not field.nullable else 'no'} | {doc} |")
+    return "\n".join(lines)
+
+
+SCHEMAS = {"items": ITEM_SCHEMA, "interactions": INTERACTION_SCHEMA, "users": USER_SCHEMA,
+           "quarantine": QUARANTINE_SCHEMA}

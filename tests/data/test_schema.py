@@ -23,3 +23,13 @@ def test_table_from_rows_fills_missing_and_names_bad_fields():
         table_from_rows([{"item_id": "1", "source": "x", "price": "cheap"}], ITEM_SCHEMA)
     with pytest.raises(ValueError, match="field 'source' is required"):
         table_from_rows([{"item_id": "1"}], ITEM_SCHEMA)
+
+
+def test_docs_hold_the_generated_schema_tables():
+    from pathlib import Path
+
+    from recsys.data.schema import SCHEMAS, schema_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    for name, schema in SCHEMAS.items():
+        assert f"### {name}\n\n{schema_markdown(schema)}" in doc, f"docs/data.md is out of date for {name}"

@@ -1,0 +1,1 @@
+"""Benchmark commands (not tests): each writes a JSON report and a plot under artifacts/bench/."""

@@ -1,0 +1,19 @@
+"""cluster.yaml is a real Ray cluster-launcher config (validated against Ray's own schema)."""
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+
+def test_cluster_yaml_validates_and_installs_this_project():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    types = config["available_node_types"]
+    assert set(types) == {"head", "cpu_worker", "gpu_worker"} and config["head_node_type"] == "head"
+    for worker in ("cpu_worker", "gpu_worker"):
+        assert 0 <= types[worker]["min_workers"] < types[worker]["max_workers"]
+    assert any("pip install" in c and "fashionrec" in c for c in config["setup_commands"])
+    assert Path(list(config["file_mounts"].values())[0]) == Path(".")
