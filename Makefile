@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench-preprocess serve-clean clean
+.PHONY: setup demo test test-quick bench-preprocess clean
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -25,9 +25,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -ra tests
 
-# Pure-library unit tests: no Ray start, no real-data scans; well under 30 s.
+# Pure-library unit tests: no Ray start, no full-catalog scans; well under 30 s.
 test-quick: setup
-	$(PY) -m pytest -q -m "not ray and not real_data" tests
+	$(PY) -m pytest -q -m "not ray and not slow" tests
 
 bench-preprocess: setup
 	$(PY) -m bench.preprocess --config configs/bench_preprocess.yaml

@@ -35,14 +35,19 @@ class PreprocessConfig:
     output_root: str = "artifacts/preprocess"
     run_name: str | None = None       # default <UTC timestamp>-<config hash>
     write_crops: bool = True
-    files_per_batch: int = 64
+    files_per_batch: int = 64         # label files per map_batches call
+    files_per_block: int = 256        # label files per Ray Data block (unit of parallel work)
     rows_per_shard: int = 10_000
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
 
 
+SUMMARY_COLUMNS = sorted(set(QUARANTINE_SCHEMA.names) | {"outcome", "n_garments", "styles", "category_path"})
+
+
 def _process(batch: pa.Table, options: KFashionOptions) -> pa.Table:
-    return process_label_batch(batch["path"].to_pylist(), batch["bytes"].to_pylist(), options)
+    paths = batch["path"].to_pylist()
+    return process_label_batch(paths, [Path(p).read_bytes() for p in paths], options)
 
 
 def kfashion_options(cfg: PreprocessConfig, crop_dir: Path | None) -> KFashionOptions:
@@ -62,24 +67,28 @@ def run(cfg: PreprocessConfig) -> dict:
     print(f"preprocess: {len(files)} label files under {cfg.labels} -> {run_dir}")
 
     started = time.perf_counter()
-    outcomes = (ray.data.read_binary_files(files, include_paths=True)
+    # Paths in, bytes read inside the map task: one fused stage. Measured on 2 CPUs, this ran 1.4x
+    # faster than read_binary_files feeding a separate map stage (the images are opened by path
+    # anyway, so labels and images must sit on storage every node mounts).
+    n_blocks = min(len(files), max(8, len(files) // cfg.files_per_block))
+    outcomes = (ray.data.from_items([{"path": p} for p in files], override_num_blocks=n_blocks)
                 .map_batches(_process, fn_kwargs={"options": options}, batch_size=cfg.files_per_batch,
                              batch_format="pyarrow")
                 .materialize())
+    processed_at = time.perf_counter()
     items = outcomes.filter(expr="outcome == 'item'").map_batches(items_of, batch_format="pyarrow")
     items.write_parquet(str(run_dir / "items"), min_rows_per_file=cfg.rows_per_shard)
-    quarantined = outcomes.filter(expr="outcome == 'quarantine'").map_batches(quarantine_of,
-                                                                               batch_format="pyarrow")
-    quarantine = _collect(quarantined, QUARANTINE_SCHEMA)
-    pq.write_table(quarantine, run_dir / "quarantine.parquet")
-    summary = _collect(outcomes.select_columns(["outcome", "level", "reason", "n_garments", "styles",
-                                                "category_path"]))
+    # One pass for everything small: bookkeeping columns of every row (quarantine rows in full).
+    summary = _collect(outcomes.select_columns(SUMMARY_COLUMNS))
+    pq.write_table(quarantine_of(summary), run_dir / "quarantine.parquet")
     elapsed = time.perf_counter() - started
 
     counts = reconcile(len(files), summary)
     item_summary = summary.filter(pc.equal(summary["outcome"], "item"))
     report = {**counts, "distribution": distribution(item_summary),
-              "throughput": {"seconds": round(elapsed, 2), "files_per_s": round(len(files) / elapsed, 1)},
+              "throughput": {"seconds": round(elapsed, 2), "files_per_s": round(len(files) / elapsed, 1),
+                             "parse_crop_seconds": round(processed_at - started, 2),
+                             "write_seconds": round(elapsed - (processed_at - started), 2)},
               "outputs": {"items": str(run_dir / "items"), "quarantine": str(run_dir / "quarantine.parquet"),
                           "crops": str(run_dir / "crops") if cfg.write_crops else None}}
     write_json(run_dir / "reconciliation.json", report)
@@ -97,13 +106,10 @@ def run(cfg: PreprocessConfig) -> dict:
     return report | {"run_dir": str(run_dir)}
 
 
-def _collect(dataset, schema: pa.Schema | None = None) -> pa.Table:
+def _collect(dataset) -> pa.Table:
     import ray
 
-    tables = [t for t in ray.get(dataset.to_arrow_refs()) if t.num_rows]
-    if not tables:
-        return schema.empty_table() if schema is not None else pa.table({})
-    return pa.concat_tables(tables)
+    return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:

@@ -7,6 +7,7 @@ from recsys.data.schema import ITEM_SCHEMA, attributes_to_dict
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_fashion_product_images_full_catalog(shared_data):
     result = load_fashion_product_images(shared_data / "fashion_product_images_styles_full/styles_full.parquet")
     assert result.reconciliation() == {"source": "fashion_product_images", "read": 44441, "written": 44441,
@@ -24,6 +25,7 @@ def test_fashion_product_images_full_catalog(shared_data):
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_fashion_product_images_csv(shared_data):
     result = load_fashion_product_images(shared_data / "fashion_product_images_styles_full/styles.csv")
     assert result.table.num_rows == 44441 and result.reconciliation()["reconciles"]
