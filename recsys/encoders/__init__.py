@@ -1,0 +1,1 @@
+"""Frozen encoders whose embeddings the trained models align to (text: sentence-transformers)."""

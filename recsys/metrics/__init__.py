@@ -1,0 +1,1 @@
+"""Evaluation metrics, each defined once and tested against hand-computed values."""

@@ -1,0 +1,56 @@
+"""Paired retrieval metrics: query i's one correct answer is gallery item i.
+
+Rank convention: the 0-based rank of the positive is the number of gallery items scoring strictly
+higher (ties resolved in the positive's favour, as in most CLIP-style reports). Top-k accuracy =
+share of queries with rank < k (= Recall@k with one relevant item; Precision@k = Top-k / k).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def positive_ranks(queries: np.ndarray, gallery: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Rank of gallery[i] for queries[i] among all of ``gallery`` (inner product)."""
+    if queries.shape != gallery.shape:
+        raise ValueError(f"paired retrieval needs equal shapes, got {queries.shape} and {gallery.shape}")
+    ranks = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        q = queries[start:start + chunk]
+        scores = q @ gallery.T
+        positive = np.einsum("ij,ij->i", q, gallery[start:start + chunk])
+        ranks[start:start + chunk] = (scores > positive[:, None]).sum(axis=1)
+    return ranks
+
+
+def blockwise_ranks(queries: np.ndarray, gallery: np.ndarray, block: int = 64) -> np.ndarray:
+    """Ranks within consecutive blocks of ``block`` pairs (the "in-batch-64" protocol); a last
+    partial block is dropped so every query competes with exactly block-1 negatives."""
+    usable = (len(queries) // block) * block
+    return np.concatenate([positive_ranks(queries[s:s + block], gallery[s:s + block])
+                           for s in range(0, usable, block)]) if usable else np.empty(0, dtype=np.int64)
+
+
+def ranking_summary(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """Top-k accuracy for each k, precision@k and MRR from 0-based positive ranks."""
+    if len(ranks) == 0:
+        raise ValueError("no queries to evaluate")
+    out = {f"top{k}": float(np.mean(ranks < k)) for k in ks}
+    out |= {f"precision@{k}": out[f"top{k}"] / k for k in ks}
+    out["mrr"] = float(np.mean(1.0 / (ranks + 1)))
+    out["n_queries"] = int(len(ranks))
+    return out
+
+
+def similarity_stats(queries: np.ndarray, gallery: np.ndarray, max_negatives: int = 200_000,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean cosine of positive pairs vs of sampled mismatched pairs, norms and embedding variance."""
+    rng = np.random.default_rng(seed)
+    positive = np.einsum("ij,ij->i", queries, gallery)
+    n = len(queries)
+    i = rng.integers(0, n, size=min(max_negatives, n * (n - 1)))
+    j = (i + rng.integers(1, n, size=len(i))) % n  # never the pair's own partner
+    negative = np.einsum("ij,ij->i", queries[i], gallery[j])
+    norms = np.linalg.norm(queries, axis=1)
+    return {"mean_positive_similarity": float(positive.mean()), "mean_negative_similarity": float(negative.mean()),
+            "query_norm_min": float(norms.min()), "query_norm_max": float(norms.max()),
+            "query_embedding_variance": float(queries.var(axis=0).sum())}
