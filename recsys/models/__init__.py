@@ -1,0 +1,1 @@
+"""Trainable models (torch.nn.Modules), free of any Ray dependency."""

@@ -1,0 +1,159 @@
+"""JSON-encoder alignment to frozen target embeddings (InfoNCE), one loop for CPU, GPU and clusters.
+
+Datasets given to the trainer: ``train`` (split across workers) and ``val`` (whole, on every worker),
+with columns ``ids/<field>``, ``mask/<field>``, ``target`` (float32, 512) and ``label`` (int64: rows
+with the same target text share a label, so duplicates are positives, not false negatives).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys.losses import InfoNCE
+from recsys.metrics.retrieval import blockwise_ranks, positive_ranks, ranking_summary, similarity_stats
+from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, split_features
+from recsys.vocab import UNKNOWN_ID
+
+
+@dataclass
+class AlignmentTrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.07
+    grad_clip: float = 1.0
+    field_dropout: float = 0.2   # share of (row, field) values replaced by UNKNOWN while training
+    seed: int = 0
+    val_batch: int = 64          # block size of the in-batch protocol reported next to the full gallery
+
+
+def field_dropout(ids: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], rate: float,
+                  generator: torch.Generator | None = None) -> tuple[dict, dict]:
+    """Replace a field's values by a single UNKNOWN with probability ``rate`` per row and field,
+    so the encoder learns to cope with missing attributes."""
+    if rate <= 0:
+        return ids, masks
+    out_ids, out_masks = {}, {}
+    for name, value in ids.items():
+        drop = torch.rand(value.shape[0], generator=generator, device=value.device) < rate
+        dropped = torch.zeros_like(value)
+        dropped[:, 0] = UNKNOWN_ID
+        drop_mask = torch.zeros_like(masks[name])
+        drop_mask[:, 0] = True
+        out_ids[name] = torch.where(drop[:, None], dropped, value)
+        out_masks[name] = torch.where(drop[:, None], drop_mask, masks[name])
+    return out_ids, out_masks
+
+
+def embed_dataset(model: torch.nn.Module, dataset, fields: list[str], device, batch_size: int = 2048
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(query embeddings, targets) for every row of a Ray dataset shard, in order."""
+    model.eval()
+    queries, targets = [], []
+    with torch.no_grad():
+        for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device):
+            queries.append(model(*split_features(batch, fields)).float().cpu().numpy())
+            targets.append(batch["target"].float().cpu().numpy())
+    return np.concatenate(queries), np.concatenate(targets)
+
+
+def evaluate_pairs(queries: np.ndarray, targets: np.ndarray, block: int = 64) -> dict[str, Any]:
+    """Full-gallery and in-batch-``block`` retrieval metrics plus similarity statistics."""
+    return {"full": ranking_summary(positive_ranks(queries, targets)),
+            f"inbatch{block}": ranking_summary(blockwise_ranks(queries, targets, block)),
+            "similarity": similarity_stats(queries, targets)}
+
+
+def train_alignment_loop(loop_config: dict) -> None:
+    """Ray Train worker loop. ``loop_config``: encoder (JsonEncoderConfig dict), train
+    (AlignmentTrainConfig dict), vocab_sizes, and optionally extra keys saved into checkpoints."""
+    import ray.train
+    import ray.train.torch
+
+    enc_cfg = JsonEncoderConfig(**loop_config["encoder"])
+    cfg = AlignmentTrainConfig(**loop_config["train"])
+    torch.manual_seed(cfg.seed)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(JsonEncoder(enc_cfg, loop_config["vocab_sizes"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    loss_fn = InfoNCE(cfg.temperature)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best = 0, -1.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # resume: same model, optimizer and schedule position
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, "state.pt"), map_location=device, weights_only=True)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best_val_top5"])
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    rank = ray.train.get_context().get_world_rank()
+    started = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        losses, lr = [], optimizer.param_groups[0]["lr"]
+        for batch in train_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
+                                                    local_shuffle_buffer_size=cfg.batch_size * 8,
+                                                    local_shuffle_seed=cfg.seed + epoch, drop_last=True):
+            ids, masks = field_dropout(*split_features(batch, enc_cfg.fields), cfg.field_dropout)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                queries = model(ids, masks)
+                loss = loss_fn(queries.float(), batch["target"].float(), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        scheduler.step()
+
+        queries, targets = embed_dataset(_unwrap(model), val_shard, enc_cfg.fields, device)
+        evaluation = evaluate_pairs(queries, targets, cfg.val_batch)
+        with torch.no_grad():
+            val_loss = float(loss_fn(torch.as_tensor(queries[:4096]), torch.as_tensor(targets[:4096])))
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "val_loss": val_loss, "lr": lr, "elapsed_s": round(time.time() - started, 1),
+                   **{f"val_{k}": v for k, v in evaluation["full"].items()},
+                   **{f"val_inbatch_{k}": v for k, v in evaluation[f"inbatch{cfg.val_batch}"].items()},
+                   **{f"val_{k}": v for k, v in evaluation["similarity"].items()}}
+        best = max(best, metrics["val_top5"])
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_top5": best,
+                            "encoder": asdict(enc_cfg), "vocab_sizes": dict(loop_config["vocab_sizes"])},
+                           os.path.join(directory, "state.pt"))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val top1 "
+                  f"{metrics['val_top1']:.4f} top5 {metrics['val_top5']:.4f} mrr {metrics['val_mrr']:.4f}  "
+                  f"{metrics['elapsed_s']}s", flush=True)
+        else:
+            ray.train.report(metrics)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def load_encoder(state_path: str, device: str = "cpu") -> JsonEncoder:
+    """A trained encoder from a checkpoint's ``state.pt`` (weights only, no pickled code)."""
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    model = JsonEncoder(JsonEncoderConfig(**state["encoder"]), state["vocab_sizes"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
