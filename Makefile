@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench-preprocess clean
+.PHONY: setup demo test test-quick bench-preprocess eval-alignment clean
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -31,6 +31,13 @@ test-quick: setup
 
 bench-preprocess: setup
 	$(PY) -m bench.preprocess --config configs/bench_preprocess.yaml
+
+# Protocol E1 on the real Myntra catalog (../shared/data): JSON encoder vs zero-shot MiniLM, ~6 min.
+SHARED_DATA ?= ../shared/data
+eval-alignment: setup
+	$(PY) -m ray_jobs.evaluate_alignment --catalog $(SHARED_DATA)/fashion_product_images_styles_full/styles_full.parquet \
+		--text-col productDisplayName --fields gender,masterCategory,subCategory,articleType,baseColour,season,usage \
+		--out artifacts/eval/alignment_e1
 
 clean:
 	rm -rf artifacts data/generated

@@ -41,3 +41,51 @@ def bar_panels(panels: Mapping[str, Mapping[str, int]], path: str | Path, title:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def training_charts(history: list[dict], path: str | Path, title: str) -> Path:
+    """2x2: train/val loss, Top-1/Top-5 (full gallery), positive vs negative similarity, learning rate."""
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    panels = [("loss", [("train_loss", "train"), ("val_loss", "val")]),
+              ("validation accuracy (full gallery)", [("val_top1", "Top-1"), ("val_top5", "Top-5")]),
+              ("mean cosine similarity", [("val_mean_positive_similarity", "positive pairs"),
+                                          ("val_mean_negative_similarity", "negative pairs")]),
+              ("learning rate", [("lr", "lr")])]
+    for ax, (name, series) in zip(axes.flat, panels):
+        for key, label in series:
+            ax.plot(epochs, [h.get(key) for h in history], marker="o", markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, title: str,
+                 ylabel: str = "") -> Path:
+    """One group of bars per key of ``groups`` ({variant: {metric: value}}), values printed on top."""
+    use_korean_font()
+    variants = list(groups)
+    metrics = list(next(iter(groups.values())))
+    width = 0.8 / max(1, len(variants))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * len(variants) / 2 + 3), 4.5))
+    for i, variant in enumerate(variants):
+        xs = [m + i * width for m in range(len(metrics))]
+        values = [groups[variant].get(metric, 0.0) for metric in metrics]
+        bars = ax.bar(xs, values, width, label=variant)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks([m + width * (len(variants) - 1) / 2 for m in range(len(metrics))], metrics)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -26,9 +26,21 @@ def test_infonce_matches_hand_computed_value():
     assert torch.isclose(both, torch.tensor(expected), atol=1e-5)
 
 
+def test_equals_pytorch_metric_learning_ntxent_across_two_sets():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    torch.manual_seed(1)
+    q = F.normalize(torch.randn(6, 8), dim=-1)
+    t = F.normalize(torch.randn(6, 8), dim=-1)
+    labels = torch.arange(6)
+    # labels.clone(): PML drops self-pairs when ref_labels *is* labels.
+    reference = NTXentLoss(temperature=0.2)(q, labels, ref_emb=t, ref_labels=labels.clone())
+    assert torch.isclose(InfoNCE(temperature=0.2, symmetric=False)(q, t), reference, atol=1e-5)
+
+
 def test_shared_labels_turn_duplicates_into_positives():
     t = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=-1)
     q = t.clone()
     loss = InfoNCE(temperature=0.5, symmetric=False)
-    # Rows 0 and 1 have the same target; as false negatives they cost more than as positives.
+    # Rows 0 and 1 have the same target; as false negatives they cost more than when left out.
     assert loss(q, t, torch.tensor([0, 0, 1])) < loss(q, t)

@@ -17,7 +17,9 @@ def positive_ranks(queries: np.ndarray, gallery: np.ndarray, chunk: int = 2048) 
     for start in range(0, len(queries), chunk):
         q = queries[start:start + chunk]
         scores = q @ gallery.T
-        positive = np.einsum("ij,ij->i", q, gallery[start:start + chunk])
+        rows = np.arange(len(q))
+        # The positive's score is read from the same matrix, so rounding cannot rank it above itself.
+        positive = scores[rows, start + rows]
         ranks[start:start + chunk] = (scores > positive[:, None]).sum(axis=1)
     return ranks
 

@@ -6,6 +6,7 @@ with the same target text share a label, so duplicates are positives, not false 
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -74,9 +75,12 @@ def evaluate_pairs(queries: np.ndarray, targets: np.ndarray, block: int = 64) ->
 def train_alignment_loop(loop_config: dict) -> None:
     """Ray Train worker loop. ``loop_config``: encoder (JsonEncoderConfig dict), train
     (AlignmentTrainConfig dict), vocab_sizes, and optionally extra keys saved into checkpoints."""
+    import ray.data
     import ray.train
     import ray.train.torch
 
+    # One line per epoch (below) is the progress; per-iteration dataset bars would bury it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     enc_cfg = JsonEncoderConfig(**loop_config["encoder"])
     cfg = AlignmentTrainConfig(**loop_config["train"])
     torch.manual_seed(cfg.seed)
@@ -97,11 +101,13 @@ def train_alignment_loop(loop_config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_val_top5"])
+        state["history"] = json.loads(state.get("history_json", "[]"))
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     rank = ray.train.get_context().get_world_rank()
     started = time.time()
+    history = list(state.get("history", [])) if checkpoint else []
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         losses, lr = [], optimizer.param_groups[0]["lr"]
@@ -123,19 +129,24 @@ def train_alignment_loop(loop_config: dict) -> None:
 
         queries, targets = embed_dataset(_unwrap(model), val_shard, enc_cfg.fields, device)
         evaluation = evaluate_pairs(queries, targets, cfg.val_batch)
-        with torch.no_grad():
-            val_loss = float(loss_fn(torch.as_tensor(queries[:4096]), torch.as_tensor(targets[:4096])))
+        with torch.no_grad():  # same batch size as training, so the two losses are comparable
+            blocks = range(0, len(queries) - cfg.batch_size + 1, cfg.batch_size)
+            val_loss = float(np.mean([float(loss_fn(torch.as_tensor(queries[s:s + cfg.batch_size]),
+                                                    torch.as_tensor(targets[s:s + cfg.batch_size])))
+                                      for s in blocks])) if len(blocks) else float("nan")
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_loss": val_loss, "lr": lr, "elapsed_s": round(time.time() - started, 1),
                    **{f"val_{k}": v for k, v in evaluation["full"].items()},
                    **{f"val_inbatch_{k}": v for k, v in evaluation[f"inbatch{cfg.val_batch}"].items()},
                    **{f"val_{k}": v for k, v in evaluation["similarity"].items()}}
         best = max(best, metrics["val_top5"])
+        history.append(metrics)
         if rank == 0:
             with tempfile.TemporaryDirectory() as directory:
                 torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_top5": best,
-                            "encoder": asdict(enc_cfg), "vocab_sizes": dict(loop_config["vocab_sizes"])},
+                            "encoder": asdict(enc_cfg), "vocab_sizes": dict(loop_config["vocab_sizes"]),
+                            "history_json": json.dumps(history)},
                            os.path.join(directory, "state.pt"))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val top1 "

@@ -1,0 +1,170 @@
+"""Protocol E1: train the JSON encoder against frozen title embeddings and report it beside the
+zero-shot baseline, full gallery and in-batch-64, with and without the brand column.
+
+    python -m ray_jobs.evaluate_alignment --catalog styles_full.parquet --text-col productDisplayName \
+        --fields gender,masterCategory,subCategory,articleType,baseColour,season,usage --out DIR
+
+Writes DIR/metrics.json, DIR/comparison.png and, per trained variant, DIR/<variant>/
+(checkpoints/best_model.pt, training_charts.png, results/training_results.json).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recsys.artifacts import write_json
+from recsys.config import load_config, parse_overrides
+from recsys.data.result import read_table_file
+from recsys.encoders.text import TextEncoder, TextEncoderConfig
+from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
+                                   records_from_frame, target_labels)
+from recsys.metrics.retrieval import blockwise_ranks, positive_ranks, ranking_summary
+from recsys.models.json_encoder import JsonEncoderConfig, featurize, orthonormal_lift
+from recsys.plots import grouped_bars, training_charts
+from recsys.train_loops.alignment import AlignmentTrainConfig, evaluate_pairs, load_encoder
+from recsys.vocab import AttributeVocabulary
+from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
+from ray_jobs.cli import init_ray, run_main
+
+REPORTED = ("top1", "top5", "top10", "mrr")
+
+
+@dataclass
+class AlignmentEvalConfig:
+    encoder: JsonEncoderConfig = field(default_factory=lambda: JsonEncoderConfig(fields=[], multi_fields=[]))
+    train: AlignmentTrainConfig = field(default_factory=AlignmentTrainConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    split_seed: int = 42
+    val_fraction: float = 0.2
+
+
+def _short(summary: dict) -> dict:
+    return {k: round(summary[k], 4) for k in REPORTED if k in summary}
+
+
+def _title_embeddings(texts: list[str], encoder_cfg: TextEncoderConfig, cache_dir: Path) -> np.ndarray:
+    """MiniLM embeddings of every title, cached by content so re-runs skip the slowest step."""
+    key = hashlib.sha1(("\n".join(texts) + encoder_cfg.model).encode()).hexdigest()[:16]
+    path = cache_dir / f"text-{key}.npy"
+    if path.is_file():
+        print(f"title embeddings: cached {path}")
+        return np.load(path)
+    started = time.perf_counter()
+    vectors = TextEncoder(encoder_cfg).encode(texts, progress=True)
+    print(f"title embeddings: {len(texts)} texts in {time.perf_counter() - started:.0f}s "
+          f"({len(texts) / (time.perf_counter() - started):.0f} texts/s)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray, cfg: AlignmentEvalConfig) -> dict:
+    """MiniLM(attribute values joined by spaces) against MiniLM(title): no training."""
+    texts = [attribute_text(r, fields) for r in records]
+    unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    queries = TextEncoder(cfg.text_encoder).encode(list(unique))[inverse]
+    return {"full": _short(ranking_summary(positive_ranks(queries, title_vectors))),
+            "inbatch64": _short(ranking_summary(blockwise_ranks(queries, title_vectors, 64)))}
+
+
+def train_variant(name: str, fields: list[str], train_records, val_records, train_targets, val_targets,
+                  train_labels, cfg: AlignmentEvalConfig, out: Path) -> dict:
+    encoder = JsonEncoderConfig(**{**asdict(cfg.encoder), "fields": fields,
+                                   "multi_fields": [f for f in cfg.encoder.multi_fields if f in fields]})
+    vocab = AttributeVocabulary.build(train_records, std_fields=fields, re_fields=[])
+    vocab_sizes = {f: vocab.std.size(f) for f in fields}
+    train = {**featurize(vocab, train_records, encoder), "target": train_targets, "label": train_labels}
+    val = {**featurize(vocab, val_records, encoder), "target": val_targets,
+           "label": np.arange(len(val_targets), dtype=np.int64)}
+    variant_dir = out / name
+    print(f"[{name}] fields {fields}; vocab sizes {vocab_sizes}")
+    fitted = fit_alignment(train, val, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir, name)
+    vocab.save(variant_dir / "checkpoints" / "vocab.json")
+
+    # Final numbers from the best checkpoint, recomputed here from its weights alone.
+    import torch
+
+    model = load_encoder(fitted["best_model"])
+    with torch.no_grad():
+        tensors = {k: torch.as_tensor(v) for k, v in featurize(vocab, val_records, encoder).items()}
+        queries = model({f: tensors[f"ids/{f}"] for f in fields}, {f: tensors[f"mask/{f}"] for f in fields}).numpy()
+    evaluation = evaluate_pairs(queries, val_targets, 64)
+    write_json(variant_dir / "results" / "training_results.json",
+               {"history": fitted["history"], "best_epoch": fitted["best_metrics"]["epoch"],
+                "evaluation": evaluation, "fields": fields, "vocab_sizes": vocab_sizes})
+    training_charts(fitted["history"], variant_dir / "training_charts.png",
+                    f"JSON encoder -> title alignment ({name})")
+    return {"full": _short(evaluation["full"]), "inbatch64": _short(evaluation["inbatch64"]),
+            "similarity": {k: round(v, 4) for k, v in evaluation["similarity"].items()},
+            "best_epoch": fitted["best_metrics"]["epoch"], "fields": fields,
+            "checkpoint": fitted["best_model"]}
+
+
+def run(catalog: str, text_col: str, fields: list[str] | None, id_col: str | None, out: str,
+        cfg: AlignmentEvalConfig) -> dict:
+    out_dir = Path(out).resolve()
+    required = [text_col] + (fields or []) + ([id_col] if id_col else [])
+    frame = read_table_file(catalog, required, f"a catalog with text column {text_col!r}",
+                            keep_default_na=False, dtype=str)
+    id_col = id_col or ("id" if "id" in frame.columns else None)
+    fields = fields or default_fields(frame, id_col, text_col)
+    if not fields:
+        raise SystemExit(f"error: {catalog}: no categorical attribute columns found; pass --fields")
+    brand = find_brand_column(frame.columns)
+    titles = frame[text_col].astype(str).tolist()  # "NA" is a real title (EVAL.md)
+    train_idx, val_idx = e1_split(len(frame), cfg.split_seed, cfg.val_fraction)
+    print(f"E1 on {catalog}: {len(frame)} rows, {len(train_idx)} train / {len(val_idx)} validation; "
+          f"fields {fields}; brand column: {brand}")
+
+    title_vectors = _title_embeddings(titles, cfg.text_encoder, out_dir / "cache")
+    lift = orthonormal_lift(title_vectors.shape[1], cfg.encoder.output_dim)  # cosine-preserving 384 -> 512
+    lifted = title_vectors @ lift.T
+    records = records_from_frame(frame, fields + ([brand] if brand and brand not in fields else []))
+    train_records = [records[i] for i in train_idx]
+    val_records = [records[i] for i in val_idx]
+    labels = target_labels(titles)
+
+    report = {"n_val": int(len(val_idx)), "n_train": int(len(train_idx)), "catalog": str(Path(catalog).resolve()),
+              "text_col": text_col, "fields": fields, "brand_col": brand,
+              "text_encoder": cfg.text_encoder.model, "config": asdict(cfg)}
+    report["zero_shot"] = zero_shot(val_records, fields, title_vectors[val_idx], cfg)
+    print(f"zero-shot: {report['zero_shot']}")
+    init_ray()
+    variants = [("model", fields)] + ([("model_with_brand", fields + [brand])] if brand and brand not in fields else [])
+    for name, variant_fields in variants:
+        report[name] = train_variant(name, variant_fields, train_records, val_records, lifted[train_idx],
+                                     lifted[val_idx], labels[train_idx], cfg, out_dir)
+        print(f"{name}: {report[name]['full']} (full gallery), {report[name]['inbatch64']} (in-batch-64)")
+
+    write_json(out_dir / "metrics.json", report)
+    compared = [n for n in ("zero_shot", "model", "model_with_brand") if n in report]
+    for protocol in ("full", "inbatch64"):
+        grouped_bars({n: report[n][protocol] for n in compared}, out_dir / f"comparison_{protocol}.png",
+                     f"E1 attribute JSON -> title ({protocol}, {len(val_idx)} validation items)")
+    print(f"report: {out_dir / 'metrics.json'}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalog", required=True, help="catalog table (.csv or .parquet)")
+    parser.add_argument("--text-col", default="productDisplayName")
+    parser.add_argument("--fields", default=None, help="comma-separated attribute columns (default: categorical ones)")
+    parser.add_argument("--id-col", default=None, help="id column, left out of the fields (default: 'id' if present)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--config", default="configs/alignment_e1.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, AlignmentEvalConfig, parse_overrides(args.overrides))
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    return run(args.catalog, args.text_col, fields, args.id_col, args.out, cfg)
+
+
+if __name__ == "__main__":
+    run_main(main)

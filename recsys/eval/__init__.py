@@ -1,0 +1,1 @@
+"""Evaluation protocols (see ../shared/data/EVAL.md): splits, baselines and reports."""

@@ -1,0 +1,62 @@
+"""Protocol E1: attribute JSON -> product-title alignment on any catalog table.
+
+The split, the field choice, the zero-shot baseline's query text and the report layout live here,
+so the command (``ray_jobs.evaluate_alignment``) and the tests use the same definitions.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+MAX_CATEGORICAL_VALUES = 1000  # more distinct values than this is free text, not a category
+
+
+def e1_split(n_rows: int, seed: int = 42, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """EVAL.md E1: ``default_rng(42).permutation(n)``; the first 20% validate, the rest train."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_val = int(n_rows * val_fraction)
+    return order[n_val:], order[:n_val]
+
+
+def find_brand_column(columns: Sequence[str]) -> str | None:
+    return next((c for c in columns if "brand" in c.lower()), None)
+
+
+def default_fields(frame: pd.DataFrame, id_col: str | None, text_col: str) -> list[str]:
+    """Categorical columns other than id, text and brand: text-valued (not numbers such as year or
+    price) with at most MAX_CATEGORICAL_VALUES distinct values. Brand gets its own run."""
+    skip = {id_col, text_col, find_brand_column(frame.columns)}
+    fields = []
+    for column in frame.columns:
+        if column in skip:
+            continue
+        values = frame[column].dropna().astype(str)
+        values = values[values != ""]
+        if values.empty or values.nunique() > MAX_CATEGORICAL_VALUES:
+            continue
+        if pd.to_numeric(values, errors="coerce").notna().all():
+            continue
+        fields.append(column)
+    return fields
+
+
+def records_from_frame(frame: pd.DataFrame, fields: Sequence[str]) -> list[dict[str, str | None]]:
+    """Rows -> ``{field: value}``; empty and missing values become None, i.e. the field's "unknown"."""
+    out = []
+    for row in frame[list(fields)].itertuples(index=False, name=None):
+        out.append({f: (None if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
+                        else str(v).strip()) for f, v in zip(fields, row)})
+    return out
+
+
+def attribute_text(record: dict[str, str | None], fields: Sequence[str]) -> str:
+    """The zero-shot baseline's query: attribute values joined by spaces ("Men Apparel Topwear ...")."""
+    return " ".join(record[f] for f in fields if record.get(f))
+
+
+def target_labels(texts: Sequence[str]) -> np.ndarray:
+    """Equal texts share a label, so in-batch duplicates count as positives during training."""
+    _, labels = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    return labels.astype(np.int64)
