@@ -1,0 +1,175 @@
+"""Batch embedding on Ray Data actor pools: garment crops -> image vectors, item texts -> text vectors.
+
+    python -m ray_jobs.embed --config configs/embed.yaml [--set items=PATH --set actors=4 --set gpus_per_actor=1]
+
+Reads the canonical items of the latest preprocessing run (or ``items``), keeps one encoder per
+actor (loaded once, on GPU when ``gpus_per_actor`` > 0), and writes ``image_embeddings/`` and
+``text_embeddings/`` parquet (item_id, view, vector: L2-normalised float32) plus
+``embed_report.json`` with throughput. Optional augmentation embeds K extra views per crop.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
+from recsys.data.images import ImageRejected, open_checked
+from recsys.data.schema import attributes_to_dict
+from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig, augmented_views, pretrained_label
+from recsys.encoders.text import TextEncoder, TextEncoderConfig
+from ray_jobs.cli import init_ray, load_stage_config, run_main
+
+TEXT_SOURCES = ("title", "description", "re_text")
+EMBED_INPUT_COLUMNS = ["item_id", "crop_path", "image_path", "title", "description", "re_attributes"]
+
+
+@dataclass
+class EmbedConfig:
+    items: str | None = None                      # items parquet dir; None: latest run under preprocess_root
+    preprocess_root: str = "artifacts/preprocess"
+    output_root: str = "artifacts/embed"
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    text_sources: list[str] = field(default_factory=lambda: ["title", "re_text"])
+    embed_images: bool = True
+    embed_texts: bool = True
+    actors: int = 1               # actor-pool size per encoder
+    cpus_per_actor: int = 2       # also the actor's torch thread count
+    gpus_per_actor: float = 0.0   # e.g. 1 on a GPU worker group
+    batch_size: int = 64
+
+
+def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+
+
+def _use_threads(threads: int) -> None:
+    """Ray sets OMP_NUM_THREADS=1 in workers; an actor granted N CPUs should use N threads."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+class ImageEmbedder:
+    """Actor: one image encoder, reused for every batch it is given."""
+
+    def __init__(self, config: ImageEncoderConfig, augment: AugmentConfig, threads: int = 1):
+        _use_threads(threads)
+        self.encoder, self.augment = ImageEncoder(config), augment
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids, views, images, errors = [], [], [], []
+        for item_id, crop, full in zip(batch["item_id"].to_pylist(), batch["crop_path"].to_pylist(),
+                                       batch["image_path"].to_pylist()):
+            try:
+                if not (crop or full):
+                    raise ImageRejected("missing_image", f"item {item_id} has no crop_path or image_path")
+                image = open_checked(crop or full)
+            except ImageRejected as exc:  # kept as a row with the reason, so the counts still add up
+                errors.append((item_id, exc.detail))
+                continue
+            extra = augmented_views(image, self.augment, zlib.crc32(item_id.encode())) if self.augment.views else []
+            for view, picture in enumerate([image] + extra):
+                ids.append(item_id)
+                views.append(view)
+                images.append(picture)
+        vectors = self.encoder.encode(images)
+        vector_type = pa.list_(pa.float32(), self.encoder.dim)
+        return pa.table({
+            "item_id": pa.array(ids + [e[0] for e in errors], pa.string()),
+            "view": pa.array(views + [0] * len(errors), pa.int16()),
+            "vector": pa.concat_arrays([vector_column(vectors).cast(vector_type), pa.nulls(len(errors), vector_type)]),
+            "error": pa.array([None] * len(ids) + [e[1] for e in errors], pa.string()),
+        })
+
+
+def item_texts(batch: pa.Table, source: str) -> list[str]:
+    if source == "re_text":  # the RE attribute values as one phrase, e.g. "우븐 레이스 도트"
+        return [" ".join(v for values in attributes_to_dict(attrs).values() for v in values)
+                for attrs in batch["re_attributes"].to_pylist()]
+    return [text or "" for text in batch[source].to_pylist()]
+
+
+class TextEmbedder:
+    def __init__(self, config: TextEncoderConfig, sources: list[str], threads: int = 1):
+        _use_threads(threads)
+        self.encoder, self.sources = TextEncoder(config), sources
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tables = []
+        for source in self.sources:
+            texts = item_texts(batch, source)
+            tables.append(pa.table({"item_id": batch["item_id"], "source": pa.array([source] * len(texts)),
+                                    "text": pa.array(texts, pa.string()),
+                                    "vector": vector_column(self.encoder.encode(texts))}))
+        return pa.concat_tables(tables)
+
+
+def run(cfg: EmbedConfig) -> dict:
+    import ray
+
+    unknown = sorted(set(cfg.text_sources) - set(TEXT_SOURCES))
+    if unknown:
+        raise ValueError(f"text_sources: unknown {unknown}; expected some of {TEXT_SOURCES}")
+    items_dir = Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
+    run_dir = new_run_dir(cfg.output_root, cfg)
+    init_ray()
+    # Read first (item rows are small), so the actor pool may take every CPU without starving the read.
+    # Only the needed columns, read up front: no read or projection task then competes with the actors.
+    items = ray.data.read_parquet(str(items_dir.resolve()), columns=EMBED_INPUT_COLUMNS).materialize()
+    n_items = items.count()
+    label = pretrained_label(cfg.image)
+    print(f"embed: {n_items} items from {items_dir}; image encoder {cfg.image.model} (pretrained: {label}); "
+          f"text encoder {cfg.text.model}")
+    resources = {"num_cpus": cfg.cpus_per_actor} | ({"num_gpus": cfg.gpus_per_actor} if cfg.gpus_per_actor else {})
+    light = {"num_cpus": 0.1}  # writes are I/O; they must not wait for CPUs the actors hold
+    report = {"items": n_items, "items_dir": str(items_dir.resolve()), "image_model": cfg.image.model,
+              "pretrained": label, "text_model": cfg.text.model}
+
+    if cfg.embed_images:
+        started = time.perf_counter()
+        images = items.map_batches(
+            ImageEmbedder, fn_constructor_kwargs={"config": cfg.image, "augment": cfg.augment, "threads": cfg.cpus_per_actor},
+            batch_size=cfg.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
+        images.write_parquet(str(run_dir / "image_embeddings"), ray_remote_args=light)
+        seconds = time.perf_counter() - started
+        error_column = pq.read_table(run_dir / "image_embeddings", columns=["error"]).column("error")
+        errors = error_column.length() - error_column.null_count
+        vectors = error_column.null_count
+        report["image"] = {"seconds": round(seconds, 1), "items_per_s": round(n_items / seconds, 1),
+                           "vectors": vectors, "views_per_item": 1 + cfg.augment.views, "unreadable": errors}
+        print(f"image embeddings: {vectors} vectors in {seconds:.1f}s ({n_items / seconds:.1f} items/s), "
+              f"pretrained: {label}")
+    if cfg.embed_texts:
+        started = time.perf_counter()
+        texts = items.map_batches(
+            TextEmbedder, fn_constructor_kwargs={"config": cfg.text, "sources": cfg.text_sources, "threads": cfg.cpus_per_actor},
+            batch_size=cfg.batch_size * 4, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
+        texts.write_parquet(str(run_dir / "text_embeddings"), ray_remote_args=light)
+        seconds = time.perf_counter() - started
+        n_texts = n_items * len(cfg.text_sources)
+        report["text"] = {"seconds": round(seconds, 1), "texts_per_s": round(n_texts / seconds, 1),
+                          "items_per_s": round(n_items / seconds, 1), "sources": cfg.text_sources}
+        print(f"text embeddings: {n_texts} texts in {seconds:.1f}s ({n_texts / seconds:.1f} texts/s)")
+    write_json(run_dir / "embed_report.json", report)
+    write_manifest(run_dir, "embed", {"items": str(items_dir.resolve())},
+                   {"image_embeddings": str(run_dir / "image_embeddings"),
+                    "text_embeddings": str(run_dir / "text_embeddings"), "report": str(run_dir / "embed_report.json")})
+    print(f"results in {run_dir}")
+    return report | {"run_dir": str(run_dir)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(load_stage_config(__doc__.splitlines()[0], EmbedConfig, "configs/embed.yaml", argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
