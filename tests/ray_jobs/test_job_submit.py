@@ -69,10 +69,15 @@ def test_preprocess_submitted_as_a_ray_job(ray_head, kfashion_samples, tmp_path)
     out = tmp_path / "out"
     job_id = f"preprocess_{secrets.token_hex(4)}"
     excludes = json.dumps({"excludes": [".venv", ".git", "artifacts", "data/generated", "*.egg-info"]})
-    submit = _ray_cli(["job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
-                       "--working-dir", str(REPO_ROOT), "--runtime-env-json", excludes, "--",
-                       sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/preprocess.yaml",
-                       "--set", f"labels={labels}", "--set", f"images={images}", "--set", f"output_root={out}"], env)
+    command = ["job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
+               "--working-dir", str(REPO_ROOT), "--runtime-env-json", excludes, "--",
+               sys.executable, "-m", "ray_jobs.preprocess", "--config", "configs/preprocess.yaml",
+               "--set", f"labels={labels}", "--set", f"images={images}", "--set", f"output_root={out}"]
+    for _ in range(10):  # the job agent can lag the dashboard by a few seconds after start-up
+        submit = _ray_cli(command, env)
+        if submit.returncode == 0 or "No available agent" not in submit.stderr:
+            break
+        time.sleep(3)
     assert submit.returncode == 0, submit.stderr[-3000:]
 
     deadline, status = time.time() + 300, ""
