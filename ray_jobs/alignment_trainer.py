@@ -45,6 +45,10 @@ def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], voca
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    import ray.data
+
+    # The per-epoch line of the training loop is the progress; dataset bars would bury it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     storage_dir = Path(storage_dir).resolve()
     trainer = TorchTrainer(
         train_alignment_loop,

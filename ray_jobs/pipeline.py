@@ -3,16 +3,17 @@
     python -m ray_jobs.pipeline --config configs/pipeline.yaml
     ray job submit --working-dir . -- python -m ray_jobs.pipeline --config configs/pipeline.yaml
 
-Stages so far: synthetic K-Fashion corpus (skipped when an identical one exists) -> Ray Data
-preprocessing (canonical items, quarantine, reconciliation report).
+Stages: synthetic K-Fashion corpus (skipped when an identical one exists) -> Ray Data preprocessing
+(canonical items, quarantine, reconciliation report) -> batch embedding on actor pools (crops,
+texts) -> JSON-encoder alignment to the image embeddings on Ray Train.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
-from ray_jobs import generate_corpus, preprocess
+from ray_jobs import embed, generate_corpus, preprocess, train_json_encoder
 from ray_jobs.cli import load_stage_config, run_main
 
 
@@ -21,27 +22,47 @@ class PipelineConfig:
     preprocess: preprocess.PreprocessConfig
     corpus: SyntheticCorpusConfig | None = field(default_factory=SyntheticCorpusConfig)  # null: real labels
     regenerate_corpus: bool = False
+    embed: embed.EmbedConfig | None = field(default_factory=embed.EmbedConfig)            # null: stop after preprocess
+    train_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = field(
+        default_factory=train_json_encoder.TrainJsonEncoderConfig)
 
 
 def run(cfg: PipelineConfig) -> dict:
     if cfg.corpus is not None:
         manifest = None if cfg.regenerate_corpus else existing_corpus(cfg.corpus)
         if manifest:
-            print(f"[1/2] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
+            print(f"[1/4] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
                   f"({manifest['n_label_files']} label files, same config)")
         else:
-            print("[1/2] corpus: generating the synthetic K-Fashion corpus")
+            print("[1/4] corpus: generating the synthetic K-Fashion corpus")
             generate_corpus.run(cfg.corpus)
-    print("[2/2] preprocess: Ray Data over the label corpus")
+    print("[2/4] preprocess: Ray Data over the label corpus")
     report = preprocess.run(cfg.preprocess)
     run_dir = Path(report["run_dir"])
+    results = {"preprocess": report}
+    if cfg.embed is not None:
+        print("[3/4] embed: image crops and item texts on Ray Data actor pools")
+        results["embed"] = embed.run(replace(cfg.embed, items=str(run_dir / "items")))
+    if cfg.embed is not None and cfg.train_json_encoder is not None:
+        print("[4/4] train_json_encoder: JSON encoder aligned to the image embeddings on Ray Train")
+        results["train_json_encoder"] = train_json_encoder.run(replace(
+            cfg.train_json_encoder, items=str(run_dir / "items"),
+            embeddings=str(Path(results["embed"]["run_dir"]) / "image_embeddings")))
     print("\nDone. Results:")
     print(f"  canonical items (parquet): {run_dir / 'items'}")
     print(f"  quarantine:                {run_dir / 'quarantine.parquet'}")
     print(f"  reconciliation report:     {run_dir / 'reconciliation.json'}")
     print(f"  distribution plot:         {run_dir / 'distribution.png'}")
     print(f"  garment crops:             {run_dir / 'crops'}")
-    return {"preprocess": report}
+    if "embed" in results:
+        print(f"  embeddings:                {results['embed']['run_dir']} "
+              f"(image encoder pretrained: {results['embed']['pretrained']})")
+    if "train_json_encoder" in results:
+        summary = results["train_json_encoder"]
+        full = summary["json_to_image"]["full"]
+        print(f"  JSON encoder:              {summary['run_dir']}  JSON->image top5 {full['top5']:.3f} "
+              f"(full gallery, {summary['n_val']} items; image encoder pretrained: {summary['pretrained']})")
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict:
