@@ -36,7 +36,7 @@ def to_ray_dataset(columns: dict[str, np.ndarray]):
 
 def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_sizes: dict[str, int],
                   encoder: JsonEncoderConfig, training: AlignmentTrainConfig, scaling: ScalingSettings,
-                  storage_dir: Path, name: str) -> dict:
+                  storage_dir: Path, name: str, callbacks: list | None = None) -> dict:
     """Train with TorchTrainer and copy the best checkpoint (by validation Top-5) to
     ``storage_dir/checkpoints/best_model.pt``. Returns {"best_model", "history", "best_metrics"}.
 
@@ -57,7 +57,7 @@ def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], voca
                                      resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": to_ray_dataset(train), "val": to_ray_dataset(val)},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # every worker validates on all of val
-        run_config=RunConfig(name=name, storage_path=str(storage_dir / "ray_results"),
+        run_config=RunConfig(name=name, storage_path=str(storage_dir / "ray_results"), callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_top5",
                                                                 checkpoint_score_order="max")),
     )

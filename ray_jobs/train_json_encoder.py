@@ -67,7 +67,23 @@ def load_inputs(cfg: TrainJsonEncoderConfig):
     return items_dir, emb_dir, items, embeddings, pretrained
 
 
-def run(cfg: TrainJsonEncoderConfig) -> dict:
+@dataclass
+class AlignmentData:
+    """Featurized train/validation pairs and everything needed to build and report the encoder."""
+    train: dict
+    val: dict
+    vocab: AttributeVocabulary
+    vocab_sizes: dict
+    encoder: JsonEncoderConfig
+    val_categories: list
+    items_dir: Path
+    embeddings_dir: Path
+    pretrained: str
+    n_train_items: int
+
+
+def prepare(cfg: TrainJsonEncoderConfig) -> AlignmentData:
+    """Items + image embeddings -> featurized pairs, split by item (all views of an item together)."""
     items_dir, emb_dir, items, embeddings, pretrained = load_inputs(cfg)
     records = item_records(items)
     categories = {r["item_id"]: r["category_path"][-1] for r in items.select(["item_id", "category_path"]).to_pylist()}
@@ -96,26 +112,36 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
         return {**featurize(vocab, [records[ids[r]] for r in rows], encoder), "target": vectors[rows],
                 "label": item_label[rows].astype(np.int64)}
 
+    return AlignmentData(columns(train_rows), columns(val_rows), vocab, sizes, encoder,
+                         [categories[ids[r]] for r in val_rows], items_dir, emb_dir, pretrained,
+                         len(item_ids) - n_val)
+
+
+def run(cfg: TrainJsonEncoderConfig) -> dict:
+    data = prepare(cfg)
+    items_dir, emb_dir, pretrained, encoder, vocab = (data.items_dir, data.embeddings_dir, data.pretrained,
+                                                      data.encoder, data.vocab)
+    fields = encoder.fields
+    n_train, n_val = len(data.train["target"]), len(data.val["target"])
     run_dir = new_run_dir(cfg.output_root, cfg)
-    print(f"train_json_encoder: {len(train_rows)} training pairs ({len(item_ids) - n_val} items), {len(val_rows)} "
+    print(f"train_json_encoder: {n_train} training pairs ({data.n_train_items} items), {n_val} "
           f"validation items; image targets from {emb_dir} (pretrained: {pretrained})")
     init_ray()
     started = time.perf_counter()
-    fitted = fit_alignment(columns(train_rows), columns(val_rows), sizes, encoder, cfg.train, cfg.scaling,
+    fitted = fit_alignment(data.train, data.val, data.vocab_sizes, encoder, cfg.train, cfg.scaling,
                            run_dir, "json_encoder")
     vocab.save(run_dir / "checkpoints" / "vocab.json")
 
     model = load_encoder(fitted["best_model"])
-    val = columns(val_rows)
+    val = data.val
     with torch.no_grad():
         queries = model({f: torch.as_tensor(val[f"ids/{f}"]) for f in fields},
                         {f: torch.as_tensor(val[f"mask/{f}"]) for f in fields}).numpy()
     json_to_image = evaluate_pairs(queries, val["target"], 64)
     image_to_json = evaluate_pairs(val["target"], queries, 64)
-    val_categories = [categories[ids[r]] for r in val_rows]
-    per_category = per_category_top1(queries, val["target"], val_categories)
+    per_category = per_category_top1(queries, val["target"], data.val_categories)
     summary = {"pretrained": pretrained, "image_embeddings": str(emb_dir), "items": str(items_dir),
-               "n_train_pairs": int(len(train_rows)), "n_val": int(len(val_rows)),
+               "n_train_pairs": int(n_train), "n_val": int(n_val),
                "train_seconds": round(time.perf_counter() - started, 1), "best_epoch": fitted["best_metrics"]["epoch"],
                "json_to_image": json_to_image, "image_to_json": image_to_json,
                "per_category_top1": per_category}

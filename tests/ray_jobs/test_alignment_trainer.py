@@ -44,3 +44,27 @@ def test_alignment_trains_checkpoints_and_resumes(ray_session, tmp_path):
     resumed = fit_alignment(train, val, sizes, encoder, AlignmentTrainConfig(**{**training.__dict__, "epochs": 4}),
                             ScalingSettings(num_workers=1), tmp_path, "toy")
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]  # epochs 0-2 came from the checkpoint
+
+
+def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(ray_session, tmp_path):
+    from ray_jobs.tune import SweepConfig, plot_sweep, sweep
+
+    rng = np.random.default_rng(1)
+    prototypes = rng.normal(size=(20, 32))
+    train_records, train_targets = _toy(192, rng, prototypes)
+    val_records, val_targets = _toy(64, rng, prototypes)
+    encoder = JsonEncoderConfig(fields=["color", "category"], multi_fields=[], embedding_dim=8, hidden_dim=32,
+                                output_dim=32, dropout=0.0)
+    vocab = AttributeVocabulary.build(train_records, ["color", "category"], [])
+    sizes = {"color": vocab.std.size("color"), "category": vocab.std.size("category")}
+    train = {**featurize(vocab, train_records, encoder), "target": train_targets, "label": np.arange(192, dtype=np.int64)}
+    val = {**featurize(vocab, val_records, encoder), "target": val_targets, "label": np.arange(64, dtype=np.int64)}
+    cfg = SweepConfig(temperatures=[0.05, 1.0], batch_sizes=[16], lr_min=1e-4, lr_max=1e-2, samples_per_temperature=2,
+                      max_epochs=3, grace_period=1, reduction_factor=2)
+    report = sweep(train, val, sizes, encoder, AlignmentTrainConfig(field_dropout=0.0), ScalingSettings(), cfg, tmp_path)
+    assert report["n_trials"] == 4 and all("error" not in t for t in report["trials"])
+    assert report["n_stopped_early"] >= 1  # ASHA cut at least one trial before max_epochs
+    assert report["recommended_temperature"] in (0.05, 1.0)
+    assert report["best"]["best_val_top5"] == max(t["best_val_top5"] for t in report["trials"])
+    plot_sweep(report, tmp_path / "sweep.png", "toy sweep")
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000

@@ -1,0 +1,156 @@
+"""Ray Tune (ASHA) sweep of the JSON-encoder alignment: temperature, batch size, learning rate.
+
+    python -m ray_jobs.tune --config configs/tune.yaml
+
+Every trial is a full Ray Train run (TorchTrainer) that reports validation Top-5/MRR each epoch
+through TuneReportCallback; ASHA stops the weak trials early. Writes tune_report.json (every trial,
+the best configuration, the recommended temperature) and tune_report.png.
+
+Ray 2.5x+ (Train V2): Tune runs a small driver function per trial that builds the TorchTrainer;
+the driver asks for a fraction of a CPU (0 is refused) and the training workers for the rest.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.models.json_encoder import JsonEncoderConfig
+from recsys.plots import plt
+from recsys.train_loops.alignment import AlignmentTrainConfig
+from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
+from ray_jobs.cli import init_ray, load_stage_config, run_main
+from ray_jobs.train_json_encoder import TrainJsonEncoderConfig, prepare
+
+
+@dataclass
+class SweepConfig:
+    data: TrainJsonEncoderConfig = field(default_factory=TrainJsonEncoderConfig)
+    output_root: str = "artifacts/tune"
+    temperatures: list[float] = field(default_factory=lambda: [0.05, 0.07, 0.1, 0.15])
+    batch_sizes: list[int] = field(default_factory=lambda: [32, 64, 128])
+    lr_min: float = 1e-4
+    lr_max: float = 3e-3
+    samples_per_temperature: int = 2
+    max_epochs: int = 6
+    grace_period: int = 1          # epochs every trial gets before ASHA may stop it
+    reduction_factor: int = 2
+    max_concurrent_trials: int = 1  # 2 CPUs here: one Train worker at a time
+    driver_cpus: float = 0.1
+    seed: int = 0
+
+
+def _trial(config: dict, train: dict, val: dict, vocab_sizes: dict, encoder: dict, training: dict,
+           scaling: dict, storage: str) -> None:
+    """One Tune trial = one Ray Train run with this trial's hyperparameters."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_training = AlignmentTrainConfig(**{**training, "temperature": config["temperature"],
+                                             "batch_size": config["batch_size"], "lr": config["lr"]})
+    trial_id = tune.get_context().get_trial_id()
+    fit_alignment(train, val, vocab_sizes, JsonEncoderConfig(**encoder), trial_training, ScalingSettings(**scaling),
+                  Path(storage) / trial_id, f"trial_{trial_id}", callbacks=[TuneReportCallback()])
+
+
+def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig, base: AlignmentTrainConfig,
+          scaling: ScalingSettings, cfg: SweepConfig, run_dir: Path) -> dict:
+    """Run the ASHA sweep and summarise it (library-level so tests can call it on toy data)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    param_space = {"temperature": tune.grid_search(list(cfg.temperatures)),
+                   "batch_size": tune.choice(list(cfg.batch_sizes)),
+                   "lr": tune.loguniform(cfg.lr_min, cfg.lr_max)}
+    trainable = tune.with_parameters(
+        _trial, train=train, val=val, vocab_sizes=vocab_sizes, encoder=asdict(encoder),
+        training=asdict(replace(base, epochs=cfg.max_epochs, seed=cfg.seed)), scaling=asdict(scaling),
+        storage=str(run_dir / "trials"))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"CPU": cfg.driver_cpus}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric="val_top5", mode="max", num_samples=cfg.samples_per_temperature,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=cfg.grace_period,
+                                    reduction_factor=cfg.reduction_factor)),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune_results")),
+    )
+    results = tuner.fit()
+    trials = []
+    for result in results:
+        if result.error or result.metrics is None:
+            trials.append({"config": result.config, "error": str(result.error)})
+            continue
+        history = result.metrics_dataframe
+        trials.append({"config": {k: result.config[k] for k in ("temperature", "batch_size", "lr")},
+                       "epochs_run": int(result.metrics["training_iteration"]),
+                       "stopped_early": int(result.metrics["training_iteration"]) < cfg.max_epochs,
+                       "val_top5": float(result.metrics["val_top5"]), "val_mrr": float(result.metrics["val_mrr"]),
+                       "best_val_top5": float(history["val_top5"].max()),
+                       "curve_val_top5": [float(v) for v in history["val_top5"]]})
+    finished = [t for t in trials if "error" not in t]
+    if not finished:
+        raise RuntimeError(f"every trial failed: {[t['error'] for t in trials]}")
+    best = max(finished, key=lambda t: t["best_val_top5"])
+    by_temperature = defaultdict(list)
+    for t in finished:
+        by_temperature[t["config"]["temperature"]].append(t["best_val_top5"])
+    return {"trials": trials, "best": best, "recommended_temperature": best["config"]["temperature"],
+            "best_val_top5_by_temperature": {str(k): max(v) for k, v in sorted(by_temperature.items())},
+            "n_trials": len(trials), "n_stopped_early": sum(t.get("stopped_early", False) for t in finished),
+            "max_epochs": cfg.max_epochs}
+
+
+def plot_sweep(report: dict, path: Path, title: str) -> None:
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
+    temperatures = sorted({t["config"]["temperature"] for t in report["trials"] if "error" not in t})
+    colours = dict(zip(temperatures, plt.cm.viridis(np.linspace(0, 0.9, len(temperatures)))))
+    for t in report["trials"]:
+        if "error" in t:
+            continue
+        curves.plot(range(1, len(t["curve_val_top5"]) + 1), t["curve_val_top5"], marker="o", markersize=3,
+                    color=colours[t["config"]["temperature"]],
+                    label=f"T={t['config']['temperature']} bs={t['config']['batch_size']} lr={t['config']['lr']:.1e}")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation Top-5 (full gallery)")
+    curves.set_title("trials (short curves were stopped by ASHA)")
+    curves.legend(fontsize=6)
+    values = report["best_val_top5_by_temperature"]
+    drawn = bars.bar(list(values), list(values.values()), color=[colours[float(k)] for k in values])
+    bars.bar_label(drawn, fmt="%.3f")
+    bars.set_xlabel("temperature")
+    bars.set_title(f"best Top-5 per temperature (recommended T = {report['recommended_temperature']})")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: SweepConfig) -> dict:
+    data = prepare(cfg.data)
+    run_dir = new_run_dir(cfg.output_root, cfg)
+    init_ray()
+    print(f"tune: {len(cfg.temperatures) * cfg.samples_per_temperature} trials, up to {cfg.max_epochs} epochs each, "
+          f"ASHA; image targets pretrained: {data.pretrained}")
+    report = sweep(data.train, data.val, data.vocab_sizes, data.encoder, cfg.data.train, cfg.data.scaling, cfg, run_dir)
+    report["pretrained"] = data.pretrained
+    write_json(run_dir / "tune_report.json", report)
+    plot_sweep(report, run_dir / "tune_report.png", f"JSON encoder sweep (image encoder pretrained: {data.pretrained})")
+    write_manifest(run_dir, "tune", {"items": str(data.items_dir), "image_embeddings": str(data.embeddings_dir)},
+                   {"report": str(run_dir / "tune_report.json")})
+    print(f"{report['n_trials']} trials, {report['n_stopped_early']} stopped early by ASHA; best {report['best']['config']} "
+          f"val top5 {report['best']['best_val_top5']:.3f}; recommended temperature {report['recommended_temperature']}"
+          f" (pretrained: {data.pretrained}); report in {run_dir}")
+    return report | {"run_dir": str(run_dir)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(load_stage_config(__doc__.splitlines()[0], SweepConfig, "configs/tune.yaml", argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
