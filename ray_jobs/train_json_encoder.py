@@ -19,8 +19,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from recsys.augment import JsonAugmentConfig, augment_records
 from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
 from recsys.data.schema import attributes_to_dict
+from recsys.eval.centrality import centrality_report
+from recsys.eval.similarity_search import search_grids, similarity_distribution
 from recsys.models.json_encoder import JsonEncoderConfig, featurize
 from recsys.plots import training_charts
 from recsys.train_loops.alignment import AlignmentTrainConfig, evaluate_pairs, load_encoder
@@ -42,6 +45,9 @@ class TrainJsonEncoderConfig:
     encoder: JsonEncoderConfig = field(default_factory=JsonEncoderConfig)
     train: AlignmentTrainConfig = field(default_factory=AlignmentTrainConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    augment: JsonAugmentConfig = field(default_factory=JsonAugmentConfig)
+    search_k: int = 20            # images per similarity-search grid (max 100)
+    search_samples: int = 4       # number of JSON queries drawn as grids
     val_fraction: float = 0.2
     split_seed: int = 42
 
@@ -59,7 +65,8 @@ def item_records(items) -> dict[str, dict]:
 def load_inputs(cfg: TrainJsonEncoderConfig):
     items_dir = Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
     emb_dir = Path(cfg.embeddings) if cfg.embeddings else latest_run(cfg.embed_root) / "image_embeddings"
-    items = pq.read_table(items_dir, columns=["item_id", "category_path", "std_attributes", "re_attributes", "styles"])
+    items = pq.read_table(items_dir, columns=["item_id", "category_path", "std_attributes", "re_attributes", "styles",
+                                            "crop_path", "image_path"])
     embeddings = pq.read_table(emb_dir)
     embeddings = embeddings.filter(embeddings["vector"].is_valid())
     report_path = emb_dir.parent / "embed_report.json"
@@ -76,6 +83,9 @@ class AlignmentData:
     vocab_sizes: dict
     encoder: JsonEncoderConfig
     val_categories: list
+    val_item_ids: list
+    val_images: list
+    val_records: list
     items_dir: Path
     embeddings_dir: Path
     pretrained: str
@@ -87,6 +97,8 @@ def prepare(cfg: TrainJsonEncoderConfig) -> AlignmentData:
     items_dir, emb_dir, items, embeddings, pretrained = load_inputs(cfg)
     records = item_records(items)
     categories = {r["item_id"]: r["category_path"][-1] for r in items.select(["item_id", "category_path"]).to_pylist()}
+    images = {r["item_id"]: r["crop_path"] or r["image_path"]
+              for r in items.select(["item_id", "crop_path", "image_path"]).to_pylist()}
     ids = np.array(embeddings["item_id"].to_pylist())
     views = np.array(embeddings["view"].to_pylist())
     vectors = np.stack(embeddings["vector"].to_numpy(zero_copy_only=False)).astype(np.float32)
@@ -108,12 +120,21 @@ def prepare(cfg: TrainJsonEncoderConfig) -> AlignmentData:
     sizes = {f: vocab.std.size(f) for f in cfg.std_fields} | {f: vocab.hashed.size for f in cfg.re_fields}
     _, item_label = np.unique(ids, return_inverse=True)          # views of one item share a label
 
-    def columns(rows):
-        return {**featurize(vocab, [records[ids[r]] for r in rows], encoder), "target": vectors[rows],
+    def columns(rows, row_records=None):
+        row_records = row_records or [records[ids[r]] for r in rows]
+        return {**featurize(vocab, row_records, encoder), "target": vectors[rows],
                 "label": item_label[rows].astype(np.int64)}
 
-    return AlignmentData(columns(train_rows), columns(val_rows), vocab, sizes, encoder,
-                         [categories[ids[r]] for r in val_rows], items_dir, emb_dir, pretrained,
+    train = columns(train_rows)
+    if cfg.augment.copies:  # augmented JSON copies, paired with their original's image target
+        extra, sources = augment_records([records[ids[r]] for r in train_rows],
+                                         [categories[ids[r]] for r in train_rows], fields, cfg.augment)
+        augmented = columns(train_rows[sources], extra)
+        train = {k: np.concatenate([train[k], augmented[k]]) for k in train}
+    return AlignmentData(train, columns(val_rows), vocab, sizes, encoder,
+                         [categories[ids[r]] for r in val_rows], [str(ids[r]) for r in val_rows],
+                         [images[ids[r]] for r in val_rows], [records[ids[r]] for r in val_rows],
+                         items_dir, emb_dir, pretrained,
                          len(item_ids) - n_val)
 
 
@@ -140,11 +161,22 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
     json_to_image = evaluate_pairs(queries, val["target"], 64)
     image_to_json = evaluate_pairs(val["target"], queries, 64)
     per_category = per_category_top1(queries, val["target"], data.val_categories)
+    note = f"image encoder pretrained: {pretrained}"
+    distribution = similarity_distribution(queries, val["target"], run_dir / "results" / "similarity_distribution.png",
+                                           f"JSON -> image, validation ({note})")
+    picks = np.random.default_rng(cfg.split_seed).choice(n_val, size=min(cfg.search_samples, n_val), replace=False)
+    search_grids([json.dumps(data.val_records[i], ensure_ascii=False) for i in picks], queries[picks], val["target"],
+                 data.val_images, data.val_item_ids, run_dir / "results" / "similarity_search", k=cfg.search_k,
+                 relevant=[data.val_item_ids[i] for i in picks], note=note)
+    central = centrality_report(val["target"], queries, data.val_categories,
+                                run_dir / "results" / "centrality_per_category.png", note=f"({note})")
+    write_json(run_dir / "results" / "centrality.json", central)
     summary = {"pretrained": pretrained, "image_embeddings": str(emb_dir), "items": str(items_dir),
                "n_train_pairs": int(n_train), "n_val": int(n_val),
                "train_seconds": round(time.perf_counter() - started, 1), "best_epoch": fitted["best_metrics"]["epoch"],
                "json_to_image": json_to_image, "image_to_json": image_to_json,
-               "per_category_top1": per_category}
+               "per_category_top1": per_category, "similarity_distribution": distribution,
+               "centrality_queries": central["queries"]}
     write_json(run_dir / "results" / "training_results.json", {"history": fitted["history"], **summary})
     write_json(run_dir / "training_summary.json", summary)
     training_charts(fitted["history"], run_dir / "training_charts.png",

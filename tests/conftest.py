@@ -29,11 +29,29 @@ def kfashion_samples(shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One small local Ray for every test that needs it (starting Ray costs seconds)."""
+    """One small local Ray for every test that needs it (starting Ray costs seconds).
+
+    4 logical CPUs on a 2-core machine: Ray Train/Tune release a finished trial's placement group
+    asynchronously, and with exactly 2 logical CPUs a sweep can wait on that indefinitely.
+    """
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def idle_ray(ray_session):
+    """The shared Ray with every CPU free again: Ray Train removes a finished run's placement group
+    asynchronously, and a test that needs the whole (2-CPU) cluster must not start before that."""
+    import time
+
+    deadline = time.time() + 60
+    while ray_session.available_resources().get("CPU", 0) < ray_session.cluster_resources()["CPU"]:
+        if time.time() > deadline:
+            pytest.fail(f"Ray CPUs still held after 60 s: {ray_session.available_resources()}")
+        time.sleep(1)
+    return ray_session

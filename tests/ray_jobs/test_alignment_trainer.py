@@ -18,7 +18,7 @@ def _toy(n, rng, prototypes):
     return records, targets.astype(np.float32)
 
 
-def test_alignment_trains_checkpoints_and_resumes(ray_session, tmp_path):
+def test_alignment_trains_checkpoints_and_resumes(idle_ray, tmp_path):
     rng = np.random.default_rng(0)
     prototypes = rng.normal(size=(20, 32))
     train_records, train_targets = _toy(256, rng, prototypes)
@@ -46,7 +46,7 @@ def test_alignment_trains_checkpoints_and_resumes(ray_session, tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]  # epochs 0-2 came from the checkpoint
 
 
-def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(ray_session, tmp_path):
+def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(idle_ray, tmp_path):
     from ray_jobs.tune import SweepConfig, plot_sweep, sweep
 
     rng = np.random.default_rng(1)
@@ -61,7 +61,10 @@ def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(ray_session,
     val = {**featurize(vocab, val_records, encoder), "target": val_targets, "label": np.arange(64, dtype=np.int64)}
     cfg = SweepConfig(temperatures=[0.05, 1.0], batch_sizes=[16], lr_min=1e-4, lr_max=1e-2, samples_per_temperature=2,
                       max_epochs=3, grace_period=1, reduction_factor=2)
-    report = sweep(train, val, sizes, encoder, AlignmentTrainConfig(field_dropout=0.0), ScalingSettings(), cfg, tmp_path)
+    # A trial holds driver (0.1) + worker CPUs, and the trial's dataset split needs a CPU outside them:
+    # 0.5 per worker keeps the sum within this 2-CPU session.
+    report = sweep(train, val, sizes, encoder, AlignmentTrainConfig(field_dropout=0.0),
+                   ScalingSettings(cpus_per_worker=0.5), cfg, tmp_path)
     assert report["n_trials"] == 4 and all("error" not in t for t in report["trials"])
     assert report["n_stopped_early"] >= 1  # ASHA cut at least one trial before max_epochs
     assert report["recommended_temperature"] in (0.05, 1.0)
