@@ -62,6 +62,7 @@ def centrality_report(image_vectors: np.ndarray, queries: np.ndarray, categories
     ax.set_title(f"Embedding centrality per category {note}".strip(), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot_path, dpi=110)
     plt.close(fig)
     return report

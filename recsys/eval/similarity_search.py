@@ -82,6 +82,7 @@ def similarity_distribution(queries: np.ndarray, targets: np.ndarray, path: str 
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return {"mean_positive": float(positive.mean()), "mean_negative": float(negative.mean()),
