@@ -19,7 +19,7 @@ import numpy as np
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.models.json_encoder import JsonEncoderConfig
-from recsys.plots import plt
+from recsys.plots import plt, save_figure
 from recsys.train_loops.alignment import AlignmentTrainConfig
 from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
 from ray_jobs.cli import init_ray, load_stage_config, run_main
@@ -126,8 +126,7 @@ def plot_sweep(report: dict, path: Path, title: str) -> None:
     bars.set_title(f"best Top-5 per temperature (recommended T = {report['recommended_temperature']})")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(cfg: SweepConfig) -> dict:

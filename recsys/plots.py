@@ -10,6 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save (creating the folder) and close, so figures never pile up in long jobs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def use_korean_font() -> None:
     """K-Fashion labels are Korean; DejaVu has no Hangul. NanumGothic comes with koreanize-matplotlib;
     it is added as a fallback so Latin text keeps the default look."""
@@ -37,10 +46,7 @@ def bar_panels(panels: Mapping[str, Mapping[str, int]], path: str | Path, title:
         ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def training_charts(history: list[dict], path: str | Path, title: str) -> Path:
@@ -61,10 +67,7 @@ def training_charts(history: list[dict], path: str | Path, title: str) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, title: str,
@@ -85,7 +88,4 @@ def grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, ti
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from recsys.metrics.retrieval import positive_ranks, ranking_summary
-from recsys.plots import plt, use_korean_font
+from recsys.plots import plt, save_figure, use_korean_font
 
 
 def centrality(vectors: np.ndarray) -> np.ndarray:
@@ -62,7 +62,5 @@ def centrality_report(image_vectors: np.ndarray, queries: np.ndarray, categories
     ax.set_title(f"Embedding centrality per category {note}".strip(), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, plot_path)
     return report

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from recsys.plots import plt, use_korean_font
+from recsys.plots import plt, save_figure, use_korean_font
 
 MAX_K = 100
 
@@ -57,9 +57,7 @@ def search_grids(query_texts: Sequence[str], queries: np.ndarray, gallery: np.nd
                          "image": gallery_images[g]})
         fig.suptitle("\n".join(textwrap.wrap(f"query: {text}", 110)) + (f"\n{note}" if note else ""), fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"query_{q:03d}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"query_{q:03d}.png", dpi=90)
         listing.append({"query": text, "grid": str(path), "hits": hits,
                         "own_item_rank": next((h["rank"] for h in hits if relevant and h["item_id"] == relevant[q]), None)})
     (out_dir / "results.json").write_text(json.dumps(listing, ensure_ascii=False, indent=1))
@@ -82,8 +80,6 @@ def similarity_distribution(queries: np.ndarray, targets: np.ndarray, path: str 
     ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return {"mean_positive": float(positive.mean()), "mean_negative": float(negative.mean()),
             "separation": float(positive.mean() - negative.mean())}
