@@ -41,7 +41,13 @@ def ray_head(tmp_path):
     log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus=2", "--node-ip-address=127.0.0.1",
                              f"--port={head_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                             "--include-dashboard=true", "--disable-usage-stats"],
+                             "--include-dashboard=true", "--disable-usage-stats",
+                             # Own agent ports: the session's Ray already holds the defaults (52365...),
+                             # and a head whose job agent cannot bind refuses every submission.
+                             f"--dashboard-agent-listen-port={_free_port()}",
+                             f"--dashboard-agent-grpc-port={_free_port()}",
+                             f"--runtime-env-agent-port={_free_port()}",
+                             f"--metrics-export-port={_free_port()}"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 90
