@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.artifacts import write_json
-from recsys.config import load_config, parse_overrides
+from recsys.config import config_hash, load_config, parse_overrides
 from recsys.data.result import read_table_file
 from recsys.encoders.text import TextEncoder, TextEncoderConfig
 from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
@@ -26,7 +26,7 @@ from recsys.eval.alignment import (attribute_text, default_fields, e1_split, fin
 from recsys.metrics.retrieval import blockwise_ranks, positive_ranks, ranking_summary
 from recsys.models.json_encoder import JsonEncoderConfig, featurize, orthonormal_lift
 from recsys.plots import grouped_bars, training_charts
-from recsys.train_loops.alignment import AlignmentTrainConfig, evaluate_pairs, load_encoder
+from recsys.train_loops.alignment import AlignmentTrainConfig, encode_features, evaluate_pairs, load_encoder
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
 from ray_jobs.cli import init_ray, run_main
@@ -84,16 +84,14 @@ def train_variant(name: str, fields: list[str], train_records, val_records, trai
            "label": np.arange(len(val_targets), dtype=np.int64)}
     variant_dir = out / name
     print(f"[{name}] fields {fields}; vocab sizes {vocab_sizes}")
-    fitted = fit_alignment(train, val, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir, name)
+    # The config hash in the run name: Ray Train resumes a run of the same name, which must only
+    # happen for the same settings (a re-run with other settings trains afresh).
+    fitted = fit_alignment(train, val, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir,
+                           f"{name}-{config_hash(cfg)}")
     vocab.save(variant_dir / "checkpoints" / "vocab.json")
 
     # Final numbers from the best checkpoint, recomputed here from its weights alone.
-    import torch
-
-    model = load_encoder(fitted["best_model"])
-    with torch.no_grad():
-        tensors = {k: torch.as_tensor(v) for k, v in featurize(vocab, val_records, encoder).items()}
-        queries = model({f: tensors[f"ids/{f}"] for f in fields}, {f: tensors[f"mask/{f}"] for f in fields}).numpy()
+    queries = encode_features(load_encoder(fitted["best_model"]), val)
     evaluation = evaluate_pairs(queries, val_targets, 64)
     write_json(variant_dir / "results" / "training_results.json",
                {"history": fitted["history"], "best_epoch": fitted["best_metrics"]["epoch"],

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from recsys.augment import JsonAugmentConfig, augment_records
 from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
@@ -26,7 +25,7 @@ from recsys.eval.centrality import centrality_report
 from recsys.eval.similarity_search import search_grids, similarity_distribution
 from recsys.models.json_encoder import JsonEncoderConfig, featurize
 from recsys.plots import training_charts
-from recsys.train_loops.alignment import AlignmentTrainConfig, evaluate_pairs, load_encoder
+from recsys.train_loops.alignment import AlignmentTrainConfig, encode_features, evaluate_pairs, load_encoder
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
 from ray_jobs.cli import init_ray, load_stage_config, run_main
@@ -142,7 +141,6 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
     data = prepare(cfg)
     items_dir, emb_dir, pretrained, encoder, vocab = (data.items_dir, data.embeddings_dir, data.pretrained,
                                                       data.encoder, data.vocab)
-    fields = encoder.fields
     n_train, n_val = len(data.train["target"]), len(data.val["target"])
     run_dir = new_run_dir(cfg.output_root, cfg)
     print(f"train_json_encoder: {n_train} training pairs ({data.n_train_items} items), {n_val} "
@@ -153,11 +151,8 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
                            run_dir, "json_encoder")
     vocab.save(run_dir / "checkpoints" / "vocab.json")
 
-    model = load_encoder(fitted["best_model"])
     val = data.val
-    with torch.no_grad():
-        queries = model({f: torch.as_tensor(val[f"ids/{f}"]) for f in fields},
-                        {f: torch.as_tensor(val[f"mask/{f}"]) for f in fields}).numpy()
+    queries = encode_features(load_encoder(fitted["best_model"]), val)
     json_to_image = evaluate_pairs(queries, val["target"], 64)
     image_to_json = evaluate_pairs(val["target"], queries, 64)
     per_category = per_category_top1(queries, val["target"], data.val_categories)

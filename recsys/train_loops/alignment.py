@@ -101,13 +101,14 @@ def train_alignment_loop(loop_config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_val_top5"])
-        state["history"] = json.loads(state.get("history_json", "[]"))
+        history = json.loads(state["history_json"])
+    else:
+        history = []
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     rank = ray.train.get_context().get_world_rank()
     started = time.time()
-    history = list(state.get("history", [])) if checkpoint else []
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         losses, lr = [], optimizer.param_groups[0]["lr"]
@@ -158,6 +159,14 @@ def train_alignment_loop(loop_config: dict) -> None:
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def encode_features(model: torch.nn.Module, features: dict[str, np.ndarray]) -> np.ndarray:
+    """Featurized rows (``ids/<field>``, ``mask/<field>`` arrays) -> encoder outputs, eval mode."""
+    model.eval()
+    batch = {k: torch.as_tensor(v) for k, v in features.items() if k.startswith(("ids/", "mask/"))}
+    with torch.no_grad():
+        return model(*split_features(batch, _unwrap(model).fields)).numpy()
 
 
 def load_encoder(state_path: str, device: str = "cpu") -> JsonEncoder:
