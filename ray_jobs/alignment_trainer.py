@@ -36,11 +36,13 @@ def to_ray_dataset(columns: dict[str, np.ndarray]):
 
 def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_sizes: dict[str, int],
                   encoder: JsonEncoderConfig, training: AlignmentTrainConfig, scaling: ScalingSettings,
-                  storage_dir: Path, name: str, callbacks: list | None = None) -> dict:
+                  storage_dir: Path, name: str, callbacks: list | None = None,
+                  init_model: str | None = None) -> dict:
     """Train with TorchTrainer and copy the best checkpoint (by validation Top-5) to
     ``storage_dir/checkpoints/best_model.pt``. Returns {"best_model", "history", "best_metrics"}.
 
     Re-running with the same ``storage_dir`` and ``name`` resumes from the last checkpoint.
+    ``init_model``: a stage-1 ``state.pt`` the first epoch starts from.
     """
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -52,7 +54,8 @@ def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], voca
     storage_dir = Path(storage_dir).resolve()
     trainer = TorchTrainer(
         train_alignment_loop,
-        train_loop_config={"encoder": asdict(encoder), "train": asdict(training), "vocab_sizes": vocab_sizes},
+        train_loop_config={"encoder": asdict(encoder), "train": asdict(training), "vocab_sizes": vocab_sizes,
+                           "init_model": init_model},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": to_ray_dataset(train), "val": to_ray_dataset(val)},

@@ -23,10 +23,10 @@ from recsys.data.result import read_table_file
 from recsys.encoders.text import TextEncoder, TextEncoderConfig
 from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
                                    records_from_frame, target_labels)
-from recsys.metrics.retrieval import blockwise_ranks, positive_ranks, ranking_summary
+from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_ranks, ranking_summary
 from recsys.models.json_encoder import JsonEncoderConfig, featurize, orthonormal_lift
 from recsys.plots import grouped_bars, training_charts
-from recsys.train_loops.alignment import AlignmentTrainConfig, encode_features, evaluate_pairs, load_encoder
+from recsys.train_loops.alignment import AlignmentTrainConfig, encode_features, load_encoder
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
 from ray_jobs.cli import init_ray, run_main

@@ -5,7 +5,8 @@
 
 Stages: synthetic K-Fashion corpus (skipped when an identical one exists) -> Ray Data preprocessing
 (canonical items, quarantine, reconciliation report) -> batch embedding on actor pools (crops,
-texts) -> JSON-encoder alignment to the image embeddings on Ray Train.
+texts) -> JSON-encoder stage 1 (JSON-view pretraining) -> stage 2 (alignment to the image
+embeddings, from stage 1's weights) on Ray Train, with its evaluation and similarity-search grids.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class PipelineConfig:
     corpus: SyntheticCorpusConfig | None = field(default_factory=SyntheticCorpusConfig)  # null: real labels
     regenerate_corpus: bool = False
     embed: embed.EmbedConfig | None = field(default_factory=embed.EmbedConfig)            # null: stop after preprocess
+    pretrain_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = None  # stage 1; null: skip
     train_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = field(
         default_factory=train_json_encoder.TrainJsonEncoderConfig)
 
@@ -34,20 +36,27 @@ def run(cfg: PipelineConfig) -> dict:
             print(f"[1/4] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
                   f"({manifest['n_label_files']} label files, same config)")
         else:
-            print("[1/4] corpus: generating the synthetic K-Fashion corpus")
+            print("[1/5] corpus: generating the synthetic K-Fashion corpus")
             generate_corpus.run(cfg.corpus)
-    print("[2/4] preprocess: Ray Data over the label corpus")
+    print("[2/5] preprocess: Ray Data over the label corpus")
     report = preprocess.run(cfg.preprocess)
     run_dir = Path(report["run_dir"])
     results = {"preprocess": report}
     if cfg.embed is not None:
-        print("[3/4] embed: image crops and item texts on Ray Data actor pools")
+        print("[3/5] embed: image crops and item texts on Ray Data actor pools")
         results["embed"] = embed.run(replace(cfg.embed, items=str(run_dir / "items")))
-    if cfg.embed is not None and cfg.train_json_encoder is not None:
-        print("[4/4] train_json_encoder: JSON encoder aligned to the image embeddings on Ray Train")
-        results["train_json_encoder"] = train_json_encoder.run(replace(
-            cfg.train_json_encoder, items=str(run_dir / "items"),
-            embeddings=str(Path(results["embed"]["run_dir"]) / "image_embeddings")))
+    if cfg.embed is not None:
+        inputs = {"items": str(run_dir / "items"),
+                  "embeddings": str(Path(results["embed"]["run_dir"]) / "image_embeddings")}
+        init_from = None
+        if cfg.pretrain_json_encoder is not None:
+            print("[4/5] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
+            results["pretrain_json_encoder"] = train_json_encoder.run(replace(cfg.pretrain_json_encoder, **inputs))
+            init_from = results["pretrain_json_encoder"]["run_dir"]
+        if cfg.train_json_encoder is not None:
+            print("[5/5] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
+            results["train_json_encoder"] = train_json_encoder.run(replace(cfg.train_json_encoder, **inputs,
+                                                                           init_from=init_from))
     print("\nDone. Results:")
     print(f"  canonical items (parquet): {run_dir / 'items'}")
     print(f"  quarantine:                {run_dir / 'quarantine.parquet'}")
@@ -57,11 +66,18 @@ def run(cfg: PipelineConfig) -> dict:
     if "embed" in results:
         print(f"  embeddings:                {results['embed']['run_dir']} "
               f"(image encoder pretrained: {results['embed']['pretrained']})")
+    if "pretrain_json_encoder" in results:
+        view = results["pretrain_json_encoder"]["json_view_retrieval"]
+        print(f"  JSON encoder, stage 1:     {results['pretrain_json_encoder']['run_dir']}  dropped view -> "
+              f"full JSON top5 {view['top5']:.3f}")
     if "train_json_encoder" in results:
         summary = results["train_json_encoder"]
-        full = summary["json_to_image"]["full"]
-        print(f"  JSON encoder:              {summary['run_dir']}  JSON->image top5 {full['top5']:.3f} "
-              f"(full gallery, {summary['n_val']} items; image encoder pretrained: {summary['pretrained']})")
+        full, chance = summary["json_to_image"]["full"], 5 / summary["n_val"]
+        print(f"  JSON encoder, stage 2:     {summary['run_dir']}  JSON->image top5 {full['top5']:.3f} "
+              f"(full gallery of {summary['n_val']} items, chance {chance:.3f}; image encoder pretrained: "
+              f"{summary['pretrained']})")
+        print(f"  evaluation and plots:      {summary['run_dir']}/results (similarity_search/, image_to_json.png, "
+              f"centrality_per_category.png, ...)")
     return results
 
 

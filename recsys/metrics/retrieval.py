@@ -37,6 +37,7 @@ def ranking_summary(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict
     if len(ranks) == 0:
         raise ValueError("no queries to evaluate")
     out = {f"top{k}": float(np.mean(ranks < k)) for k in ks}
+    out |= {f"recall@{k}": out[f"top{k}"] for k in ks}  # one relevant item: recall@k = top-k
     out |= {f"precision@{k}": out[f"top{k}"] / k for k in ks}
     out["mrr"] = float(np.mean(1.0 / (ranks + 1)))
     out["n_queries"] = int(len(ranks))
@@ -56,3 +57,13 @@ def similarity_stats(queries: np.ndarray, gallery: np.ndarray, max_negatives: in
     return {"mean_positive_similarity": float(positive.mean()), "mean_negative_similarity": float(negative.mean()),
             "query_norm_min": float(norms.min()), "query_norm_max": float(norms.max()),
             "query_embedding_variance": float(queries.var(axis=0).sum())}
+
+
+def evaluate_pairs(queries: np.ndarray, targets: np.ndarray, block: int = 64) -> dict:
+    """Full-gallery and in-batch-``block`` retrieval metrics plus similarity statistics. With fewer
+    than ``block`` pairs the in-batch numbers are NaN (n_queries 0) rather than a smaller block's."""
+    inbatch = blockwise_ranks(queries, targets, block)
+    return {"full": ranking_summary(positive_ranks(queries, targets)),
+            f"inbatch{block}": ranking_summary(inbatch) if len(inbatch) else
+            {k: (0 if k == "n_queries" else float("nan")) for k in ranking_summary(np.zeros(1, dtype=np.int64))},
+            "similarity": similarity_stats(queries, targets)}

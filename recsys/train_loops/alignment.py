@@ -1,8 +1,14 @@
-"""JSON-encoder alignment to frozen target embeddings (InfoNCE), one loop for CPU, GPU and clusters.
+"""JSON-encoder contrastive training (InfoNCE), one loop for CPU, GPU and clusters, two objectives:
+
+- ``align`` (stage 2): encoder(JSON) against frozen target embeddings (image or title vectors).
+- ``json_views`` (stage 1, standalone pretraining): two field-dropout views of the same JSON are
+  positives, other items in the batch negatives, so the attribute tables learn which values go
+  together before any image is seen. Validation: a fixed dropped view must find its full JSON.
 
 Datasets given to the trainer: ``train`` (split across workers) and ``val`` (whole, on every worker),
-with columns ``ids/<field>``, ``mask/<field>``, ``target`` (float32, 512) and ``label`` (int64: rows
-with the same target text share a label, so duplicates are positives, not false negatives).
+with columns ``ids/<field>``, ``mask/<field>``, ``target`` (float32, 512; unused by ``json_views``)
+and ``label`` (int64: rows with the same target share a label, so duplicates are positives, not
+false negatives).
 """
 from __future__ import annotations
 
@@ -11,13 +17,12 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from recsys.losses import InfoNCE
-from recsys.metrics.retrieval import blockwise_ranks, positive_ranks, ranking_summary, similarity_stats
+from recsys.metrics.retrieval import evaluate_pairs
 from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, split_features
 from recsys.vocab import UNKNOWN_ID
 
@@ -33,6 +38,14 @@ class AlignmentTrainConfig:
     field_dropout: float = 0.2   # share of (row, field) values replaced by UNKNOWN while training
     seed: int = 0
     val_batch: int = 64          # block size of the in-batch protocol reported next to the full gallery
+    objective: str = "align"     # "align" (stage 2, to frozen targets) | "json_views" (stage 1)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"train.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+
+OBJECTIVES = ("align", "json_views")
 
 
 def field_dropout(ids: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], rate: float,
@@ -53,28 +66,29 @@ def field_dropout(ids: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], 
     return out_ids, out_masks
 
 
-def embed_dataset(model: torch.nn.Module, dataset, fields: list[str], device, batch_size: int = 2048
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(query embeddings, targets) for every row of a Ray dataset shard, in order."""
+def embed_dataset(model: torch.nn.Module, dataset, fields: list[str], device, cfg: "AlignmentTrainConfig",
+                  batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(queries, targets) for every row of a Ray dataset shard, in order. ``align``: encoder output vs
+    the frozen target column; ``json_views``: a dropped view (fixed seed) vs the full JSON."""
     model.eval()
     queries, targets = [], []
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
     with torch.no_grad():
         for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device):
-            queries.append(model(*split_features(batch, fields)).float().cpu().numpy())
-            targets.append(batch["target"].float().cpu().numpy())
+            ids, masks = split_features(batch, fields)
+            if cfg.objective == "json_views":
+                queries.append(model(*field_dropout(ids, masks, cfg.field_dropout, generator)).float().cpu().numpy())
+                targets.append(model(ids, masks).float().cpu().numpy())
+            else:
+                queries.append(model(ids, masks).float().cpu().numpy())
+                targets.append(batch["target"].float().cpu().numpy())
     return np.concatenate(queries), np.concatenate(targets)
-
-
-def evaluate_pairs(queries: np.ndarray, targets: np.ndarray, block: int = 64) -> dict[str, Any]:
-    """Full-gallery and in-batch-``block`` retrieval metrics plus similarity statistics."""
-    return {"full": ranking_summary(positive_ranks(queries, targets)),
-            f"inbatch{block}": ranking_summary(blockwise_ranks(queries, targets, block)),
-            "similarity": similarity_stats(queries, targets)}
 
 
 def train_alignment_loop(loop_config: dict) -> None:
     """Ray Train worker loop. ``loop_config``: encoder (JsonEncoderConfig dict), train
-    (AlignmentTrainConfig dict), vocab_sizes, and optionally extra keys saved into checkpoints."""
+    (AlignmentTrainConfig dict), vocab_sizes, and optionally ``init_model`` (a stage-1 ``state.pt``
+    whose weights start a fresh run; a Ray Train checkpoint, when resuming, takes precedence)."""
     import ray.data
     import ray.train
     import ray.train.torch
@@ -104,6 +118,8 @@ def train_alignment_loop(loop_config: dict) -> None:
         history = json.loads(state["history_json"])
     else:
         history = []
+        if loop_config.get("init_model"):  # stage 2 starts from the stage-1 encoder
+            _unwrap(model).load_state_dict(load_encoder(loop_config["init_model"], device).state_dict())
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -115,10 +131,14 @@ def train_alignment_loop(loop_config: dict) -> None:
         for batch in train_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
                                                     local_shuffle_buffer_size=cfg.batch_size * 8,
                                                     local_shuffle_seed=cfg.seed + epoch, drop_last=True):
-            ids, masks = field_dropout(*split_features(batch, enc_cfg.fields), cfg.field_dropout)
+            features = split_features(batch, enc_cfg.fields)
+            ids, masks = field_dropout(*features, cfg.field_dropout)
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 queries = model(ids, masks)
-                loss = loss_fn(queries.float(), batch["target"].float(), batch["label"])
+                # Stage 1: a second, independently dropped view of the same JSON is the positive.
+                targets = (model(*field_dropout(*features, cfg.field_dropout)) if cfg.objective == "json_views"
+                           else batch["target"])
+                loss = loss_fn(queries.float(), targets.float(), batch["label"])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -128,7 +148,7 @@ def train_alignment_loop(loop_config: dict) -> None:
             losses.append(float(loss.detach()))
         scheduler.step()
 
-        queries, targets = embed_dataset(_unwrap(model), val_shard, enc_cfg.fields, device)
+        queries, targets = embed_dataset(_unwrap(model), val_shard, enc_cfg.fields, device, cfg)
         evaluation = evaluate_pairs(queries, targets, cfg.val_batch)
         with torch.no_grad():  # same batch size as training, so the two losses are comparable
             blocks = range(0, len(queries) - cfg.batch_size + 1, cfg.batch_size)
@@ -169,7 +189,7 @@ def encode_features(model: torch.nn.Module, features: dict[str, np.ndarray]) -> 
         return model(*split_features(batch, _unwrap(model).fields)).numpy()
 
 
-def load_encoder(state_path: str, device: str = "cpu") -> JsonEncoder:
+def load_encoder(state_path: str, device="cpu") -> JsonEncoder:
     """A trained encoder from a checkpoint's ``state.pt`` (weights only, no pickled code)."""
     state = torch.load(state_path, map_location=device, weights_only=True)
     model = JsonEncoder(JsonEncoderConfig(**state["encoder"]), state["vocab_sizes"])

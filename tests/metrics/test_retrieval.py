@@ -13,7 +13,7 @@ def test_ranks_by_hand():
     assert positive_ranks(queries, gallery).tolist() == [0, 1, 2]
     summary = ranking_summary(np.array([0, 1, 2]), ks=(1, 2))
     assert summary["top1"] == pytest.approx(1 / 3) and summary["top2"] == pytest.approx(2 / 3)
-    assert summary["precision@2"] == pytest.approx(1 / 3)
+    assert summary["precision@2"] == pytest.approx(1 / 3) and summary["recall@2"] == pytest.approx(2 / 3)
     assert summary["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
 
 
@@ -38,3 +38,12 @@ def test_similarity_stats():
     assert stats["mean_positive_similarity"] == 1.0 and stats["mean_negative_similarity"] == 0.0
     assert stats["query_norm_min"] == stats["query_norm_max"] == 1.0
     assert stats["query_embedding_variance"] == pytest.approx(0.5)
+
+
+def test_evaluate_pairs_marks_in_batch_as_missing_when_there_are_too_few_pairs():
+    from recsys.metrics.retrieval import evaluate_pairs
+
+    x = np.eye(10)
+    report = evaluate_pairs(x, x, block=64)
+    assert report["full"]["top1"] == 1.0
+    assert report["inbatch64"]["n_queries"] == 0 and np.isnan(report["inbatch64"]["top5"])

@@ -71,3 +71,31 @@ def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(idle_ray, tm
     assert report["best"]["best_val_top5"] == max(t["best_val_top5"] for t in report["trials"])
     plot_sweep(report, tmp_path / "sweep.png", "toy sweep")
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_stage_one_json_views_pretrains_and_stage_two_starts_from_its_weights(idle_ray, tmp_path):
+    import torch
+
+    rng = np.random.default_rng(1)
+    prototypes = rng.normal(size=(20, 32))
+    records, targets = _toy(256, rng, prototypes)
+    encoder = JsonEncoderConfig(fields=["color", "category", "material"], multi_fields=["material"], max_values=2,
+                                embedding_dim=8, hidden_dim=32, output_dim=32, dropout=0.0)
+    vocab = AttributeVocabulary.build(records, ["color", "category"], ["material"], num_buckets=64)
+    sizes = {"color": vocab.std.size("color"), "category": vocab.std.size("category"), "material": vocab.hashed.size}
+    features = featurize(vocab, records, encoder)
+    # Stage 1 labels by distinct JSON: 20 combinations, so equal records are positives of each other.
+    labels = np.unique(np.concatenate([features[f"ids/{f}"] for f in encoder.fields], axis=1), axis=0,
+                       return_inverse=True)[1].reshape(-1)
+    data = {**features, "target": targets, "label": labels.astype(np.int64)}
+    stage1 = fit_alignment(data, data, sizes, encoder,
+                           AlignmentTrainConfig(epochs=2, batch_size=32, lr=0.01, field_dropout=0.3,
+                                                objective="json_views"),
+                           ScalingSettings(num_workers=1), tmp_path / "s1", "stage1")
+    assert stage1["history"][-1]["train_loss"] < stage1["history"][0]["train_loss"]
+    # lr 0 (AdamW's decay is lr-scaled too): stage 2's weights must be exactly stage 1's.
+    stage2 = fit_alignment(data, data, sizes, encoder, AlignmentTrainConfig(epochs=1, batch_size=32, lr=0.0),
+                           ScalingSettings(num_workers=1), tmp_path / "s2", "stage2", init_model=stage1["best_model"])
+    before, after = load_encoder(stage1["best_model"]).state_dict(), load_encoder(stage2["best_model"]).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(before["mlp.0.weight"], torch.zeros_like(before["mlp.0.weight"]))

@@ -1,6 +1,7 @@
 import torch
 
-from recsys.train_loops.alignment import evaluate_pairs, field_dropout
+from recsys.metrics.retrieval import evaluate_pairs
+from recsys.train_loops.alignment import field_dropout
 from recsys.vocab import UNKNOWN_ID
 
 

@@ -1,0 +1,274 @@
+"""Item towers: STD/RE attribute tokens (``recsys.data.item_features``) -> 512-d L2-normalised vectors.
+
+All towers share one token embedding table over the shared STD+RE id space plus a field embedding
+table, and end in the same :class:`ResidualPyramidHead`:
+
+- :class:`ConcatMLPTower` (baseline): masked mean per group (STD, RE, title), concatenated, MLP.
+- :class:`CoarseToFineTower`: self-attention within STD and within RE, then STD tokens (query)
+  cross-attend to RE tokens (key/value): the coarse description asks the fine one for details.
+- :class:`UnifiedTower`: one sequence; a RE token is its own delta embedding on top of a
+  stop-gradient copy of its parent STD value ("cotton" under "Tshirts" starts from "Tshirts"), so
+  RE tokens learn only what their parent does not already say and cannot drag the STD embedding.
+
+Title input (``title_mode``): "tokens" adds the hashed title words (``title_*`` arrays);
+"vector" adds one token projected from a frozen 384-d MiniLM vector (``batch["title_vec"]``, rows
+of NaN or a missing key mean "no title").
+
+Stage 1 (SimCSE): :func:`simcse_views` masks a batch two complementary ways (STD-heavy vs
+RE-heavy); :func:`simcse_loss` is NT-Xent over the two views. Stage 2 trains :class:`MetricAdapter`
+(512 -> 128) with triplets from ``recsys.samplers``.
+
+Padding never changes an output: there are no positional encodings, attention ignores masked
+keys, pooling ignores masked tokens, and a row with no valid token in a group gets a zero result
+instead of the NaN of a softmax over nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.losses import NTXentLoss
+from torch import nn
+
+from recsys.models.json_encoder import masked_mean
+
+TITLE_MODES = ("none", "tokens", "vector")
+
+
+@dataclass
+class ItemTowerConfig:
+    embedding_dim: int = 64
+    heads: int = 4
+    layers: int = 1               # transformer layers per encoder
+    ffn_dim: int = 128            # transformer feed-forward width
+    head_hidden: int = 256
+    head_blocks: int = 2
+    output_dim: int = 512
+    dropout: float = 0.1
+    title_mode: str = "none"      # none | tokens | vector
+    title_dim: int = 384          # MiniLM all-MiniLM-L6-v2
+
+    def __post_init__(self):
+        if self.title_mode not in TITLE_MODES:
+            raise ValueError(f"title_mode must be one of {TITLE_MODES}, got {self.title_mode!r}")
+        if self.embedding_dim % self.heads:
+            raise ValueError(f"embedding_dim {self.embedding_dim} is not divisible by heads {self.heads}")
+
+
+def batch_to_tensors(features: Mapping[str, np.ndarray], rows=None, device=None) -> dict[str, torch.Tensor]:
+    """Item-feature arrays (optionally a row selection) -> tensors for a tower's ``forward``."""
+    return {k: torch.as_tensor(v if rows is None else v[rows], device=device) for k, v in features.items()}
+
+
+def _attendable(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` with position 0 made valid in rows that have no valid token, so attention never
+    normalises over nothing (NaN); callers drop those rows' results through the original mask."""
+    empty = ~mask.any(dim=1, keepdim=True)
+    first = torch.zeros_like(mask)
+    first[:, 0] = True
+    return mask | (empty & first)
+
+
+def _encoder(config: ItemTowerConfig) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(config.embedding_dim, config.heads, config.ffn_dim, config.dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+    # Nested tensors would skip padded positions differently in eval and train; keep one code path.
+    return nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+
+
+class ResidualPyramidHead(nn.Module):
+    """d -> hidden, ``blocks`` x (x + Linear(Dropout(GELU(Linear(LayerNorm(x)))))), hidden -> out, L2."""
+
+    def __init__(self, in_dim: int = 64, hidden: int = 256, blocks: int = 2, out_dim: int = 512,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
+                                                  nn.Dropout(dropout), nn.Linear(hidden, hidden))
+                                    for _ in range(blocks))
+        self.out = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return F.normalize(self.out(x), dim=-1)
+
+
+class MetricAdapter(nn.Module):
+    """512 -> 128 L2-normalised projection trained with triplets on top of a (frozen) tower."""
+
+    def __init__(self, in_dim: int = 512, out_dim: int = 128, hidden_dim: int | None = None):
+        super().__init__()
+        self.net = (nn.Linear(in_dim, out_dim) if hidden_dim is None else
+                    nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+class _ItemTower(nn.Module):
+    """Shared pieces: token + field embeddings, title input, head."""
+
+    def __init__(self, config: ItemTowerConfig, vocab_size: int, n_fields: int, head_in: int | None = None):
+        super().__init__()
+        self.config = config
+        d = config.embedding_dim
+        self.tokens = nn.Embedding(vocab_size, d, padding_idx=0)
+        self.fields = nn.Embedding(n_fields, d, padding_idx=0)
+        # Its bias plays the role of the title's field embedding.
+        self.title_proj = nn.Linear(config.title_dim, d) if config.title_mode == "vector" else None
+        self.head = ResidualPyramidHead(head_in or d, config.head_hidden, config.head_blocks, config.output_dim,
+                                        config.dropout)
+
+    def embed(self, ids: torch.Tensor, field_ids: torch.Tensor) -> torch.Tensor:
+        return self.tokens(ids) + self.fields(field_ids)
+
+    def title(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(B, T, d) title token(s) and (B, T) mask, or None when the tower takes no title."""
+        mode = self.config.title_mode
+        if mode == "tokens":
+            return self.embed(batch["title_ids"], batch["title_field_ids"]), batch["title_mask"].bool()
+        if mode == "vector":
+            ref = batch["std_ids"]
+            vec = batch.get("title_vec")
+            if vec is None:
+                vec = torch.zeros(ref.shape[0], self.config.title_dim, device=ref.device)
+                present = torch.zeros(ref.shape[0], 1, dtype=torch.bool, device=ref.device)
+            else:
+                present = ~torch.isnan(vec).any(dim=1, keepdim=True)
+                vec = torch.nan_to_num(vec.to(self.title_proj.weight.dtype))
+            return self.title_proj(vec).unsqueeze(1), present
+        return None
+
+
+class ConcatMLPTower(_ItemTower):
+    """Baseline: mean STD embedding ‖ mean RE embedding (‖ title) -> MLP -> head."""
+
+    def __init__(self, config: ItemTowerConfig, vocab_size: int, n_fields: int):
+        super().__init__(config, vocab_size, n_fields)
+        groups = 3 if config.title_mode != "none" else 2
+        d = config.embedding_dim
+        self.mlp = nn.Sequential(nn.Linear(groups * d, d), nn.GELU(), nn.Dropout(config.dropout))
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        pooled = [masked_mean(self.embed(batch["std_ids"], batch["std_field_ids"]), batch["std_mask"].bool()),
+                  masked_mean(self.embed(batch["re_ids"], batch["re_field_ids"]), batch["re_mask"].bool())]
+        title = self.title(batch)
+        if title is not None:
+            pooled.append(masked_mean(*title))
+        return self.head(self.mlp(torch.cat(pooled, dim=-1)))
+
+
+class CoarseToFineTower(_ItemTower):
+    """STD self-attention, RE self-attention, STD-queries-RE cross-attention, pooled over STD."""
+
+    def __init__(self, config: ItemTowerConfig, vocab_size: int, n_fields: int):
+        super().__init__(config, vocab_size, n_fields)
+        d = config.embedding_dim
+        self.std_encoder = _encoder(config)
+        self.re_encoder = _encoder(config)
+        self.cross = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        std_mask, re_mask = batch["std_mask"].bool(), batch["re_mask"].bool()
+        std = self.embed(batch["std_ids"], batch["std_field_ids"])
+        fine = self.embed(batch["re_ids"], batch["re_field_ids"])
+        title = self.title(batch)
+        if title is not None:  # the title is one more fine-grained source of detail
+            fine, re_mask = torch.cat([fine, title[0]], dim=1), torch.cat([re_mask, title[1]], dim=1)
+        std = self.std_encoder(std, src_key_padding_mask=~_attendable(std_mask))
+        fine = self.re_encoder(fine, src_key_padding_mask=~_attendable(re_mask))
+        detail, _ = self.cross(std, fine, fine, key_padding_mask=~_attendable(re_mask), need_weights=False)
+        has_fine = re_mask.any(dim=1).to(detail.dtype)[:, None, None]  # no RE: no cross-attention term
+        return self.head(masked_mean(self.norm(std + detail * has_fine), std_mask))
+
+
+class UnifiedTower(_ItemTower):
+    """One token sequence with hierarchical residual RE inputs, one transformer, mean pool."""
+
+    def __init__(self, config: ItemTowerConfig, vocab_size: int, n_fields: int):
+        super().__init__(config, vocab_size, n_fields)
+        self.encoder = _encoder(config)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        std_ids = batch["std_ids"]
+        parent_ids = std_ids.gather(1, batch["re_parent_pos"].long())
+        std = self.embed(std_ids, batch["std_field_ids"])
+        # detach(): the parent term positions the RE token but sends no gradient to the STD value.
+        fine = self.embed(batch["re_ids"], batch["re_field_ids"]) + self.tokens(parent_ids).detach()
+        parts, masks = [std, fine], [batch["std_mask"].bool(), batch["re_mask"].bool()]
+        title = self.title(batch)
+        if title is not None:
+            parts.append(title[0])
+            masks.append(title[1])
+        tokens, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+        encoded = self.encoder(tokens, src_key_padding_mask=~_attendable(mask))
+        return self.head(masked_mean(encoded, mask))
+
+
+TOWERS = {"concat": ConcatMLPTower, "coarse_to_fine": CoarseToFineTower, "unified": UnifiedTower}
+
+
+def build_item_tower(name: str, config: ItemTowerConfig, vocab_size: int, n_fields: int) -> nn.Module:
+    """``name`` in concat | coarse_to_fine | unified; sizes from ``ItemFeaturizer.vocab_size/n_fields``."""
+    if name not in TOWERS:
+        raise ValueError(f"unknown item tower {name!r}; known: {sorted(TOWERS)}")
+    return TOWERS[name](config, vocab_size, n_fields)
+
+
+# --- SimCSE stage 1 ----------------------------------------------------------------------------
+
+def _drop(mask: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """``mask`` with each True entry turned False with probability ``share``."""
+    if share <= 0:
+        return mask.clone()
+    draw = torch.rand(mask.shape, generator=generator, device=generator.device).to(mask.device)
+    return mask & (draw >= share)
+
+
+def _keep_one(dropped: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Give back the first originally valid token of rows that lost all of theirs."""
+    lost = original.any(dim=1) & ~dropped.any(dim=1)
+    first = torch.zeros_like(original)
+    first[torch.arange(len(original), device=original.device), original.float().argmax(dim=1)] = True
+    return dropped | (lost[:, None] & first)
+
+
+def simcse_views(batch: Mapping[str, torch.Tensor], generator: torch.Generator, re_drop: float = 0.5,
+                 std_drop: float = 0.5, feature_dropout: float = 0.1, title_drop: float = 0.3
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Two views of one batch by complementary masking (only masks change; ids stay).
+
+    View A is STD-heavy: every STD token, RE tokens dropped with probability ``re_drop``.
+    View B is RE-heavy: every RE token, STD tokens dropped with probability ``std_drop`` (each row
+    keeps at least its first STD token, the coarsest category, so no view is empty).
+    ``feature_dropout`` then drops tokens of the kept group in both views, and ``title_drop`` title
+    tokens independently per view when ``title_mask`` is present. The tower's own dropout (train
+    mode) adds the usual SimCSE noise on top. Same generator state -> same views.
+    """
+    std_mask, re_mask = batch["std_mask"].bool(), batch["re_mask"].bool()
+    view_a, view_b = dict(batch), dict(batch)
+    view_a["std_mask"] = _keep_one(_drop(std_mask, feature_dropout, generator), std_mask)
+    view_a["re_mask"] = _drop(re_mask, re_drop, generator)
+    view_b["std_mask"] = _keep_one(_drop(std_mask, std_drop, generator), std_mask)
+    view_b["re_mask"] = _drop(re_mask, feature_dropout, generator)
+    if "title_mask" in batch:
+        title_mask = batch["title_mask"].bool()
+        view_a["title_mask"] = _drop(title_mask, title_drop, generator)
+        view_b["title_mask"] = _drop(title_mask, title_drop, generator)
+    return view_a, view_b
+
+
+def simcse_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """NT-Xent over two views: row i of ``z_a`` and row i of ``z_b`` are the only positive pair.
+
+    pytorch-metric-learning's pair-based form builds a (2B positives x 2B(2B-2) negatives) matrix,
+    O(B^3) memory: fine for SimCSE batches of a few hundred items.
+    """
+    labels = torch.arange(len(z_a), device=z_a.device)
+    return NTXentLoss(temperature=temperature)(torch.cat([z_a, z_b]), torch.cat([labels, labels]))
