@@ -47,6 +47,7 @@ class TrainJsonEncoderConfig:
     preprocess_root: str = "artifacts/preprocess"
     embed_root: str = "artifacts/embed"
     output_root: str = "artifacts/train_json_encoder"
+    run_name: str | None = None   # fixed run directory name: re-running it resumes from its checkpoints
     std_fields: list[str] = field(default_factory=lambda: ["category", "style", "silhouette"])
     re_fields: list[str] = field(default_factory=lambda: ["material", "detail"])
     num_buckets: int = 4096
@@ -184,7 +185,7 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
     data = prepare(cfg, vocab, encoder)
     stage = "stage 1: JSON-view pretraining" if cfg.train.objective == "json_views" else "stage 2: alignment to images"
     n_train, n_val = len(data.train["target"]), len(data.val["target"])
-    run_dir = new_run_dir(cfg.output_root, cfg)
+    run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     print(f"train_json_encoder ({stage}): {n_train} training rows ({data.n_train_items} items), {n_val} "
           f"validation items; image embeddings from {data.embeddings_dir} (pretrained: {data.pretrained})"
           + (f"; initialised from {init_model}" if init_model else ""))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -49,25 +49,34 @@ def bar_panels(panels: Mapping[str, Mapping[str, int]], path: str | Path, title:
     return save_figure(fig, path)
 
 
-def training_charts(history: list[dict], path: str | Path, title: str) -> Path:
-    """2x2: train/val loss, Top-1/Top-5 (full gallery), positive vs negative similarity, learning rate."""
+def line_panels(history: list[dict], panels: Mapping[str, Sequence[str]], path: str | Path, title: str) -> Path:
+    """Per-epoch curves from a training history: one panel per entry {panel title: [metric keys]}
+    (2 columns)."""
     epochs = [h["epoch"] + 1 for h in history]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    panels = [("loss", [("train_loss", "train"), ("val_loss", "val")]),
-              ("validation accuracy (full gallery)", [("val_top1", "Top-1"), ("val_top5", "Top-5")]),
-              ("mean cosine similarity", [("val_mean_positive_similarity", "positive pairs"),
-                                          ("val_mean_negative_similarity", "negative pairs")]),
-              ("learning rate", [("lr", "lr")])]
-    for ax, (name, series) in zip(axes.flat, panels):
-        for key, label in series:
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4 * rows), squeeze=False)
+    for ax, (name, keys) in zip(axes.flat, panels.items()):
+        for key in keys:
+            label = key.removeprefix("val_").replace("_", " ")
             ax.plot(epochs, [h.get(key) for h in history], marker="o", markersize=3, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def training_charts(history: list[dict], path: str | Path, title: str) -> Path:
+    """2x2: train/val loss, Top-1/Top-5 (full gallery), positive vs negative similarity, learning rate."""
+    return line_panels(history, {"loss": ["train_loss", "val_loss"],
+                                 "validation accuracy (full gallery)": ["val_top1", "val_top5"],
+                                 "mean cosine similarity (positive vs negative pairs)":
+                                     ["val_mean_positive_similarity", "val_mean_negative_similarity"],
+                                 "learning rate": ["lr"]}, path, title)
 
 
 def grouped_bars(groups: Mapping[str, Mapping[str, float]], path: str | Path, title: str,

@@ -13,10 +13,11 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
-from recsys.data.result import AdapterResult, is_missing, quarantine_table, read_table_file, split_valid
+from recsys.data.result import AdapterError, AdapterResult, is_missing, quarantine_table, read_table_file, split_valid
 from recsys.data.schema import ITEM_SCHEMA, attributes, quarantine_row, table_from_rows
 
 # Myntra writes "NA" for an absent attribute value; it is "unknown", not a value.
@@ -148,3 +149,63 @@ def load_hm_articles(path: str | Path, images_dir: str | Path | None = None) -> 
             "source_file": str(path),
         })
     return AdapterResult("hm", table_from_rows(rows, ITEM_SCHEMA), quarantine_table(rejected), len(frame))
+
+
+def load_generic_catalog(path: str | Path, hierarchy: Sequence[str], std_fields: Sequence[str] = (),
+                         re_fields: Sequence[str] = (), id_col: str | None = None,
+                         title_col: str | None = None, description_col: str | None = None) -> AdapterResult:
+    """Any item table (CSV/parquet) -> items: ``hierarchy`` columns (coarse -> fine) become the
+    category path, ``std_fields``/``re_fields`` the attributes. Rows with a missing hierarchy level
+    or a missing/duplicate id are quarantined."""
+    path = Path(path)
+    required = [c for c in [id_col, *hierarchy, *std_fields, *re_fields, title_col, description_col] if c]
+    frame = read_table_file(path, required, "an item catalog with the named columns", dtype=str,
+                            keep_default_na=False)
+    ids = frame[id_col].astype(str).str.strip() if id_col else pd.Series(frame.index.astype(str), index=frame.index)
+    checks = {"invalid_id": (is_missing(ids) | (ids == ""), f"column {id_col!r}: expected an id"),
+              "duplicate_id": (ids.duplicated(keep="first"), f"column {id_col!r}: duplicate of an earlier row")}
+    for level in hierarchy:
+        checks[f"missing_{level}"] = (frame[level].map(_clean).isna(), f"column {level!r}: expected a category name")
+    valid, rejected = split_valid(frame.assign(_item_id=ids), path, checks)
+    rows = []
+    for record in valid.to_dict("records"):
+        path_values = [_clean(record[c]) for c in hierarchy]
+        rows.append({
+            "item_id": record["_item_id"], "source": "generic",
+            "category_path": path_values, "category": path_values[-1],
+            "std_attributes": attributes({f: _clean(record[f]) for f in std_fields}),
+            "re_attributes": attributes({f: _clean(record[f]) for f in re_fields}),
+            "styles": [], "sub_styles": [],
+            "title": _clean(record[title_col]) if title_col else None,
+            "description": _clean(record[description_col]) if description_col else None,
+            "image_path": None, "source_file": str(path),
+        })
+    return AdapterResult("generic", table_from_rows(rows, ITEM_SCHEMA), quarantine_table(rejected), len(frame))
+
+
+def load_item_catalog(path: str | Path, hierarchy: Sequence[str] | None = None, std_fields: Sequence[str] = (),
+                      re_fields: Sequence[str] = (), id_col: str | None = None, title_col: str | None = None,
+                      description_col: str | None = None) -> AdapterResult:
+    """A catalog by its columns: Fashion Product Images and H&M articles use their adapters (all
+    their attributes); anything else needs ``hierarchy`` and uses :func:`load_generic_catalog`."""
+    path = Path(path)
+    columns = set(_columns(path))
+    if set(FPI_REQUIRED) <= columns:
+        return load_fashion_product_images(path)
+    if set(HM_REQUIRED) <= columns:
+        return load_hm_articles(path)
+    if not hierarchy:
+        raise AdapterError(f"{path}: not a Fashion Product Images or H&M articles table (columns "
+                           f"{sorted(columns)}); name its category columns with --hierarchy c1,c2,...")
+    return load_generic_catalog(path, hierarchy, std_fields, re_fields, id_col, title_col, description_col)
+
+
+def _columns(path: Path) -> list[str]:
+    """Column names without reading the whole file."""
+    if not path.is_file():
+        raise AdapterError(f"{path}: no such file (expected an item catalog)")
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(path).names
+    return list(read_table_file(path, (), "an item catalog", nrows=0).columns)

@@ -12,9 +12,6 @@ false negatives).
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
@@ -22,6 +19,7 @@ import numpy as np
 import torch
 
 from recsys.losses import InfoNCE
+from recsys.train_loops.checkpointing import report_epoch, restore, unwrap
 from recsys.metrics.retrieval import evaluate_pairs
 from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, split_features
 from recsys.vocab import UNKNOWN_ID
@@ -106,20 +104,9 @@ def train_alignment_loop(loop_config: dict) -> None:
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_epoch, best = 0, -1.0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # resume: same model, optimizer and schedule position
-        with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, "state.pt"), map_location=device, weights_only=True)
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = int(state["epoch"]) + 1, float(state["best_val_top5"])
-        history = json.loads(state["history_json"])
-    else:
-        history = []
-        if loop_config.get("init_model"):  # stage 2 starts from the stage-1 encoder
-            _unwrap(model).load_state_dict(load_encoder(loop_config["init_model"], device).state_dict())
+    start_epoch, best, history = restore(model, optimizer, scheduler, device)
+    if not history and loop_config.get("init_model"):  # stage 2 starts from the stage-1 encoder
+        unwrap(model).load_state_dict(load_encoder(loop_config["init_model"], device).state_dict())
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -148,7 +135,7 @@ def train_alignment_loop(loop_config: dict) -> None:
             losses.append(float(loss.detach()))
         scheduler.step()
 
-        queries, targets = embed_dataset(_unwrap(model), val_shard, enc_cfg.fields, device, cfg)
+        queries, targets = embed_dataset(unwrap(model), val_shard, enc_cfg.fields, device, cfg)
         evaluation = evaluate_pairs(queries, targets, cfg.val_batch)
         with torch.no_grad():  # same batch size as training, so the two losses are comparable
             blocks = range(0, len(queries) - cfg.batch_size + 1, cfg.batch_size)
@@ -162,23 +149,12 @@ def train_alignment_loop(loop_config: dict) -> None:
                    **{f"val_{k}": v for k, v in evaluation["similarity"].items()}}
         best = max(best, metrics["val_top5"])
         history.append(metrics)
+        report_epoch(metrics, history, model, optimizer, scheduler, best,
+                     {"encoder": asdict(enc_cfg), "vocab_sizes": dict(loop_config["vocab_sizes"])})
         if rank == 0:
-            with tempfile.TemporaryDirectory() as directory:
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_top5": best,
-                            "encoder": asdict(enc_cfg), "vocab_sizes": dict(loop_config["vocab_sizes"]),
-                            "history_json": json.dumps(history)},
-                           os.path.join(directory, "state.pt"))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val top1 "
                   f"{metrics['val_top1']:.4f} top5 {metrics['val_top5']:.4f} mrr {metrics['val_mrr']:.4f}  "
                   f"{metrics['elapsed_s']}s", flush=True)
-        else:
-            ray.train.report(metrics)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def encode_features(model: torch.nn.Module, features: dict[str, np.ndarray]) -> np.ndarray:
@@ -186,7 +162,7 @@ def encode_features(model: torch.nn.Module, features: dict[str, np.ndarray]) -> 
     model.eval()
     batch = {k: torch.as_tensor(v) for k, v in features.items() if k.startswith(("ids/", "mask/"))}
     with torch.no_grad():
-        return model(*split_features(batch, _unwrap(model).fields)).numpy()
+        return model(*split_features(batch, unwrap(model).fields)).numpy()
 
 
 def load_encoder(state_path: str, device="cpu") -> JsonEncoder:

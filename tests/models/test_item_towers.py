@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recsys.data.item_features import ItemFeatureConfig, featurize_items, records_to_items
 from recsys.models.item_towers import (TOWERS, ItemTowerConfig, MetricAdapter, ResidualPyramidHead,
@@ -204,3 +205,14 @@ def test_simcse_step_on_views_lowers_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_simcse_loss_matches_pytorch_metric_learning_nt_xent():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    rng = torch.Generator().manual_seed(3)
+    z_a = F.normalize(torch.randn(12, 16, generator=rng), dim=-1)
+    z_b = F.normalize(torch.randn(12, 16, generator=rng), dim=-1)
+    labels = torch.arange(12)
+    reference = NTXentLoss(temperature=0.07)(torch.cat([z_a, z_b]), torch.cat([labels, labels]))
+    assert simcse_loss(z_a, z_b, temperature=0.07).item() == pytest.approx(reference.item(), rel=1e-5)

@@ -1,0 +1,109 @@
+"""Train one item tower (stage 1 SimCSE + stage 2 metric adapter) and export item vectors.
+
+    python -m ray_jobs.train_item_tower --config configs/item_tower.yaml
+    python -m ray_jobs.train_item_tower --set catalog.catalog=styles_full.parquet --set tower_name=coarse_to_fine
+
+Input: canonical items (latest preprocess run by default) or a catalog file. Output run directory:
+checkpoints/tower.pt, checkpoints/adapter.pt, checkpoints/featurizer.json, item_vectors/ (parquet:
+item_id, category, cold, vector_512 from the tower, vector = the 128-d L2-normalised adapter output
+that indexes use; inner product is the metric), metrics.json (warm/cold neighbour metrics for both
+vectors), training_charts_<stage>.png and projection.png. Cold-start items are held out of training
+and get vectors from their attributes alone, like a new product would.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.config import ConfigError
+from recsys.eval.item_space import projection_plot
+from recsys.models.item_towers import TOWERS, ItemTowerConfig
+from recsys.plots import line_panels
+from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
+from ray_jobs.cli import init_ray, load_stage_config, run_main
+from ray_jobs.item_tower_trainer import (CatalogConfig, SplitConfig, feature_config, fit_metric_adapter, fit_tower,
+                                         load_items, prepare_items, warm_cold_report)
+from ray_jobs.trainer import ScalingSettings
+
+
+@dataclass
+class TrainItemTowerConfig:
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    tower_name: str = "unified"
+    tower: ItemTowerConfig = field(default_factory=ItemTowerConfig)
+    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    adapter_dim: int = 128
+    split: SplitConfig = field(default_factory=SplitConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    output_root: str = "artifacts/item_tower"
+    run_name: str | None = None   # fixed run directory name: re-running it resumes from its checkpoints
+    k: int = 10
+
+
+def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+
+
+def run(cfg: TrainItemTowerConfig) -> dict:
+    if cfg.tower_name not in TOWERS:
+        raise ConfigError(f"tower_name: unknown {cfg.tower_name!r}; known {sorted(TOWERS)}")
+    table, source = load_items(cfg.catalog)
+    data = prepare_items(table, feature_config(cfg.catalog, source), cfg.split, source)
+    run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
+    print(f"train_item_tower ({cfg.tower_name}): {len(data.item_ids)} items, train {len(data.train)}, val "
+          f"{len(data.val)}, cold {len(data.cold)}; run {run_dir}")
+    init_ray()
+    started = time.perf_counter()
+    tower = fit_tower(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.scaling, run_dir / "stage1")
+    adapter = fit_metric_adapter(data, tower["vectors"], cfg.adapter, cfg.scaling, run_dir / "stage2",
+                                 f"adapter_{cfg.adapter.sampler}", cfg.adapter_dim)
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(exist_ok=True)
+    shutil.copy(tower["best_model"], checkpoints / "tower.pt")
+    shutil.copy(adapter["best_model"], checkpoints / "adapter.pt")
+    data.featurizer.save(checkpoints / "featurizer.json")
+    cold = np.zeros(len(data.item_ids), dtype=bool)
+    cold[data.cold] = True
+    pq.write_table(pa.table({"item_id": data.item_ids.astype(str), "category": data.categories.astype(str),
+                             "cold": cold, "vector_512": vector_column(tower["vectors"]),
+                             "vector": vector_column(adapter["vectors"])}),
+                   run_dir / "item_vectors.parquet")
+    metrics = {"tower": cfg.tower_name, "n_items": int(len(data.item_ids)), "n_cold": int(len(data.cold)),
+               "train_seconds": round(time.perf_counter() - started, 1), "metric": "inner product (L2-normalised)",
+               "tower_512": warm_cold_report(data, tower["vectors"], cfg.k, cfg.split),
+               "adapter_128": warm_cold_report(data, adapter["vectors"], cfg.k, cfg.split),
+               "token_stats": data.token_stats,
+               "history": {"stage1": tower["history"], "stage2": adapter["history"]}}
+    write_json(run_dir / "metrics.json", metrics)
+    for stage, fitted in (("stage1", tower), ("stage2", adapter)):
+        line_panels(fitted["history"], {"loss": ["train_loss"], "validation category_hit@10": ["val_category_hit@10"],
+                                        "same vs sibling cosine": ["val_same_cosine", "val_sibling_cosine"],
+                                        "learning rate": ["lr"]},
+                    run_dir / f"training_charts_{stage}.png", f"{cfg.tower_name} {stage}")
+    projection_plot(adapter["vectors"], data.categories, data.cold, run_dir / "projection.png",
+                    f"{cfg.tower_name} + adapter: item space (t-SNE sample); x = cold-start items", seed=cfg.split.seed)
+    write_manifest(run_dir, "train_item_tower", {"items": cfg.catalog.catalog or cfg.catalog.items or "latest preprocess"},
+                   {"item_vectors": str(run_dir / "item_vectors.parquet"), "tower": str(checkpoints / "tower.pt"),
+                    "adapter": str(checkpoints / "adapter.pt")})
+    for name, report in (("tower 512-d", metrics["tower_512"]), ("adapter 128-d", metrics["adapter_128"])):
+        for split, values in report.items():
+            print(f"{name} {split}: category_hit@10 {values['category_hit@10']:.3f} sibling_confusion@10 "
+                  f"{values['sibling_confusion@10']:.3f} gap {values['same_vs_sibling_gap']:.3f}")
+    print(f"item vectors: {run_dir / 'item_vectors.parquet'}")
+    return metrics | {"run_dir": str(run_dir)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(load_stage_config(__doc__.splitlines()[0], TrainItemTowerConfig, "configs/item_tower.yaml", argv))
+
+
+if __name__ == "__main__":
+    run_main(main)

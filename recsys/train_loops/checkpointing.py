@@ -1,0 +1,51 @@
+"""Checkpoint bookkeeping shared by every Ray Train worker loop: resume and per-epoch report.
+
+A checkpoint is one ``state.pt`` (plain tensors and numbers, loadable with ``weights_only=True``):
+model, optimizer and scheduler state, the epoch, the best validation score so far, the metric
+history as JSON, plus whatever the loop adds (architecture config, vocabulary sizes) so the file
+alone rebuilds the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+STATE_FILE = "state.pt"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def restore(model: torch.nn.Module, optimizer, scheduler, device) -> tuple[int, float, list[dict]]:
+    """(first epoch to run, best score, history): from Ray Train's latest checkpoint, else a fresh start."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 0, float("-inf"), []
+    with checkpoint.as_directory() as directory:
+        state = torch.load(os.path.join(directory, STATE_FILE), map_location=device, weights_only=True)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"]) + 1, float(state["best_score"]), json.loads(state["history_json"])
+
+
+def report_epoch(metrics: dict, history: list[dict], model: torch.nn.Module, optimizer, scheduler,
+                 best_score: float, extra: dict) -> None:
+    """Report ``metrics`` to Ray Train; rank 0 attaches a checkpoint (others report metrics only)."""
+    import ray.train
+
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"], "best_score": best_score,
+                    "history_json": json.dumps(history), **extra}, os.path.join(directory, STATE_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -1,0 +1,233 @@
+"""Ray Train worker loops for the item towers.
+
+- Stage 1 (:func:`simcse_loop`): a tower (concat / coarse_to_fine / unified) pretrained with SimCSE
+  on STD/RE tokens: two complementary masked views of each item are positives, NT-Xent.
+- Stage 2 (:func:`adapter_loop`): a :class:`MetricAdapter` (512 -> 128) on the frozen tower's
+  vectors, triplet margin loss with a hard-negative miner, batches from the hierarchical sampler
+  (sibling categories together) or uniform random batches (the ablation's control).
+
+Each worker reads its shard of ``train`` (Ray Data) into memory once and builds its own batches:
+the hierarchical sampler needs to see labels across the shard, which a streaming iterator cannot
+offer. ``val`` is given whole to every worker. Validation: ``category_hit@10`` within the
+validation items (the selection metric) and the same-vs-sibling cosine gap.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from recsys.metrics.neighbours import category_hit, same_vs_sibling_gap, top_k_neighbours
+from recsys.models.item_towers import (ItemTowerConfig, MetricAdapter, batch_to_tensors, build_item_tower,
+                                       simcse_loss, simcse_views)
+from recsys.samplers import HierarchicalBatchSampler, triplet_components
+from recsys.train_loops.checkpointing import report_epoch, restore, unwrap
+
+FEATURE_PREFIXES = ("std_", "re_", "title_")
+
+
+@dataclass
+class SimCSEConfig:
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.05
+    grad_clip: float = 1.0
+    re_drop: float = 0.5          # view A (STD-heavy) drops this share of RE tokens
+    std_drop: float = 0.5         # view B (RE-heavy) drops this share of STD tokens
+    feature_dropout: float = 0.1
+    title_drop: float = 0.3
+    seed: int = 0
+
+
+@dataclass
+class AdapterConfig:
+    epochs: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    margin: float = 0.2
+    triplets: str = "semihard"    # the miner's triplet type: all | hard | semihard | easy
+    sampler: str = "hierarchical"  # hierarchical (siblings together) | random
+    parents_per_batch: int = 4
+    children_per_parent: int = 4
+    samples_per_child: int = 8    # batch = parents x children x samples = 128
+    hidden_dim: int | None = 512  # None: one linear layer
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.sampler not in ("hierarchical", "random"):
+            raise ValueError(f"adapter.sampler must be 'hierarchical' or 'random', got {self.sampler!r}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.parents_per_batch * self.children_per_parent * self.samples_per_child
+
+
+def shard_to_numpy(shard) -> dict[str, np.ndarray]:
+    """A worker's whole dataset shard as numpy columns."""
+    parts: dict[str, list] = {}
+    for batch in shard.iter_batches(batch_size=8192, batch_format="numpy"):
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value)
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def encode_items(model: torch.nn.Module, features: dict[str, np.ndarray], device="cpu",
+                 batch_size: int = 2048) -> np.ndarray:
+    """Tower outputs for every row of item-feature arrays, eval mode."""
+    model.eval()
+    keys = [k for k in features if k.startswith(FEATURE_PREFIXES)]
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features[keys[0]]), batch_size):
+            batch = batch_to_tensors({k: features[k][start:start + batch_size] for k in keys}, device=device)
+            out.append(model(batch).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def adapt(adapter: torch.nn.Module, vectors: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    adapter.eval()
+    with torch.no_grad():
+        return np.concatenate([adapter(torch.as_tensor(vectors[s:s + batch_size])).numpy()
+                               for s in range(0, len(vectors), batch_size)])
+
+
+def validation_metrics(vectors: np.ndarray, fine: np.ndarray, parent: np.ndarray, k: int = 10) -> dict:
+    """category_hit@k among the validation items themselves, and the same-vs-sibling gap."""
+    k = min(k, len(vectors) - 1)
+    neighbours = top_k_neighbours(vectors, vectors, k, np.arange(len(vectors)))
+    gap = same_vs_sibling_gap(vectors, fine, parent, pairs=50_000)
+    return {"val_category_hit@10": category_hit(neighbours, fine, fine), "val_gap": gap["gap"],
+            "val_same_cosine": gap["same_mean"], "val_sibling_cosine": gap["sibling_mean"]}
+
+
+def _epoch_line(stage: str, epoch: int, epochs: int, metrics: dict) -> str:
+    return (f"{stage} epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val category_hit@10 "
+            f"{metrics['val_category_hit@10']:.4f}  gap {metrics['val_gap']:.4f}  {metrics['elapsed_s']}s")
+
+
+def simcse_loop(loop_config: dict) -> None:
+    """Stage 1. ``loop_config``: tower (name), tower_config (ItemTowerConfig dict), train
+    (SimCSEConfig dict), vocab_size, n_fields. Datasets: item-feature columns plus ``fine`` and
+    ``parent`` labels (validation only)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = SimCSEConfig(**loop_config["train"])
+    tower_cfg = ItemTowerConfig(**loop_config["tower_config"])
+    torch.manual_seed(cfg.seed)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(build_item_tower(loop_config["tower"], tower_cfg,
+                                                           loop_config["vocab_size"], loop_config["n_fields"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    start_epoch, best, history = restore(model, optimizer, scheduler, device)
+    train = shard_to_numpy(ray.train.get_dataset_shard("train"))
+    val = shard_to_numpy(ray.train.get_dataset_shard("val"))
+    keys = [k for k in train if k.startswith(FEATURE_PREFIXES)]
+    started, rank = time.time(), ray.train.get_context().get_world_rank()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
+        generator = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
+        order = rng.permutation(len(train[keys[0]]))
+        losses, lr = [], optimizer.param_groups[0]["lr"]
+        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            batch = batch_to_tensors({k: train[k] for k in keys}, order[start:start + cfg.batch_size], device)
+            view_a, view_b = simcse_views(batch, generator, cfg.re_drop, cfg.std_drop, cfg.feature_dropout,
+                                          cfg.title_drop)
+            loss = simcse_loss(model(view_a), model(view_b), cfg.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        scheduler.step()
+        vectors = encode_items(unwrap(model), val, device)
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
+                   "elapsed_s": round(time.time() - started, 1),
+                   **validation_metrics(vectors, val["fine"], val["parent"])}
+        best = max(best, metrics["val_category_hit@10"])
+        history.append(metrics)
+        report_epoch(metrics, history, model, optimizer, scheduler, best,
+                     {"tower": loop_config["tower"], "tower_config": asdict(tower_cfg),
+                      "vocab_size": loop_config["vocab_size"], "n_fields": loop_config["n_fields"]})
+        if rank == 0:
+            print(_epoch_line(f"[{loop_config['tower']} simcse]", epoch, cfg.epochs, metrics), flush=True)
+
+
+def adapter_loop(loop_config: dict) -> None:
+    """Stage 2. ``loop_config``: train (AdapterConfig dict), in_dim, out_dim. Datasets: ``vector``
+    (frozen tower outputs), ``fine`` and ``parent`` category labels."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = AdapterConfig(**loop_config["train"])
+    torch.manual_seed(cfg.seed)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(MetricAdapter(loop_config["in_dim"], loop_config["out_dim"], cfg.hidden_dim))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    loss_fn, miner = triplet_components(cfg.margin, cfg.triplets)
+    start_epoch, best, history = restore(model, optimizer, scheduler, device)
+    train = shard_to_numpy(ray.train.get_dataset_shard("train"))
+    val = shard_to_numpy(ray.train.get_dataset_shard("val"))
+    rank = ray.train.get_context().get_world_rank()
+    labels = np.stack([train["fine"], train["parent"]], axis=1)
+    vectors = torch.as_tensor(train["vector"], device=device)
+    fine = torch.as_tensor(train["fine"], device=device)
+    started = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        if cfg.sampler == "hierarchical":
+            sampler = HierarchicalBatchSampler(labels, cfg.parents_per_batch, cfg.children_per_parent,
+                                               cfg.samples_per_child, seed=cfg.seed + rank)
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+        else:  # same number of same-size batches, uniform over items
+            order = np.random.default_rng(cfg.seed + 7919 * epoch + rank).permutation(len(labels))
+            batches = [order[s:s + cfg.batch_size] for s in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)]
+        losses, mined, lr = [], [], optimizer.param_groups[0]["lr"]
+        for rows in batches:
+            rows = torch.as_tensor(np.asarray(rows), device=device)
+            embeddings, batch_labels = model(vectors[rows]), fine[rows]
+            triplets = miner(embeddings, batch_labels)
+            loss = loss_fn(embeddings, batch_labels, triplets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            mined.append(len(triplets[0]))
+        scheduler.step()
+        adapted = adapt(unwrap(model).cpu(), val["vector"])
+        unwrap(model).to(device)
+        metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
+                   "mined_triplets_per_batch": float(np.mean(mined)) if mined else 0.0,
+                   "elapsed_s": round(time.time() - started, 1),
+                   **validation_metrics(adapted, val["fine"], val["parent"])}
+        best = max(best, metrics["val_category_hit@10"])
+        history.append(metrics)
+        report_epoch(metrics, history, model, optimizer, scheduler, best,
+                     {"in_dim": loop_config["in_dim"], "out_dim": loop_config["out_dim"],
+                      "hidden_dim": cfg.hidden_dim})
+        if rank == 0:
+            print(_epoch_line(f"[adapter {cfg.sampler}]", epoch, cfg.epochs, metrics), flush=True)
+
+
+def load_tower(state_path: str, device="cpu") -> torch.nn.Module:
+    """A trained tower from its ``state.pt`` (weights only)."""
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    model = build_item_tower(state["tower"], ItemTowerConfig(**state["tower_config"]), state["vocab_size"],
+                             state["n_fields"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_adapter(state_path: str, device="cpu") -> MetricAdapter:
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    model = MetricAdapter(state["in_dim"], state["out_dim"], state["hidden_dim"])
+    model.load_state_dict(state["model"])
+    return model.eval()
