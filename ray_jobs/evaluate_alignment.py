@@ -10,8 +10,6 @@ Writes DIR/metrics.json, DIR/comparison.png and, per trained variant, DIR/<varia
 from __future__ import annotations
 
 import argparse
-import hashlib
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import numpy as np
 from recsys.artifacts import write_json
 from recsys.config import config_hash, load_config, parse_overrides
 from recsys.data.result import read_table_file
-from recsys.encoders.text import TextEncoder, TextEncoderConfig
+from recsys.encoders.text import TextEncoder, TextEncoderConfig, encode_cached
 from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
                                    records_from_frame, target_labels)
 from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_ranks, ranking_summary
@@ -46,22 +44,6 @@ class AlignmentEvalConfig:
 
 def _short(summary: dict) -> dict:
     return {k: round(summary[k], 4) for k in REPORTED if k in summary}
-
-
-def _title_embeddings(texts: list[str], encoder_cfg: TextEncoderConfig, cache_dir: Path) -> np.ndarray:
-    """MiniLM embeddings of every title, cached by content so re-runs skip the slowest step."""
-    key = hashlib.sha1(("\n".join(texts) + encoder_cfg.model).encode()).hexdigest()[:16]
-    path = cache_dir / f"text-{key}.npy"
-    if path.is_file():
-        print(f"title embeddings: cached {path}")
-        return np.load(path)
-    started = time.perf_counter()
-    vectors = TextEncoder(encoder_cfg).encode(texts, progress=True)
-    print(f"title embeddings: {len(texts)} texts in {time.perf_counter() - started:.0f}s "
-          f"({len(texts) / (time.perf_counter() - started):.0f} texts/s)")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
 
 
 def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray, cfg: AlignmentEvalConfig) -> dict:
@@ -120,7 +102,7 @@ def run(catalog: str, text_col: str, fields: list[str] | None, id_col: str | Non
     print(f"E1 on {catalog}: {len(frame)} rows, {len(train_idx)} train / {len(val_idx)} validation; "
           f"fields {fields}; brand column: {brand}")
 
-    title_vectors = _title_embeddings(titles, cfg.text_encoder, out_dir / "cache")
+    title_vectors = encode_cached(titles, cfg.text_encoder, out_dir / "cache", "title embeddings")
     lift = orthonormal_lift(title_vectors.shape[1], cfg.encoder.output_dim)  # cosine-preserving 384 -> 512
     lifted = title_vectors @ lift.T
     records = records_from_frame(frame, fields + ([brand] if brand and brand not in fields else []))

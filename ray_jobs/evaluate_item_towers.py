@@ -53,7 +53,8 @@ def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
     table, source = load_items(cfg.catalog)
     features_cfg = feature_config(cfg.catalog, source)
     started = time.perf_counter()
-    data = prepare_items(table, features_cfg, cfg.split, source)
+    data = prepare_items(table, features_cfg, cfg.split, source,
+                         out_dir / "cache" if cfg.tower.title_mode == "vector" else None)
     print(f"{len(data.item_ids)} items ({source}): train {len(data.train)}, val {len(data.val)}, cold "
           f"{len(data.cold)}; tokens per item {data.token_stats}; featurized in {time.perf_counter() - started:.0f}s")
     init_ray()

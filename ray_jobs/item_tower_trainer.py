@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.data.catalogs import load_item_catalog
+from recsys.encoders.text import TextEncoderConfig, encode_cached
 from recsys.data.item_features import PRESETS, ItemFeatureConfig, ItemFeaturizer, token_counts
 from recsys.config import ConfigError
 from recsys.metrics.neighbours import neighbour_report
@@ -99,7 +100,10 @@ def feature_config(cfg: CatalogConfig, source: str) -> ItemFeatureConfig:
         raise ConfigError(f"item features ({preset}): {exc}") from exc
 
 
-def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: SplitConfig, source: str) -> ItemTowerData:
+def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: SplitConfig, source: str,
+                  title_vectors_cache: str | Path | None = None) -> ItemTowerData:
+    """Split and featurize; with ``title_vectors_cache`` also the frozen MiniLM title vectors
+    (``title_vec``, for ``title_mode: vector``), cached there by content."""
     rows = table.select([c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "styles",
                                      "sub_styles", "title", "description") if c in table.column_names]).to_pylist()
     n = len(rows)
@@ -108,6 +112,9 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     cold, val, train = np.sort(order[:n_cold]), np.sort(order[n_cold:n_cold + n_val]), np.sort(order[n_cold + n_val:])
     featurizer = ItemFeaturizer.fit([rows[i] for i in train], features_cfg)  # cold/val values stay unseen
     features = featurizer.transform(rows)
+    if title_vectors_cache:
+        features["title_vec"] = encode_cached([r.get("title") for r in rows], TextEncoderConfig(),
+                                              title_vectors_cache, "title vectors (MiniLM, frozen)")
     paths = [r["category_path"] or [] for r in rows]
     depth = len(features_cfg.hierarchy)
     fine_names = np.array([" > ".join(p[:depth]) for p in paths])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +57,8 @@ def run(cfg: TrainItemTowerConfig) -> dict:
     if cfg.tower_name not in TOWERS:
         raise ConfigError(f"tower_name: unknown {cfg.tower_name!r}; known {sorted(TOWERS)}")
     table, source = load_items(cfg.catalog)
-    data = prepare_items(table, feature_config(cfg.catalog, source), cfg.split, source)
+    data = prepare_items(table, feature_config(cfg.catalog, source), cfg.split, source,
+                         Path(cfg.output_root) / "cache" if cfg.tower.title_mode == "vector" else None)
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     print(f"train_item_tower ({cfg.tower_name}): {len(data.item_ids)} items, train {len(data.train)}, val "
           f"{len(data.val)}, cold {len(data.cold)}; run {run_dir}")

@@ -6,7 +6,10 @@ package of that name, so nothing is downloaded at run time.
 """
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -49,3 +52,22 @@ class TextEncoder:
         vectors = self.model.encode(texts, batch_size=self.config.batch_size, show_progress_bar=progress,
                                     convert_to_numpy=True, normalize_embeddings=True)
         return vectors.astype(np.float32)
+
+
+def encode_cached(texts: Sequence[str], config: TextEncoderConfig, cache_dir: str | Path, what: str = "texts"
+                  ) -> np.ndarray:
+    """``TextEncoder(config).encode(texts)`` cached on disk by content and model name, so re-runs
+    of an evaluation skip its slowest step (44k titles: ~2 minutes on 2 CPU cores)."""
+    texts = ["" if t is None else str(t) for t in texts]
+    key = hashlib.sha1(("\n".join(texts) + config.model).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"text-{key}.npy"
+    if path.is_file():
+        print(f"{what}: cached {path}")
+        return np.load(path)
+    started = time.perf_counter()
+    vectors = TextEncoder(config).encode(texts, progress=True)
+    elapsed = time.perf_counter() - started
+    print(f"{what}: {len(texts)} texts in {elapsed:.0f}s ({len(texts) / max(elapsed, 1e-9):.0f} texts/s)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
