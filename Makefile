@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench-preprocess eval-alignment clean
+.PHONY: setup demo test test-quick bench-preprocess eval-alignment eval-item-towers clean
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -38,6 +38,14 @@ eval-alignment: setup
 	$(PY) -m ray_jobs.evaluate_alignment --catalog $(SHARED_DATA)/fashion_product_images_styles_full/styles_full.parquet \
 		--text-col productDisplayName --fields gender,masterCategory,subCategory,articleType,baseColour,season,usage \
 		--out artifacts/eval/alignment_e1
+
+# Item-tower ablation (3 towers x no adapter / adapter with random / hierarchical batches), warm and
+# cold-start items, on the Myntra catalog and the H&M articles.
+eval-item-towers: setup
+	$(PY) -m ray_jobs.evaluate_item_towers --catalog $(SHARED_DATA)/fashion_product_images_styles_full/styles_full.parquet \
+		--out artifacts/eval/item_towers_fpi
+	$(PY) -m ray_jobs.evaluate_item_towers --catalog $(SHARED_DATA)/hm_pse_subset/articles.parquet \
+		--out artifacts/eval/item_towers_hm
 
 clean:
 	rm -rf artifacts data/generated

@@ -115,8 +115,9 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     if title_vectors_cache:
         features["title_vec"] = encode_cached([r.get("title") for r in rows], TextEncoderConfig(),
                                               title_vectors_cache, "title vectors (MiniLM, frozen)")
-    paths = [r["category_path"] or [] for r in rows]
     depth = len(features_cfg.hierarchy)
+    # A missing level (sparse labels) is its own "(unknown)" category under its parent.
+    paths = [[v or "(unknown)" for v in (list(r["category_path"] or []) + [None] * depth)[:depth]] for r in rows]
     fine_names = np.array([" > ".join(p[:depth]) for p in paths])
     parent_names = np.array([" > ".join(p[:depth - 1]) for p in paths])
     fine = np.unique(fine_names, return_inverse=True)[1].reshape(-1)
@@ -125,7 +126,7 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
                              np.where(features["re_mask"], features["re_ids"], 0)], axis=1)
     token_sets = [frozenset(t[t > 0].tolist()) for t in tokens]
     return ItemTowerData(np.array([r["item_id"] for r in rows]), features, featurizer, fine.astype(np.int64),
-                         parent.astype(np.int64), np.array([p[depth - 1] if len(p) >= depth else "" for p in paths]),
+                         parent.astype(np.int64), np.array([p[depth - 1] for p in paths]),
                          token_sets, train, val, cold, source, token_counts(features))
 
 

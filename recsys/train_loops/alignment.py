@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from recsys.losses import InfoNCE
-from recsys.train_loops.checkpointing import report_epoch, restore, unwrap
+from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
 from recsys.metrics.retrieval import evaluate_pairs
 from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, split_features
 from recsys.vocab import UNKNOWN_ID
@@ -112,6 +112,7 @@ def train_alignment_loop(loop_config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     rank = ray.train.get_context().get_world_rank()
     started = time.time()
+    progress = EpochProgress(f"JSON encoder ({cfg.objective})", cfg.epochs, start_epoch) if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         losses, lr = [], optimizer.param_groups[0]["lr"]
@@ -151,7 +152,9 @@ def train_alignment_loop(loop_config: dict) -> None:
         history.append(metrics)
         report_epoch(metrics, history, model, optimizer, scheduler, best,
                      {"encoder": asdict(enc_cfg), "vocab_sizes": dict(loop_config["vocab_sizes"])})
-        if rank == 0:
+        if progress:
+            progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"],
+                                {"loss": metrics["train_loss"], "top5": metrics["val_top5"], "mrr": metrics["val_mrr"]})
             print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val top1 "
                   f"{metrics['val_top1']:.4f} top5 {metrics['val_top5']:.4f} mrr {metrics['val_mrr']:.4f}  "
                   f"{metrics['elapsed_s']}s", flush=True)

@@ -49,3 +49,24 @@ def report_epoch(metrics: dict, history: list[dict], model: torch.nn.Module, opt
                     "scheduler": scheduler.state_dict(), "epoch": metrics["epoch"], "best_score": best_score,
                     "history_json": json.dumps(history), **extra}, os.path.join(directory, STATE_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+class EpochProgress:
+    """A progress bar over a run's epochs (Ray's tqdm, drawn by the driver even when the loop runs
+    in a remote worker), described by the epoch, elapsed time and the main metrics."""
+
+    def __init__(self, name: str, epochs: int, start_epoch: int = 0):
+        from ray.experimental import tqdm_ray
+
+        self.name = name
+        self.bar = tqdm_ray.tqdm(total=epochs, desc=name)
+        self.bar.n = start_epoch
+
+    def epoch_done(self, epoch: int, epochs: int, elapsed_s: float, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        # Count first, then describe: Ray's tqdm sends one state update per call, at most one a
+        # second, so update() right after set_description() would be dropped.
+        self.bar.n = epoch + 1
+        self.bar.set_description(f"{self.name} epoch {epoch + 1}/{epochs} {elapsed_s:.0f}s  {shown}")
+        if epoch + 1 >= epochs:
+            self.bar.close()

@@ -23,7 +23,7 @@ from recsys.metrics.neighbours import category_hit, same_vs_sibling_gap, top_k_n
 from recsys.models.item_towers import (ItemTowerConfig, MetricAdapter, batch_to_tensors, build_item_tower,
                                        simcse_loss, simcse_views)
 from recsys.samplers import HierarchicalBatchSampler, triplet_components
-from recsys.train_loops.checkpointing import report_epoch, restore, unwrap
+from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
 
 FEATURE_PREFIXES = ("std_", "re_", "title_")
 
@@ -109,6 +109,10 @@ def _epoch_line(stage: str, epoch: int, epochs: int, metrics: dict) -> str:
             f"{metrics['val_category_hit@10']:.4f}  gap {metrics['val_gap']:.4f}  {metrics['elapsed_s']}s")
 
 
+def _shown(metrics: dict) -> dict:
+    return {"loss": metrics["train_loss"], "category_hit@10": metrics["val_category_hit@10"], "gap": metrics["val_gap"]}
+
+
 def simcse_loop(loop_config: dict) -> None:
     """Stage 1. ``loop_config``: tower (name), tower_config (ItemTowerConfig dict), train
     (SimCSEConfig dict), vocab_size, n_fields. Datasets: item-feature columns plus ``fine`` and
@@ -129,6 +133,8 @@ def simcse_loop(loop_config: dict) -> None:
     val = shard_to_numpy(ray.train.get_dataset_shard("val"))
     keys = [k for k in train if k.startswith(FEATURE_PREFIXES)]
     started, rank = time.time(), ray.train.get_context().get_world_rank()
+    stage = f"[{loop_config['tower']} simcse]"
+    progress = EpochProgress(stage, cfg.epochs, start_epoch) if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
@@ -155,8 +161,9 @@ def simcse_loop(loop_config: dict) -> None:
         report_epoch(metrics, history, model, optimizer, scheduler, best,
                      {"tower": loop_config["tower"], "tower_config": asdict(tower_cfg),
                       "vocab_size": loop_config["vocab_size"], "n_fields": loop_config["n_fields"]})
-        if rank == 0:
-            print(_epoch_line(f"[{loop_config['tower']} simcse]", epoch, cfg.epochs, metrics), flush=True)
+        if progress:
+            progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"], _shown(metrics))
+            print(_epoch_line(stage, epoch, cfg.epochs, metrics), flush=True)
 
 
 def adapter_loop(loop_config: dict) -> None:
@@ -180,6 +187,8 @@ def adapter_loop(loop_config: dict) -> None:
     vectors = torch.as_tensor(train["vector"], device=device)
     fine = torch.as_tensor(train["fine"], device=device)
     started = time.time()
+    stage = f"[adapter {cfg.sampler}]"
+    progress = EpochProgress(stage, cfg.epochs, start_epoch) if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if cfg.sampler == "hierarchical":
@@ -213,8 +222,9 @@ def adapter_loop(loop_config: dict) -> None:
         report_epoch(metrics, history, model, optimizer, scheduler, best,
                      {"in_dim": loop_config["in_dim"], "out_dim": loop_config["out_dim"],
                       "hidden_dim": cfg.hidden_dim})
-        if rank == 0:
-            print(_epoch_line(f"[adapter {cfg.sampler}]", epoch, cfg.epochs, metrics), flush=True)
+        if progress:
+            progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"], _shown(metrics))
+            print(_epoch_line(stage, epoch, cfg.epochs, metrics), flush=True)
 
 
 def load_tower(state_path: str, device="cpu") -> torch.nn.Module:
