@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench-preprocess eval-alignment eval-item-towers clean
+.PHONY: setup demo test test-quick bench-preprocess eval-alignment eval-item-towers bench-index index clean
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -46,6 +46,12 @@ eval-item-towers: setup
 		--out artifacts/eval/item_towers_fpi
 	$(PY) -m ray_jobs.evaluate_item_towers --catalog $(SHARED_DATA)/hm_pse_subset/articles.parquet \
 		--out artifacts/eval/item_towers_hm
+
+bench-index: setup
+	$(PY) -m bench.index --config configs/bench_index.yaml
+
+index: setup
+	$(PY) -m ray_jobs.build_index --config configs/index.yaml
 
 clean:
 	rm -rf artifacts data/generated

@@ -1,0 +1,357 @@
+"""FAISS behind one interface: exact, HNSW and IVF-PQ indexes over L2-normalised item vectors.
+
+    index = VectorIndex.build(vectors, item_ids, IndexConfig(kind="hnsw"), source="item_vectors.parquet")
+    scores, ids, rows = index.search(queries, k=100)
+    index.save(run_dir); VectorIndex.load(run_dir)
+
+Every index scores by inner product and every vector must be unit-norm, so a score is a cosine
+(see ``METRIC_GUARD``). Faiss rows are positions 0..N-1 and ``item_ids[row]`` maps them back to the
+string item ids. ``add`` appends new products to any kind (IVF-PQ encodes them with the codebooks
+it was trained on; retrain when the catalog has drifted far from them). ``remove`` is a soft delete:
+the rows stay in the index and every search skips them through a faiss ``IDSelector``, because HNSW
+cannot delete at all; a rebuild reclaims the memory.
+
+Artifact written by ``save`` (``load`` checks every file against the meta before returning):
+  index.faiss        the faiss index (``faiss.serialize_index`` bytes)
+  item_ids.parquet   row (int64), item_id (string), removed (bool)
+  index_meta.json    format_version, version (content hash of the two files above), kind,
+                     metric "inner_product", dim, n_items, n_removed, config (resolved), source
+                     vectors path, built_utc, saved_utc, faiss version
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.config import ConfigError
+
+KINDS = ("exact", "hnsw", "ivfpq")
+FORMAT_VERSION = 1
+INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "item_ids.parquet", "index_meta.json"
+MIN_POINTS_PER_CENTROID = 39  # faiss k-means warns below this many training points per centroid
+METRIC_GUARD = (
+    "only metric 'ip' (inner product on L2-normalised vectors) is supported. Every FashionRec vector "
+    "is stored unit-norm and every score downstream (thresholds, score fusion, rerankers) is a cosine "
+    "in [-1, 1]; an L2 index ranks unit vectors the same way but returns squared distances "
+    "(2 - 2*cos, smaller is better), and mixing the two scales breaks those consumers silently")
+_FAISS_TYPES = {"exact": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivfpq": faiss.IndexIVFPQ}
+
+
+class IndexArtifactError(ValueError):
+    """A saved index whose files disagree with its meta (or each other); the message names both."""
+
+
+@dataclass
+class IndexConfig:
+    kind: str = "hnsw"                # exact | hnsw | ivfpq
+    metric: str = "ip"                # inner product only, see METRIC_GUARD
+    hnsw_m: int = 32                  # graph neighbours per node: recall and memory grow with it
+    ef_construction: int = 200        # build-time beam width: better graph, slower build
+    ef_search: int = 128              # query-time beam width (raised to k when k is larger)
+    nlist: int | None = None          # IVF cells; None: ~4*sqrt(n), at most n_train / 39
+    pq_m: int | None = None           # PQ subquantizers, must divide dim; None: dim / 4 (4 dims each)
+    pq_bits: int = 8                  # bits per subquantizer code: pq_m * pq_bits / 8 bytes a vector
+    nprobe: int = 16                  # IVF cells visited per query
+    train_size: int = 100_000         # at most this many vectors (a seeded sample) train IVF-PQ
+    norm_tolerance: float = 1e-3      # |norm - 1| allowed before a vector counts as not unit-norm
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.metric != "ip":
+            raise ConfigError(f"index metric {self.metric!r}: {METRIC_GUARD}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"index kind {self.kind!r}: expected one of {list(KINDS)}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "pq_bits", "nprobe", "train_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"index {name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("nlist", "pq_m"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"index {name}: must be >= 1 or null (automatic), got {getattr(self, name)}")
+        if not 0 < self.norm_tolerance < 1:
+            raise ConfigError(f"index norm_tolerance: must be in (0, 1), got {self.norm_tolerance}")
+
+    def resolved(self, n: int, dim: int) -> IndexConfig:
+        """The automatic values filled in for ``n`` vectors of ``dim``; IVF-PQ constraints checked."""
+        if self.kind != "ivfpq":
+            return self
+        n_train = min(n, self.train_size)
+        if n_train < 2 ** self.pq_bits:
+            raise ConfigError(f"IVF-PQ with pq_bits={self.pq_bits} trains {2 ** self.pq_bits} centroids per "
+                             f"subquantizer and needs at least that many vectors, got {n_train}; use kind "
+                             "'exact' for a catalog this small (it is searched exactly in microseconds)")
+        nlist = self.nlist or max(1, min(round(4 * math.sqrt(n)), n_train // MIN_POINTS_PER_CENTROID))
+        if nlist > n_train:
+            raise ConfigError(f"IVF-PQ nlist={nlist} exceeds the {n_train} training vectors")
+        pq_m = self.pq_m or max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
+        if dim % pq_m:
+            raise ConfigError(f"index pq_m={pq_m} must divide the vector dimension {dim}")
+        return dataclasses.replace(self, nlist=nlist, pq_m=pq_m)
+
+
+class Hits(NamedTuple):
+    """Search results, best first. Where fewer than k live items were found: score -inf, id "", row -1."""
+    scores: np.ndarray    # (Q, k) float32 inner products
+    item_ids: np.ndarray  # (Q, k) str
+    rows: np.ndarray      # (Q, k) int64 faiss rows
+
+
+def row_problems(vectors: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+    """Per row: "" when finite and unit-norm, else the reason code "not_finite" or "not_unit_norm"."""
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
+    out = np.full(len(vectors), "", dtype=object)
+    out[finite & (np.abs(norms - 1) > tolerance)] = "not_unit_norm"
+    out[~finite] = "not_finite"
+    return out
+
+
+def check_unit_vectors(vectors: np.ndarray, item_ids: Sequence[str] | None = None, dim: int | None = None,
+                       tolerance: float = 1e-3, what: str = "vectors") -> np.ndarray:
+    """``vectors`` as contiguous float32 (N, dim), or ValueError naming the first bad row and the count."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or (dim is not None and vectors.shape[1] != dim):
+        raise ValueError(f"{what}: expected shape (N, {dim or 'dim'}), got {vectors.shape}")
+    problems = row_problems(vectors, tolerance)
+    bad = np.flatnonzero(problems != "")
+    if len(bad):
+        row = int(bad[0])
+        name = f" (item {str(item_ids[row])!r})" if item_ids is not None else ""
+        problem = ("contains NaN or inf" if problems[row] == "not_finite" else
+                   f"has norm {np.linalg.norm(vectors[row]):.4f}, not 1 within {tolerance}; L2-normalise the "
+                   "vectors first: inner product is a cosine only on unit vectors")
+        raise ValueError(f"{what}: row {row}{name} {problem} ({len(bad)} bad row(s) in all)")
+    return vectors
+
+
+def recall_at_k(found_rows: np.ndarray, true_rows: np.ndarray) -> float:
+    """Mean over queries of |found ∩ true| / |true|: the share of the exact top-k (``true_rows``,
+    -1 = no item) that the approximate index also returned, in any order."""
+    shares = []
+    for found, truth in zip(found_rows, true_rows):
+        truth = truth[truth >= 0]
+        if len(truth):
+            shares.append(len(np.intersect1d(found[found >= 0], truth)) / len(truth))
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _content_hash(index_bytes: bytes, item_ids: np.ndarray, removed: np.ndarray) -> str:
+    digest = hashlib.sha256(index_bytes)
+    digest.update("\n".join(item_ids.tolist()).encode())
+    digest.update(np.packbits(removed).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _faiss_index(config: IndexConfig, dim: int) -> faiss.Index:
+    spec = {"exact": "Flat", "hnsw": f"HNSW{config.hnsw_m},Flat",
+            # "np": no polysemous training. index_factory turns it on by default; it reorders codes for
+            # Hamming pre-filtering (unused here) and multiplied the training time by ~8 in our runs.
+            "ivfpq": f"IVF{config.nlist},PQ{config.pq_m}x{config.pq_bits}np"}[config.kind]
+    index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    if config.kind == "hnsw":
+        index.hnsw.efConstruction = config.ef_construction
+    return index
+
+
+class VectorIndex:
+    """A faiss index plus its string item ids, its config and the rows removed since it was built."""
+
+    def __init__(self, index: faiss.Index, item_ids: np.ndarray, config: IndexConfig, removed: np.ndarray,
+                 source: str | None = None, built_utc: str | None = None):
+        self.index, self.config, self.source = index, config, source
+        self.item_ids = np.asarray(item_ids, dtype=str)
+        self.removed = np.asarray(removed, dtype=bool)
+        self.built_utc = built_utc or _utc_now()
+        self._live_rows = {item: row for row, item in enumerate(self.item_ids.tolist()) if not self.removed[row]}
+        self._selector = None
+        self._refresh_selector()
+
+    # -- building --------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, vectors: np.ndarray, item_ids: Sequence[str], config: IndexConfig | None = None,
+              source: str | None = None, progress: bool = False) -> VectorIndex:
+        config = config or IndexConfig()
+        ids = np.asarray(list(item_ids), dtype=str)
+        vectors = check_unit_vectors(vectors, ids, tolerance=config.norm_tolerance)
+        if len(vectors) != len(ids):
+            raise ValueError(f"{len(vectors)} vectors but {len(ids)} item ids")
+        if len(vectors) == 0:
+            raise ValueError("no vectors to index")
+        _check_unique(ids)
+        config = config.resolved(*vectors.shape)
+        index = _faiss_index(config, vectors.shape[1])
+        if config.kind == "ivfpq":
+            rng = np.random.default_rng(config.seed)
+            sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), config.train_size), replace=False))]
+            index.cp.seed = index.pq.cp.seed = config.seed  # k-means seeds, so a rebuild trains the same codebooks
+            index.train(sample)
+        built = cls(index, np.empty(0, dtype=str), config, np.zeros(0, dtype=bool), source)
+        built._add_rows(vectors, ids, progress)
+        built.built_utc = _utc_now()
+        return built
+
+    def add(self, vectors: np.ndarray, item_ids: Sequence[str], progress: bool = False) -> None:
+        """Append new items (any kind). An id that is live already is an error; a removed one may return."""
+        ids = np.asarray(list(item_ids), dtype=str)
+        vectors = check_unit_vectors(vectors, ids, dim=self.dim, tolerance=self.config.norm_tolerance)
+        if len(vectors) != len(ids):
+            raise ValueError(f"{len(vectors)} vectors but {len(ids)} item ids")
+        _check_unique(ids)
+        present = [i for i in ids.tolist() if i in self._live_rows]
+        if present:
+            raise ValueError(f"{len(present)} item id(s) already in the index, e.g. {present[:5]}; "
+                             "remove() them first to replace their vectors")
+        self._add_rows(vectors, ids, progress)
+
+    def _add_rows(self, vectors: np.ndarray, ids: np.ndarray, progress: bool, chunk: int = 20_000) -> None:
+        from tqdm import tqdm
+
+        first = self.index.ntotal
+        starts = range(0, len(vectors), chunk)
+        # Chunked so long HNSW builds show progress; faiss parallelises inside each chunk.
+        for start in tqdm(starts, desc=f"add to {self.kind}", unit="chunk", disable=not progress or len(starts) < 2):
+            self.index.add(vectors[start:start + chunk])
+        self.item_ids = np.concatenate([self.item_ids, ids])
+        self.removed = np.concatenate([self.removed, np.zeros(len(ids), dtype=bool)])
+        self._live_rows.update({item: first + i for i, item in enumerate(ids.tolist())})
+
+    def remove(self, item_ids: Sequence[str]) -> int:
+        """Soft delete: search skips these items from now on. Unknown ids are an error."""
+        unknown = [i for i in item_ids if i not in self._live_rows]
+        if unknown:
+            raise KeyError(f"{len(unknown)} item id(s) not in the index, e.g. {unknown[:5]}")
+        for item in item_ids:
+            self.removed[self._live_rows.pop(item)] = True
+        self._refresh_selector()
+        return len(item_ids)
+
+    def _refresh_selector(self) -> None:
+        blocked = np.flatnonzero(self.removed).astype(np.int64)
+        self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked)) if len(blocked) else None
+
+    # -- searching -------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> Hits:
+        """Top-k live items per query by inner product. ``ef_search``/``nprobe`` override the config
+        for this call. Query norms scale the scores but never change the ranking."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries: expected shape (Q, {self.dim}), got {queries.shape}")
+        if not np.isfinite(queries).all():
+            raise ValueError(f"queries: row {int(np.flatnonzero(~np.isfinite(queries).all(1))[0])} contains NaN or inf")
+        scores, rows = self.index.search(queries, k, params=self._params(ef_search, nprobe))
+        found = rows >= 0
+        ids = np.where(found, self.item_ids[np.where(found, rows, 0)] if len(self.item_ids) else "", "")
+        return Hits(np.where(found, scores, -np.inf).astype(np.float32), ids, rows)
+
+    def _params(self, ef_search: int | None, nprobe: int | None):
+        # Per-call parameters, not index attributes: concurrent searches (Serve replicas' threads)
+        # never see each other's settings.
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=ef_search or self.config.ef_search, sel=self._selector)
+        if self.kind == "ivfpq":
+            return faiss.SearchParametersIVF(nprobe=nprobe or self.config.nprobe, sel=self._selector)
+        return faiss.SearchParameters(sel=self._selector) if self._selector is not None else None
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ntotal(self) -> int:
+        """Rows in the faiss index, removed ones included."""
+        return int(self.index.ntotal)
+
+    def __len__(self) -> int:
+        return len(self._live_rows)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._live_rows
+
+    def memory_bytes(self) -> int:
+        """Size of the serialised index: what it occupies in RAM, give or take a few headers."""
+        return int(faiss.serialize_index(self.index).size)
+
+    # -- artifact --------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> dict:
+        """Write index.faiss, item_ids.parquet and (last, so a half-written folder never loads)
+        index_meta.json; returns the meta."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        index_bytes = faiss.serialize_index(self.index).tobytes()
+        (directory / INDEX_FILE).write_bytes(index_bytes)
+        pq.write_table(pa.table({"row": pa.array(np.arange(len(self.item_ids)), pa.int64()),
+                                 "item_id": pa.array(self.item_ids.tolist(), pa.string()),
+                                 "removed": pa.array(self.removed)}), directory / IDS_FILE)
+        meta = {"format_version": FORMAT_VERSION,
+                "version": _content_hash(index_bytes, self.item_ids, self.removed),
+                "kind": self.kind, "metric": "inner_product", "dim": self.dim, "n_items": self.ntotal,
+                "n_removed": int(self.removed.sum()), "config": dataclasses.asdict(self.config),
+                "source_vectors": self.source, "built_utc": self.built_utc, "saved_utc": _utc_now(),
+                "faiss_version": faiss.__version__, "index_bytes": len(index_bytes),
+                "files": {"index": INDEX_FILE, "item_ids": IDS_FILE}}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+        return meta
+
+    @classmethod
+    def load(cls, directory: str | Path) -> VectorIndex:
+        directory = Path(directory)
+        for name in (META_FILE, INDEX_FILE, IDS_FILE):
+            if not (directory / name).is_file():
+                raise IndexArtifactError(f"{directory}: missing {name}; not a saved index (expected "
+                                         f"{META_FILE}, {INDEX_FILE}, {IDS_FILE})")
+        meta = json.loads((directory / META_FILE).read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IndexArtifactError(f"{directory / META_FILE}: format_version {meta.get('format_version')}, "
+                                     f"this code reads {FORMAT_VERSION}; rebuild the index")
+        if meta.get("metric") != "inner_product":
+            raise IndexArtifactError(f"{directory / META_FILE}: metric {meta.get('metric')!r}: {METRIC_GUARD}")
+        index_bytes = (directory / INDEX_FILE).read_bytes()
+        index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
+        ids = pq.read_table(directory / IDS_FILE)
+        item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=str)
+        removed = np.asarray(ids.column("removed").to_pylist(), dtype=bool)
+        config = IndexConfig(**meta["config"])
+
+        def mismatch(what: str, in_meta, in_file, file: str) -> None:
+            if in_meta != in_file:
+                raise IndexArtifactError(f"{directory}: {META_FILE} says {what} {in_meta} but {file} has "
+                                         f"{in_file}; the files come from different builds, rebuild the index")
+
+        mismatch("dim", meta["dim"], int(index.d), INDEX_FILE)
+        mismatch("n_items", meta["n_items"], int(index.ntotal), INDEX_FILE)
+        mismatch("n_items", meta["n_items"], len(item_ids), IDS_FILE)
+        mismatch("metric", "inner_product", "inner_product" if index.metric_type == faiss.METRIC_INNER_PRODUCT
+                 else f"faiss metric {index.metric_type}", INDEX_FILE)
+        mismatch("kind", meta["kind"], next((k for k, t in _FAISS_TYPES.items() if isinstance(index, t)),
+                                            type(index).__name__), INDEX_FILE)
+        mismatch("version (content hash)", meta["version"], _content_hash(index_bytes, item_ids, removed),
+                 f"{INDEX_FILE} + {IDS_FILE}")
+        return cls(index, item_ids, config, removed, meta.get("source_vectors"), meta.get("built_utc"))
+
+
+def _check_unique(ids: np.ndarray) -> None:
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dupes = unique[counts > 1].tolist()
+        raise ValueError(f"{len(dupes)} duplicate item id(s), e.g. {dupes[:5]}")

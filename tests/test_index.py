@@ -1,0 +1,176 @@
+"""recsys.index: exact search against numpy, ANN recall, the artifact round trip and its checks."""
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from recsys.config import ConfigError
+from recsys.index import (IndexArtifactError, IndexConfig, VectorIndex, check_unit_vectors, recall_at_k,
+                          row_problems)
+
+# Small and quick: 6-bit PQ codes (64 centroids per subquantizer, 2 dims each) train in about a second.
+SMALL = {"exact": IndexConfig(kind="exact"),
+         "hnsw": IndexConfig(kind="hnsw", hnsw_m=16, ef_construction=80, ef_search=64),
+         "ivfpq": IndexConfig(kind="ivfpq", nlist=16, pq_m=16, pq_bits=6, nprobe=8)}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((clusters, dim)))
+    return unit(centres[rng.integers(clusters, size=n)] + 0.15 * rng.standard_normal((n, dim)))
+
+
+def ids_for(n: int, prefix: str = "i") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    vectors = clustered(2000)
+    return vectors, ids_for(len(vectors)), clustered(50, seed=1)
+
+
+@pytest.fixture(scope="module")
+def saved(data, tmp_path_factory):
+    """Each kind built once over ``data``: (the built index, never modified, and the folder it was saved
+    to, from which tests that modify an index load their own copy). Training IVF-PQ is the slow part."""
+    vectors, ids, _ = data
+    out = {}
+    for kind, config in SMALL.items():
+        index, folder = VectorIndex.build(vectors, ids, config, source="vectors.parquet"), tmp_path_factory.mktemp(kind)
+        index.save(folder)
+        out[kind] = (index, folder)
+    return out
+
+
+def test_exact_search_equals_numpy_brute_force():
+    rng = np.random.default_rng(0)
+    vectors, queries = unit(rng.standard_normal((300, 16))), unit(rng.standard_normal((12, 16)))
+    hits = VectorIndex.build(vectors, ids_for(300), IndexConfig(kind="exact")).search(queries, 10)
+    scores = queries @ vectors.T
+    expected = np.argsort(-scores, axis=1)[:, :10]
+    assert (hits.rows == expected).all()
+    assert np.allclose(hits.scores, np.take_along_axis(scores, expected, axis=1), atol=1e-5)
+    assert hits.item_ids[0, 0] == f"i{expected[0, 0]}" and hits.item_ids.shape == (12, 10)
+
+
+def test_recall_at_k_by_hand():
+    # query 1: 0 and 2 of {0, 2, 5} found -> 2/3; query 2: truth {3, 9} (-1 = none), 3 found -> 1/2.
+    found = np.array([[0, 1, 2], [3, 4, -1]])
+    truth = np.array([[0, 2, 5], [3, 9, -1]])
+    assert recall_at_k(found, truth) == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+@pytest.mark.parametrize("kind, threshold", [("hnsw", 0.95), ("ivfpq", 0.65)])
+def test_approximate_recall_at_10_against_exact(data, saved, kind, threshold):
+    _, _, queries = data
+    truth = saved["exact"][0].search(queries, 10).rows
+    found = saved[kind][0].search(queries, 10).rows
+    assert recall_at_k(found, truth) >= threshold
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_save_load_round_trip_gives_identical_results(data, saved, kind, tmp_path):
+    _, _, queries = data
+    index = saved[kind][0]
+    meta = index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path)
+    before, after = index.search(queries, 10), loaded.search(queries, 10)
+    assert (before.rows == after.rows).all() and (before.item_ids == after.item_ids).all()
+    assert np.array_equal(before.scores, after.scores)
+    on_disk = json.loads((tmp_path / "index_meta.json").read_text())
+    assert on_disk == meta
+    assert meta["metric"] == "inner_product" and meta["kind"] == kind and meta["dim"] == 32
+    assert meta["n_items"] == 2000 and meta["source_vectors"] == "vectors.parquet" and len(meta["version"]) == 16
+    assert loaded.config == index.config and len(loaded) == 2000
+
+
+def test_only_inner_product_is_allowed():
+    with pytest.raises(ConfigError, match="inner product") as error:
+        IndexConfig(metric="l2")
+    assert "2 - 2*cos" in str(error.value)  # the message says why L2 and IP are never mixed
+    with pytest.raises(ConfigError, match="kind"):
+        IndexConfig(kind="lsh")
+
+
+def test_bad_vectors_are_rejected_naming_the_row():
+    vectors = clustered(40, dim=8)
+    vectors[7] *= 2
+    with pytest.raises(ValueError, match=r"row 7 \(item 'i7'\) has norm 2.0000, not 1 within 0.001.*\(1 bad row\(s\) in all\)"):
+        VectorIndex.build(vectors, ids_for(40), IndexConfig(kind="exact"))
+    vectors[7] /= 2
+    vectors[3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"row 3 \(item 'i3'\) contains NaN or inf"):
+        VectorIndex.build(vectors, ids_for(40), IndexConfig(kind="hnsw"))
+    with pytest.raises(ValueError, match="duplicate item id"):
+        VectorIndex.build(clustered(3, dim=8), ["a", "b", "a"], IndexConfig(kind="exact"))
+
+
+def test_row_problems_by_hand():
+    vectors = np.array([[1, 0], [0.6, 0.8], [1, 1], [np.nan, 0], [np.inf, 0]], dtype=np.float32)
+    assert row_problems(vectors).tolist() == ["", "", "not_unit_norm", "not_finite", "not_finite"]
+    with pytest.raises(ValueError, match=r"expected shape \(N, 3\)"):
+        check_unit_vectors(vectors[:2], dim=3)
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_add_makes_a_new_item_searchable_and_remove_hides_it(data, saved, kind, tmp_path):
+    vectors, _, _ = data
+    index = VectorIndex.load(saved[kind][1])
+    new = unit(np.random.default_rng(5).standard_normal((1, 32)))
+    index.add(new, ["new-product"])
+    assert index.search(new, 5).item_ids[0, 0] == "new-product" and len(index) == 2001
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(new, ["new-product"])
+    index.remove(["new-product", "i0"])
+    hits = index.search(np.vstack([new, vectors[:1]]), 20)
+    assert "new-product" not in hits.item_ids and "i0" not in hits.item_ids and len(index) == 1999
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path)
+    assert "i0" not in loaded.search(vectors[:1], 20).item_ids and "i0" not in loaded and loaded.ntotal == 2001
+    with pytest.raises(KeyError, match="not in the index"):
+        index.remove(["never-indexed"])
+
+
+def test_fewer_items_than_k_pad_with_empty_ids():
+    hits = VectorIndex.build(clustered(3, dim=8), ["a", "b", "c"], IndexConfig(kind="exact")).search(clustered(1, dim=8), 5)
+    assert hits.item_ids[0, 3:].tolist() == ["", ""] and (hits.rows[0, 3:] == -1).all()
+    assert np.isneginf(hits.scores[0, 3:]).all()
+
+
+def test_ivfpq_resolution_and_limits():
+    resolved = IndexConfig(kind="ivfpq").resolved(n=200_000, dim=128)
+    assert resolved.nlist == round(4 * 200_000 ** 0.5) == 1789 and resolved.pq_m == 32  # 4 dims a subquantizer
+    assert IndexConfig(kind="ivfpq").resolved(n=10_000, dim=100).nlist == 10_000 // 39  # >= 39 points a cell
+    assert IndexConfig(kind="ivfpq").resolved(n=10_000, dim=100).pq_m == 25
+    with pytest.raises(ConfigError, match="must divide"):
+        IndexConfig(kind="ivfpq", pq_m=5).resolved(n=10_000, dim=128)
+    with pytest.raises(ConfigError, match="use kind 'exact'"):
+        IndexConfig(kind="ivfpq").resolved(n=100, dim=128)
+
+
+def test_load_refuses_files_that_disagree_with_the_meta(data, tmp_path):
+    vectors, ids, _ = data
+    VectorIndex.build(vectors[:200], ids[:200], IndexConfig(kind="exact")).save(tmp_path)
+    meta_path = tmp_path / "index_meta.json"
+    good = json.loads(meta_path.read_text())
+    for key, value, message in (("dim", 64, "says dim 64 but index.faiss has 32"),
+                                ("n_items", 199, "says n_items 199 but index.faiss has 200"),
+                                ("version", "0" * 16, "version"),
+                                ("metric", "l2", "only metric 'ip'")):
+        meta_path.write_text(json.dumps(good | {key: value}))
+        with pytest.raises(IndexArtifactError, match=message):
+            VectorIndex.load(tmp_path)
+    meta_path.write_text(json.dumps(good))
+    table = pq.read_table(tmp_path / "item_ids.parquet")
+    pq.write_table(table.slice(0, 199), tmp_path / "item_ids.parquet")  # ids of another build
+    with pytest.raises(IndexArtifactError, match="item_ids.parquet has 199"):
+        VectorIndex.load(tmp_path)
+    (tmp_path / "index.faiss").unlink()
+    with pytest.raises(IndexArtifactError, match="missing index.faiss"):
+        VectorIndex.load(tmp_path)
