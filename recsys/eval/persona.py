@@ -1,0 +1,309 @@
+"""The persona protocol on a purchase log: split, personas, popularity baselines, per-persona report, plots.
+
+Split (per customer, on purchases deduplicated on (customer, article, day), restricted to articles
+the product tower can encode, i.e. articles with metadata):
+- test = the articles bought on the customer's last purchase day;
+- validation = the articles bought on the second-to-last purchase day (customers with >= 3 days);
+- train = every purchase strictly before the validation day (or the test day when there is none).
+Two evaluated populations: ``warm`` = customers with training purchases and a test day (EVAL.md
+E2's population), ``cold`` = customers with a single purchase day, never seen in training (the
+visitor the profile-only model is for).
+
+Candidates: every article bought in train, in article-id order (ties break the same way for every
+ranker). Metrics (``recsys.metrics.hits``): hit@k (a held-out article in the top k; held-out
+articles that are not candidates can never be hit but still count) and category_hit@k (a top-k
+article of a category the customer bought on the held-out day), overall and per persona.
+
+Baselines on the same split and candidates: MostPop (training purchase counts) and PersonaPop
+(training counts among the customers of the same persona, MostPop breaking its ties). The model is
+reported twice: pure (equal scores in article-id order) and with training popularity breaking its
+exact ties (articles with identical attributes get identical vectors, so the tower alone cannot
+order them; this is the order ``PersonaRecommender.recommend`` serves).
+
+Personas: k-means on the customer-tower vectors (see :func:`cluster_personas`), named by the
+dominant profile values of their members (:func:`describe_personas`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recsys.metrics.hits import category_hit_flags, chance_hit_at_k, hit_flags, top_k
+from recsys.models.persona import band_label
+from recsys.plots import plt, save_figure, use_korean_font
+
+UNKNOWN_LABEL = "unknown"
+
+
+# ---------------------------------------------------------------- canonical tables -> model inputs
+
+def profiles_from_users(users: pa.Table) -> dict[str, dict]:
+    """USER_SCHEMA rows -> {user_id: {field: value}} (numeric values float, categorical text)."""
+    out = {}
+    for row in users.to_pylist():
+        profile = {f["field"]: f["value"] for f in row["numeric"] or []}
+        profile.update({f["field"]: f["value"] for f in row["categorical"] or []})
+        out[row["user_id"]] = profile
+    return out
+
+
+def item_records(items: pa.Table, fields: Sequence[str]) -> dict[str, dict]:
+    """ITEM_SCHEMA rows -> {item_id: {field: value}}. A field is ``category`` (finest level),
+    ``parent_category`` (the level above) or the name of a STD/RE attribute (its first value);
+    ``price_bucket`` is computed later from prices and skipped here."""
+    wanted = [f for f in fields if f != "price_bucket"]
+    out, seen = {}, {f: 0 for f in wanted}
+    for row in items.select(["item_id", "category_path", "category", "std_attributes", "re_attributes"]).to_pylist():
+        attributes = {a["field"]: a["values"][0] for a in (row["re_attributes"] or []) + (row["std_attributes"] or [])
+                      if a["values"]}
+        path = row["category_path"] or []
+        record = {}
+        for name in wanted:
+            if name == "category":
+                value = row["category"]
+            elif name == "parent_category":
+                value = path[-2] if len(path) >= 2 else None
+            else:
+                value = attributes.get(name)
+            record[name] = value
+            seen[name] += value is not None
+        out[row["item_id"]] = record
+    absent = [f for f, n in seen.items() if n == 0 and out]
+    if absent:
+        raise ValueError(f"item field(s) {absent} have no value in any item; use 'category', 'parent_category' "
+                         f"or an attribute of the catalog")
+    return out
+
+
+def purchases_frame(interactions: pa.Table, known_items: set[str]) -> pd.DataFrame:
+    """Interactions -> one row per (user, item, day) with the price paid, items outside ``known_items`` dropped."""
+    frame = interactions.select(["user_id", "item_id", "timestamp", "price"]).to_pandas()
+    frame["day"] = pd.to_datetime(frame["timestamp"]).dt.normalize()
+    frame = frame[frame["item_id"].isin(known_items)]
+    return frame.drop_duplicates(["user_id", "item_id", "day"])[["user_id", "item_id", "day", "price"]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- split
+
+@dataclass
+class PurchaseSplit:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    warm_users: list[str]   # train purchases and a test day
+    cold_users: list[str]   # one purchase day only: never in train
+
+    def summary(self) -> dict:
+        return {"train_rows": len(self.train), "val_rows": len(self.val), "test_rows": len(self.test),
+                "val_users": int(self.val["user_id"].nunique()), "warm_users": len(self.warm_users),
+                "cold_users": len(self.cold_users)}
+
+
+def split_last_day(purchases: pd.DataFrame) -> PurchaseSplit:
+    days = purchases[["user_id", "day"]].drop_duplicates().sort_values(["user_id", "day"], ascending=[True, False])
+    days["rank"] = days.groupby("user_id").cumcount()          # 0 = last purchase day
+    n_days = days.groupby("user_id")["day"].size()
+    last = days[days["rank"] == 0].set_index("user_id")["day"]
+    second = days[days["rank"] == 1].set_index("user_id")["day"]
+    has_val = n_days[n_days >= 3].index
+    frame = purchases.assign(last=purchases["user_id"].map(last), second=purchases["user_id"].map(second))
+    val_day = frame["user_id"].isin(has_val)
+    test = frame["day"] == frame["last"]
+    val = val_day & (frame["day"] == frame["second"])
+    cutoff = frame["last"].where(~val_day, frame["second"])
+    train = frame["day"] < cutoff
+    columns = list(purchases.columns)
+    return PurchaseSplit(frame.loc[train, columns].reset_index(drop=True), frame.loc[val, columns].reset_index(drop=True),
+                         frame.loc[test, columns].reset_index(drop=True),
+                         sorted(n_days[n_days >= 2].index), sorted(n_days[n_days == 1].index))
+
+
+def mean_prices(purchases: pd.DataFrame) -> dict[str, float]:
+    return purchases.groupby("item_id")["price"].mean().dropna().to_dict()
+
+
+# ---------------------------------------------------------------- personas
+
+def cluster_personas(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on customer-tower vectors -> (labels, centroids), persona 0 the largest.
+
+    The customer vectors rather than the raw profile features: the tower has learned which
+    attributes move purchases (age far more than newsletter settings), so a persona is a group the
+    model recommends alike, while k-means on raw features would split wherever the arbitrary
+    scaling of years against one-hot flags puts the largest variance.
+    """
+    from sklearn.cluster import KMeans
+
+    k = max(1, min(k, len(np.unique(np.round(vectors, 5), axis=0))))  # never more clusters than distinct points
+    fitted = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(vectors)
+    order = np.argsort(-np.bincount(fitted.labels_, minlength=k), kind="stable")
+    relabel = np.empty(k, dtype=np.int64)
+    relabel[order] = np.arange(k)
+    return relabel[fitted.labels_], fitted.cluster_centers_[order].astype(np.float32)
+
+
+def _token(value, field: str, bands: Mapping[str, Sequence[float]]) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip()):
+        return UNKNOWN_LABEL
+    if field in bands:
+        return band_label(float(value), bands[field])
+    return str(value).strip()
+
+
+def describe_personas(profiles: Sequence[Mapping], labels: np.ndarray, fields: Sequence[str],
+                      bands: Mapping[str, Sequence[float]] | None = None,
+                      suffixes: Mapping[str, str] | None = None) -> list[dict]:
+    """One entry per persona: name, size and each field's dominant value with its share.
+
+    A banded numeric field reads "age 25-34", a categorical one "<value> <suffix>" ("ACTIVE club");
+    equal counts go to the alphabetically first value; identical names get " (2)", " (3)"."""
+    bands, suffixes = dict(bands or {}), dict(suffixes or {})
+    out, used = [], {}
+    for persona in range(int(labels.max()) + 1 if len(labels) else 0):
+        members = [profiles[i] for i in np.flatnonzero(labels == persona)]
+        dominant, parts = {}, []
+        for name in fields:
+            counts = pd.Series([_token(p.get(name), name, bands) for p in members]).value_counts()
+            value = sorted(counts.index, key=lambda v: (-counts[v], v))[0] if len(counts) else UNKNOWN_LABEL
+            dominant[name] = {"value": value, "share": round(float(counts.get(value, 0)) / max(1, len(members)), 3)}
+            parts.append(f"{name} {value}" if name in bands else f"{value} {suffixes.get(name, name)}")
+        label = " · ".join(parts)
+        used[label] = used.get(label, 0) + 1
+        out.append({"name": label if used[label] == 1 else f"{label} ({used[label]})", "size": len(members),
+                    "dominant": dominant})
+    return out
+
+
+# ---------------------------------------------------------------- rankings and baselines
+
+def popularity_scores(train_items: np.ndarray, n_candidates: int) -> np.ndarray:
+    """Training purchase count per candidate."""
+    return np.bincount(train_items, minlength=n_candidates).astype(np.float64)
+
+
+def persona_popularity_scores(train_items: np.ndarray, train_personas: np.ndarray, n_personas: int,
+                              n_candidates: int) -> np.ndarray:
+    """(personas, candidates): count among the persona's purchases, plus overall count / (max + 1) < 1,
+    so overall popularity only breaks ties (and fills a persona with few purchases)."""
+    counts = np.zeros((n_personas, n_candidates))
+    np.add.at(counts, (train_personas, train_items), 1)
+    overall = counts.sum(axis=0)
+    return counts + overall / (overall.max() + 1)
+
+
+@dataclass
+class HeldOut:
+    """Held-out purchases of the evaluated customers, aligned row by row."""
+    users: list[str]
+    items: list[set]          # candidate indices bought on the held-out day
+    categories: list[set]     # categories of every article bought that day (candidate or not)
+    personas: np.ndarray
+
+    @classmethod
+    def build(cls, held_out: pd.DataFrame, users: Sequence[str], candidate_index: Mapping[str, int],
+              item_category: Mapping[str, str], persona_of: Mapping[str, int]) -> "HeldOut":
+        grouped = held_out.groupby("user_id")["item_id"].apply(list).to_dict()
+        users = [u for u in users if u in grouped]
+        return cls(users, [{candidate_index[i] for i in grouped[u] if i in candidate_index} for u in users],
+                   [{item_category[i] for i in grouped[u]} for u in users],
+                   np.array([persona_of[u] for u in users], dtype=np.int64))
+
+
+def ranking_report(scores: np.ndarray, held_out: HeldOut, category: np.ndarray, names: Sequence[str], k: int,
+                   tie_order: np.ndarray | None = None) -> dict:
+    """Overall and per-persona hit@k / category_hit@k of one ranker (``scores``: users x candidates).
+    Equal scores rank in candidate order, or in ``tie_order`` (a permutation of the candidates) when given."""
+    if tie_order is None:
+        top = top_k(scores, k)
+    else:
+        top = tie_order[top_k(scores[:, tie_order], k)]
+    hits = hit_flags(top, held_out.items)
+    category_hits = category_hit_flags(top, held_out.categories, category)
+
+    def block(mask):
+        n = int(mask.sum())
+        return {"n": n, f"hit@{k}": float(hits[mask].mean()) if n else None,
+                f"category_hit@{k}": float(category_hits[mask].mean()) if n else None}
+
+    return {"overall": block(np.ones(len(hits), dtype=bool)),
+            "per_persona": {name: block(held_out.personas == p) for p, name in enumerate(names)}}
+
+
+def chance_report(held_out: HeldOut, n_candidates: int, names: Sequence[str], k: int) -> dict:
+    sizes = np.array([len(s) for s in held_out.items])
+    return {"overall": {f"hit@{k}": chance_hit_at_k(sizes, n_candidates, k)},
+            "per_persona": {name: {f"hit@{k}": chance_hit_at_k(sizes[held_out.personas == p], n_candidates, k)}
+                            for p, name in enumerate(names)}}
+
+
+# ---------------------------------------------------------------- plots
+
+def tsne_plot(customer_vectors: np.ndarray, customer_personas: np.ndarray, names: Sequence[str],
+              product_vectors: np.ndarray, product_groups: Sequence[str], path: str | Path, title: str,
+              sample: int = 1500, seed: int = 0) -> Path:
+    """One t-SNE of customers (dots, coloured by persona) and products (crosses, coloured by group)."""
+    from sklearn.manifold import TSNE
+
+    use_korean_font()
+    rng = np.random.default_rng(seed)
+    c_rows = np.sort(rng.choice(len(customer_vectors), size=min(sample, len(customer_vectors)), replace=False))
+    p_rows = np.sort(rng.choice(len(product_vectors), size=min(sample, len(product_vectors)), replace=False))
+    joint = np.concatenate([customer_vectors[c_rows], product_vectors[p_rows]])
+    points = TSNE(n_components=2, init="pca", random_state=seed,
+                  perplexity=float(min(30, max(2, (len(joint) - 1) // 4)))).fit_transform(joint)
+    customers, products = points[:len(c_rows)], points[len(c_rows):]
+    fig, ax = plt.subplots(figsize=(11, 8.5))
+    groups = np.asarray(product_groups)[p_rows]
+    group_names, counts = np.unique(groups, return_counts=True)
+    product_colours = plt.get_cmap("Set2")
+    for i, group in enumerate(group_names[np.argsort(-counts)][:8]):
+        mask = groups == group
+        ax.scatter(products[mask, 0], products[mask, 1], s=10, marker="x", alpha=0.5, color=product_colours(i % 8),
+                   label=f"product: {group}")
+    persona_colours = plt.get_cmap("tab10")
+    personas = customer_personas[c_rows]
+    for p, name in enumerate(names):
+        mask = personas == p
+        ax.scatter(customers[mask, 0], customers[mask, 1], s=14, color=persona_colours(p % 10), edgecolors="black",
+                   linewidths=0.2, label=f"customer: {name}")
+    ax.legend(fontsize=7, loc="best", markerscale=1.5)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def persona_chart(block: Mapping, names: Sequence[str], sizes: Sequence[int], path: str | Path, title: str,
+                  k: int) -> Path:
+    """Grouped bars per persona (and overall): model vs MostPop vs PersonaPop, hit@k and category_hit@k.
+    ``block``: {ranker: ranking_report(...)}."""
+    use_korean_font()
+    rankers = list(block)
+    groups = ["overall"] + list(names)
+    labels = [f"overall (n={block[rankers[0]]['overall']['n']})"] + [
+        f"{name}\n(persona {sizes[i]}, eval n={block[rankers[0]]['per_persona'][name]['n']})"
+        for i, name in enumerate(names)]
+    fig, axes = plt.subplots(1, 2, figsize=(15, 0.75 * len(groups) + 2.5), squeeze=False)
+    y = np.arange(len(groups))
+    height = 0.8 / len(rankers)
+    for ax, metric in zip(axes[0], (f"hit@{k}", f"category_hit@{k}")):
+        for r, ranker in enumerate(rankers):
+            report = block[ranker]
+            values = [report["overall"][metric]] + [report["per_persona"][g][metric] for g in groups[1:]]
+            values = [np.nan if v is None else v for v in values]
+            bars = ax.barh(y + (r - (len(rankers) - 1) / 2) * height, values, height, label=ranker)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_yticks(y, labels if metric.startswith("hit") else [""] * len(groups), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=0.3)
+    handles, legend_labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="lower center", ncol=len(rankers), fontsize=8)  # clear of every bar
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return save_figure(fig, path)
