@@ -1,5 +1,14 @@
-"""Ray Serve application (deployments composed behind a FastAPI ingress).
+"""Ray Serve application: ImageEmbedder, QueryEncoder, Retriever and Reranker deployments composed
+behind a FastAPI ingress with DeploymentHandles (``serve_app.app``), configured by
+``configs/serve.yaml`` (``serve run configs/serve.yaml``). ``serve_app.standalone`` serves the same
+routes and models from one plain uvicorn process (the benchmark baseline).
 
-Nothing is served yet: the serving layer is built on top of the index and model artifacts that the
-later pipeline stages produce. See README.md, section "Roadmap".
+    app.py          ingress deployment + build_app(config)
+    serve.py        what Serve imports: app_builder(args) / app
+    api.py          the HTTP routes (OpenAPI at /docs), errors -> 4xx, metrics middleware
+    deployments/    image_embedder, query_encoder, retriever, reranker (plain classes)
+    catalog.py      served items + vectors + indexes (recsys.index.VectorIndex), one per version
+    store.py        durable item changes (JSONL op log + uploaded images under state_dir)
+    versions.py     which runs are served; the pinned version reloads move to
+    kpi.py          the dashboard payload from training/evaluation reports
 """

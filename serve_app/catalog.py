@@ -1,0 +1,299 @@
+"""The served catalog: canonical items + their image (and text) vectors + the API's changes.
+
+One :class:`Catalog` is one immutable-by-reference version of what a Retriever searches: built in
+full from a version's artifacts and the durable :class:`~serve_app.store.ItemStore`, then swapped
+in. Vectors live in append-only row matrices (exact re-scoring, MMR); the image and text
+:class:`recsys.index.VectorIndex` indexes find candidates by item id. A deleted item is removed from
+both (the indexes' soft delete, an exclusion filter every search applies); re-adding an id appends
+a new row. Mutations and reads hold ``lock`` (searches take milliseconds).
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recsys.data.schema import attributes_to_dict
+from recsys.index import IndexConfig, VectorIndex
+from serve_app.store import ItemStore
+
+ITEM_COLUMNS = ["item_id", "category_path", "category", "std_attributes", "re_attributes", "styles", "title",
+                "crop_path", "image_path", "price"]
+TREND_FIELDS = ("category", "color", "style")
+
+
+class _Rows:
+    """A growable float32 matrix (amortised appends)."""
+
+    def __init__(self, data: np.ndarray):
+        self._data = np.ascontiguousarray(data, dtype=np.float32)
+        self.n = len(data)
+
+    def append(self, row: np.ndarray) -> None:
+        if self.n == len(self._data):
+            grown = np.zeros((max(16, 2 * len(self._data)), self._data.shape[1]), dtype=np.float32)
+            grown[:self.n] = self._data[:self.n]
+            self._data = grown
+        self._data[self.n] = row
+        self.n += 1
+
+    def __getitem__(self, rows):
+        return self._data[:self.n][rows]
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._data[:self.n]
+
+
+def item_record(row: dict) -> dict:
+    """A canonical item row -> the metadata the API returns."""
+    std, re = attributes_to_dict(row.get("std_attributes")), attributes_to_dict(row.get("re_attributes"))
+    return {"item_id": row["item_id"], "title": row.get("title"), "category": row.get("category"),
+            "category_path": list(row.get("category_path") or []), "attributes": {**std, **re},
+            "styles": list(row.get("styles") or []), "price": row.get("price"),
+            "image": row.get("crop_path") or row.get("image_path"), "source": "catalog", "new": False}
+
+
+def trend_values(item: dict, field: str) -> list[str]:
+    if field == "category":
+        return [item["category"]] if item.get("category") else []
+    if field == "style":
+        return list(item.get("styles") or [])
+    return list(item.get("attributes", {}).get(field) or [])
+
+
+def load_vectors(path: str | Path, view_column: str | None = "view", view_value=0) -> dict[str, np.ndarray]:
+    table = pq.read_table(path)
+    if "vector" in table.column_names:
+        table = table.filter(table["vector"].is_valid())
+    if view_column and view_column in table.column_names:
+        table = table.filter(pc.equal(table[view_column], view_value))
+    ids = table["item_id"].to_pylist()
+    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32) if ids else None
+    return {i: vectors[n] for n, i in enumerate(ids)}
+
+
+class Catalog:
+    def __init__(self, version: dict, store: ItemStore, text_source: str | None, new_item_ids: Iterable[str] = (),
+                 index_config: IndexConfig | None = None):
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # replicas share few cores; one query is one small search
+        self.version = version
+        self.store = store
+        self.pretrained: str | None = None  # the image encoder's weights label (embed_report.json)
+        self.lock = threading.RLock()
+        items = pq.read_table(version["items"], columns=ITEM_COLUMNS).to_pylist()
+        image_vectors = load_vectors(Path(version["embed_run"]) / "image_embeddings")
+        text_dir = Path(version["embed_run"]) / "text_embeddings"
+        text_vectors = (load_vectors(text_dir, "source", text_source)
+                        if text_source and text_dir.exists() else {})
+        self.text_dim = len(next(iter(text_vectors.values()))) if text_vectors else None
+        new_ids = set(new_item_ids)
+        self.items: dict[str, dict] = {}
+        self.row_of: dict[str, int] = {}
+        self.ids: list[str] = []
+        image_rows, text_rows, text_ids = [], [], []
+        for row in items:
+            item_id = row["item_id"]
+            if item_id not in image_vectors or item_id in self.row_of:
+                continue
+            record = item_record(row)
+            record["new"] = item_id in new_ids
+            self.items[item_id] = record
+            self.row_of[item_id] = len(self.ids)
+            self.ids.append(item_id)
+            image_rows.append(image_vectors[item_id])
+            if self.text_dim:
+                text = text_vectors.get(item_id)
+                text_rows.append(np.zeros(self.text_dim, dtype=np.float32) if text is None else text)
+                if text is not None:
+                    text_ids.append(item_id)
+        if not self.ids:
+            raise ValueError(f"no item of {version['items']} has an image vector in {version['embed_run']}")
+        self.dim = len(image_rows[0])
+        self.vectors = _Rows(np.stack(image_rows))
+        self.index_config = index_config or IndexConfig(kind="exact")
+        self.index = VectorIndex.build(self.vectors.array, self.ids, self.index_config,
+                                       source=str(Path(version["embed_run"]) / "image_embeddings"))
+        # text rows are zeros for items without a text vector; only real ones are indexed
+        self.text_vectors = _Rows(np.stack(text_rows)) if self.text_dim else None
+        self.text_index = (VectorIndex.build(np.stack([text_vectors[i] for i in text_ids]), text_ids,
+                                             IndexConfig(kind="exact")) if text_ids else None)
+        self.base_ids = frozenset(self.ids)
+        self.deleted: set[str] = set()
+        self.mutations = 0
+        self._best_cache: tuple[int, float, list[str]] | None = None
+        self.offset = 0
+        self.sync()
+
+    # -- the API's changes ---------------------------------------------------------------------
+    def sync(self) -> int:
+        """Apply operations appended to the store since the last sync (by any replica)."""
+        with self.lock:
+            operations, offset = self.store.read_since(self.offset)
+            for operation in operations:
+                if operation.get("op") == "add":
+                    self._apply_add(operation["item"], operation["vector"], operation.get("text_vector"))
+                elif operation.get("op") == "delete":
+                    self._apply_delete(operation["item_id"])
+            self.offset = offset
+            return len(operations)
+
+    def _apply_add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None) -> None:
+        item_id = item["item_id"]
+        self._unindex(item_id)
+        row = len(self.ids)
+        self.ids.append(item_id)
+        self.row_of[item_id] = row
+        self.items[item_id] = dict(item)
+        self.deleted.discard(item_id)
+        self.vectors.append(vector)
+        self.index.add(vector[None], [item_id])
+        if self.text_vectors is not None:
+            usable = text_vector is not None and len(text_vector) == self.text_dim
+            self.text_vectors.append(text_vector if usable else np.zeros(self.text_dim, dtype=np.float32))
+            if usable:
+                if self.text_index is None:
+                    self.text_index = VectorIndex.build(text_vector[None], [item_id], IndexConfig(kind="exact"))
+                else:
+                    self.text_index.add(text_vector[None], [item_id])
+        self.mutations += 1
+
+    def _unindex(self, item_id: str) -> None:
+        for index in (self.index, self.text_index):
+            if index is not None and item_id in index:
+                index.remove([item_id])
+
+    def _apply_delete(self, item_id: str) -> None:
+        if self.row_of.pop(item_id, None) is None:
+            return
+        self._unindex(item_id)
+        self.items.pop(item_id, None)
+        self.deleted.add(item_id)
+        self.mutations += 1
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get(self, item_id: str) -> dict | None:
+        with self.lock:
+            item = self.items.get(item_id)
+            return dict(item) if item is not None else None
+
+    def vector_of(self, item_id: str) -> np.ndarray | None:
+        with self.lock:
+            row = self.row_of.get(item_id)
+            return None if row is None else self.vectors[row].copy()
+
+    def live_ids(self, new: bool | None = None) -> list[str]:
+        with self.lock:
+            return [i for i, item in self.items.items() if new is None or item.get("new") == new]
+
+    def counts(self) -> dict:
+        with self.lock:
+            added = sum(1 for item in self.items.values() if item.get("source") == "api")
+            return {"items": len(self.items), "new_items": sum(1 for i in self.items.values() if i.get("new")),
+                    "added_through_api": added, "deleted": len(self.deleted), "index_rows": len(self.ids),
+                    "text_search": self.text_dim is not None}
+
+    def search(self, vector: np.ndarray | None, text_vector: np.ndarray | None, k: int, text_weight: float,
+               exclude_ids: Iterable[str] = (), only_ids: Iterable[str] | None = None
+               ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Top ``k`` live items: (ids, scores, image vectors). ``only_ids`` restricts the candidates
+        (scored exactly over that set); otherwise the indexes are searched with an exclusion filter."""
+        with self.lock:
+            exclude_rows = {self.row_of[i] for i in exclude_ids if i in self.row_of}
+            channels = [(w, q, rows, index) for w, q, rows, index in (
+                (1.0 - text_weight if text_vector is not None else 1.0, vector, self.vectors, self.index),
+                (text_weight if vector is not None else 1.0, text_vector, self.text_vectors, self.text_index))
+                if q is not None]
+            if only_ids is not None:
+                candidates = np.array(sorted({self.row_of[i] for i in only_ids if i in self.row_of} - exclude_rows),
+                                      dtype=np.int64)
+            else:
+                found = set()
+                for _, query, _, index in channels:
+                    found |= self._index_rows(index, query[None], k, exclude_rows)
+                candidates = np.array(sorted(found), dtype=np.int64)
+            if len(candidates) == 0:
+                return [], np.zeros(0, dtype=np.float32), np.zeros((0, self.dim), dtype=np.float32)
+            scores = sum(weight * (rows[candidates] @ query) for weight, query, rows, _ in channels)
+            order = np.argsort(-scores, kind="stable")[:k]
+            chosen = candidates[order]
+            return [self.ids[r] for r in chosen], scores[order].astype(np.float32), self.vectors[chosen].copy()
+
+    def search_set(self, queries: np.ndarray, k: int, exclude_ids: Iterable[str] = (),
+                   only_ids: Iterable[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Items closest to any of several query vectors (score = max cosine over the set)."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        with self.lock:
+            exclude_rows = {self.row_of[i] for i in exclude_ids if i in self.row_of}
+            if only_ids is not None:
+                candidates = {self.row_of[i] for i in only_ids if i in self.row_of} - exclude_rows
+            else:
+                candidates = self._index_rows(self.index, queries, k, exclude_rows)
+            candidates = np.array(sorted(candidates), dtype=np.int64)
+            if len(candidates) == 0 or len(queries) == 0:
+                return [], np.zeros(0, dtype=np.float32), np.zeros((0, self.dim), dtype=np.float32)
+            scores = (self.vectors[candidates] @ queries.T).max(axis=1)
+            order = np.argsort(-scores, kind="stable")[:k]
+            chosen = candidates[order]
+            return [self.ids[r] for r in chosen], scores[order].astype(np.float32), self.vectors[chosen].copy()
+
+    def _index_rows(self, index: VectorIndex | None, queries: np.ndarray, k: int, exclude_rows: set[int]) -> set[int]:
+        """Rows of the top ``k`` live items per query, excluding ``exclude_rows`` (over-fetched by
+        their number, so exactly k remain when the catalog has them)."""
+        if index is None:
+            return set()
+        hits = index.search(queries, min(k + len(exclude_rows), max(1, len(index))))
+        rows = set()
+        for ids in hits.item_ids:
+            picked = [self.row_of[i] for i in ids.tolist() if i and i in self.row_of]
+            rows.update([r for r in picked if r not in exclude_rows][:k])
+        return rows
+
+    def best_sellers(self, share: float, sales: dict[str, int] | None = None) -> list[str]:
+        """Top ``share`` of the existing (not new) live items: by sales when given, else by the
+        centrality proxy (cosine to the catalog's image centroid). Cached until the next change."""
+        with self.lock:
+            key = (self.mutations, share)
+            if self._best_cache is not None and self._best_cache[:2] == key and sales is None:
+                return list(self._best_cache[2])
+            ids = [i for i, item in self.items.items() if not item.get("new")]
+            if not ids:
+                return []
+            if sales:
+                counts = np.array([sales.get(i, 0) for i in ids], dtype=np.float64)
+                n = max(1, int(round(len(ids) * share)))
+                order = np.argsort(-counts, kind="stable")[:n]
+                return [ids[o] for o in order if counts[o] > 0]
+            from recsys.eval.centrality import anchor_mask, centrality  # (imports matplotlib: lazily)
+
+            scores = centrality(self.vectors[np.array([self.row_of[i] for i in ids])])
+            mask = anchor_mask(scores, share)
+            best = [ids[o] for o in np.argsort(-scores, kind="stable") if mask[o]]
+            self._best_cache = (*key, best)
+            return list(best)
+
+
+def trends(best_sellers: list[dict], products: list[dict]) -> dict:
+    """Per field (category, color, style): how often each value occurs among the best sellers and
+    how many of the recommended products carry it, best-seller share first."""
+    out = {}
+    for field in TREND_FIELDS:
+        seller_counts = Counter(v for item in best_sellers for v in set(trend_values(item, field)))
+        product_counts = Counter(v for item in products for v in set(trend_values(item, field)))
+        total = max(1, len(best_sellers))
+        out[field] = [{"value": value, "best_sellers": count, "share": round(count / total, 4),
+                       "new_products_matching": product_counts.get(value, 0)}
+                      for value, count in seller_counts.most_common()]
+    return out
+
+
+def shared_values(a: dict, b: dict) -> dict[str, list[str]]:
+    """Trend fields on which two items agree (e.g. {"category": ["블라우스"], "color": []})."""
+    return {f: sorted(set(trend_values(a, f)) & set(trend_values(b, f))) for f in TREND_FIELDS}

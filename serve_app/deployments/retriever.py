@@ -1,0 +1,219 @@
+"""Retriever: the vector index over item image vectors (and text vectors) plus the item store.
+
+Holds one :class:`~serve_app.catalog.Catalog` per served version. Item additions and deletions go
+to the durable :class:`~serve_app.store.ItemStore` first and are then applied from it, by this
+replica at once and by the other replicas at their next request, so the index, the store and the
+answer always agree and survive a restart.
+"""
+from __future__ import annotations
+
+import mimetypes
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from serve_app.catalog import Catalog, shared_values, trends
+from serve_app.config import ServeAppConfig
+from serve_app.deployments.base import Versioned
+from serve_app.errors import Conflict, InputError, NotFound
+from serve_app.store import ItemStore
+from serve_app.versions import embed_report, version_label
+
+ITEM_ID = re.compile(r"^[\w.\-:]{1,128}$")
+SCOPES = ("all", "new")
+
+
+def public(item: dict) -> dict:
+    """An item as the API shows it (no file paths)."""
+    return {k: v for k, v in item.items() if k != "image"}
+
+
+class Retriever(Versioned):
+    def __init__(self, config: ServeAppConfig):
+        super().__init__(config)
+        self.store = ItemStore(config.state_dir)
+        self.catalog = self._load(self.version)
+        self._sales = self._read_sales()
+
+    def _new_item_ids(self) -> set[str]:
+        path = self.config.new_items_file
+        if not path:
+            return set()
+        return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+
+    def _read_sales(self) -> dict[str, int] | None:
+        path = self.config.best_sellers.interactions
+        if not path:
+            return None
+        ids = pq.read_table(path, columns=["item_id"])["item_id"].to_pylist()
+        counts: dict[str, int] = {}
+        for item_id in ids:
+            counts[item_id] = counts.get(item_id, 0) + 1
+        return counts
+
+    def _load(self, version: dict) -> Catalog:
+        text_source = self.config.text.source if self.config.text.enabled else None
+        catalog = Catalog(version, self.store, text_source, self._new_item_ids(), self.config.index)
+        catalog.pretrained = embed_report(version).get("pretrained", "unknown")
+        return catalog
+
+    def _swap(self, version: dict, state: Catalog) -> None:
+        state.sync()          # catch up with changes made while it was built
+        self.catalog = state  # one reference swap: requests hold whichever catalog they started with
+
+    def _current(self) -> Catalog:
+        self.follow_pin()
+        catalog = self.catalog
+        catalog.sync()
+        return catalog
+
+    # -- retrieval -----------------------------------------------------------------------------
+    def _answer(self, catalog: Catalog, ids, scores, vectors, scope: str, note: str | None) -> dict:
+        return {"items": [public(catalog.get(i)) for i in ids], "scores": np.asarray(scores, dtype=np.float32),
+                "vectors": vectors, "scope": scope, "note": note,
+                "version": {**version_label(catalog.version), "image_encoder_pretrained": catalog.pretrained}}
+
+    def search(self, vector: np.ndarray | None = None, text_vector: np.ndarray | None = None, k: int = 10,
+               exclude_ids: list[str] | tuple = (), scope: str = "all") -> dict:
+        """Candidates for a query vector (image space) and/or a text vector, best first."""
+        if scope not in SCOPES:
+            raise InputError(f"scope: expected one of {list(SCOPES)}, got {scope!r}", field="scope")
+        catalog = self._current()
+        only, note = None, None
+        if scope == "new":
+            only = catalog.live_ids(new=True)
+            if not only:
+                only, scope = None, "all"
+                note = "no new products are registered (POST /api/items adds them); answered from the whole catalog"
+        ids, scores, vectors = catalog.search(vector, text_vector, k, self.config.text.weight, exclude_ids, only)
+        return self._answer(catalog, ids, scores, vectors, scope, note)
+
+    def match_set(self, vectors: np.ndarray, k: int, exclude_ids: list[str] | tuple = (),
+                  scope: str = "new") -> dict:
+        """Products closest to any of a set of vectors (best sellers), new products first."""
+        if scope not in SCOPES:
+            raise InputError(f"scope: expected one of {list(SCOPES)}, got {scope!r}", field="scope")
+        catalog = self._current()
+        only, note = None, None
+        if scope == "new":
+            only = catalog.live_ids(new=True)
+            if not only:
+                only, scope = None, "all"
+                note = ("no new products are registered (POST /api/items adds them); answered from the rest of "
+                        "the catalog")
+        ids, scores, found = catalog.search_set(vectors, k, exclude_ids, only)
+        return self._answer(catalog, ids, scores, found, scope, note)
+
+    def similar(self, item_id: str, k: int, scope: str = "all") -> dict:
+        """Products closest to an existing item's image vector (the item itself excluded)."""
+        vector = self.item_vector(item_id)
+        return self.search(vector, None, k, [item_id], scope)
+
+    def item_vector(self, item_id: str) -> np.ndarray:
+        vector = self._current().vector_of(item_id)
+        if vector is None:
+            raise NotFound(f"item {item_id!r} does not exist (or was deleted)", field="item_id")
+        return vector
+
+    def items_with_vectors(self, item_ids: list[str]) -> dict:
+        catalog = self._current()
+        missing = [i for i in item_ids if catalog.get(i) is None]
+        if missing:
+            raise NotFound(f"unknown item id(s) {missing[:10]}", field="item_ids")
+        return {"items": [public(catalog.get(i)) for i in item_ids],
+                "vectors": np.stack([catalog.vector_of(i) for i in item_ids])}
+
+    def best_sellers(self, share: float | None = None) -> dict:
+        share = self.config.best_sellers.share if share is None else share
+        if not 0.0 < share <= 1.0:
+            raise InputError(f"share: expected a number in (0, 1], got {share}", field="share")
+        catalog = self._current()
+        ids = catalog.best_sellers(share, self._sales)
+        source = ("sales (interactions)" if self._sales else
+                  "centrality proxy: cosine to the catalog image centroid (no sales data)")
+        return {"source": source, "share": share, "items": [public(catalog.get(i)) for i in ids],
+                "vectors": np.stack([catalog.vector_of(i) for i in ids]) if ids else np.zeros((0, catalog.dim))}
+
+    def nearest_labels(self, vectors: np.ndarray) -> list[dict]:
+        """The nearest existing (not new) item of each vector, to label uploaded best-seller photos."""
+        catalog = self._current()
+        new_ids = catalog.live_ids(new=True)
+        out = []
+        for vector in np.atleast_2d(vectors):
+            ids, scores, _ = catalog.search(vector, None, 1, 0.0, exclude_ids=new_ids)
+            out.append({**public(catalog.get(ids[0])), "similarity": float(scores[0])} if ids else {})
+        return out
+
+    # -- the item store ------------------------------------------------------------------------
+    def get_item(self, item_id: str) -> dict:
+        item = self._current().get(item_id)
+        if item is None:
+            raise NotFound(f"item {item_id!r} does not exist (or was deleted)", field="item_id")
+        return public(item)
+
+    def add_item(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None, image: bytes,
+                 extension: str) -> dict:
+        item_id = item.get("item_id", "")
+        if not ITEM_ID.match(item_id or ""):
+            raise InputError("item_id: 1-128 characters of letters, digits, '_', '-', '.', ':'", field="item_id")
+        catalog = self._current()
+        with catalog.lock:
+            catalog.sync()
+            if catalog.get(item_id) is not None:
+                raise Conflict(f"item {item_id!r} already exists; DELETE it first to replace it", field="item_id")
+            record = {**item, "image": self.store.save_image(item_id, image, extension), "source": "api"}
+            self.store.add(record, np.asarray(vector, dtype=np.float32), text_vector)
+            catalog.sync()
+        return public(catalog.get(item_id))
+
+    def delete_item(self, item_id: str) -> dict:
+        catalog = self._current()
+        with catalog.lock:
+            catalog.sync()
+            if catalog.get(item_id) is None:
+                raise NotFound(f"item {item_id!r} does not exist (or was already deleted)", field="item_id")
+            self.store.delete(item_id)
+            catalog.sync()
+        return {"deleted": item_id}
+
+    def image(self, item_id: str) -> tuple[bytes, str]:
+        item = self._current().get(item_id)
+        if item is None:
+            raise NotFound(f"item {item_id!r} does not exist (or was deleted)", field="item_id")
+        stored = item.get("image") or ""
+        path = Path(stored) if Path(stored).is_absolute() else self.store.image_path(stored)
+        if not stored or not path.is_file():
+            raise NotFound(f"item {item_id!r} has no stored image", field="item_id")
+        return path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+    # -- state ---------------------------------------------------------------------------------
+    def version_info(self) -> dict:
+        return {**super().version_info(), "image_encoder_pretrained": self.catalog.pretrained}
+
+    def full_version(self) -> dict:
+        self.follow_pin()
+        return dict(self.version)
+
+    def sample_ids(self, n: int) -> list[str]:
+        return self._current().live_ids()[:n]
+
+    def counts(self) -> dict:
+        return self._current().counts()
+
+    def health(self) -> dict:
+        return {"ok": True, **self.counts(), "version": self.version_info()}
+
+
+def top10_to_new(best: list[dict], best_vectors: np.ndarray, retrieved: dict, k: int) -> dict:
+    """Per retrieved new product: which best sellers it resembles most and what they share."""
+    vectors = retrieved["vectors"]
+    results = []
+    similarity = vectors @ best_vectors.T if len(vectors) and len(best_vectors) else np.zeros((len(vectors), 0))
+    for n, item in enumerate(retrieved["items"][:k]):
+        order = np.argsort(-similarity[n])[:3]
+        matched = [{"item_id": best[o]["item_id"], "similarity": round(float(similarity[n, o]), 4),
+                    "shared": shared_values(item, best[o])} for o in order]
+        results.append({"item": item, "score": float(retrieved["scores"][n]), "matched_best_sellers": matched})
+    return {"results": results, "trends": trends(best, [r["item"] for r in results])}

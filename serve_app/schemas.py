@@ -1,0 +1,169 @@
+"""Request and response models of the HTTP API (they are the OpenAPI schema at /docs)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_ATTRIBUTES = {"category": "블라우스", "style": ["로맨틱"], "silhouette": "노멀", "material": ["시폰"],
+                      "detail": ["리본"]}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(Strict):
+    """An attribute-JSON query (fields of the served JSON encoder; see GET /api/attributes) and/or
+    free text matched against the items' text vectors."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"attributes": EXAMPLE_ATTRIBUTES, "k": 10},
+        {"attributes": {"category": "드레스", "style": ["모던"]}, "text": "black dress", "k": 5, "mmr_lambda": 0.5}]})
+    attributes: dict[str, Any] | None = Field(
+        None, description="{field: value or [values]}; unknown fields are refused, unseen values of finite fields "
+                          "map to UNKNOWN and are reported in unknown_values")
+    text: str | None = Field(None, max_length=500, description="optional free text (searched on item texts)")
+    k: int | None = Field(None, ge=1, description="results wanted (default search.default_k, at most search.max_k)")
+    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0, description="MMR relevance weight (1 = no diversity)")
+    scope: Literal["all", "new"] = Field("all", description="'new': only new products")
+    exclude_ids: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str | None = None
+    category: str | None = None
+    category_path: list[str] = []
+    attributes: dict[str, list[str]] = {}
+    styles: list[str] = []
+    price: float | None = None
+    source: str = Field(..., description="'catalog' (the served preprocess run) or 'api' (added with POST /api/items)")
+    new: bool = Field(..., description="a new product (added through the API or listed in new_items_file)")
+    image_url: str
+
+
+class Hit(BaseModel):
+    rank: int
+    score: float = Field(..., description="retrieval similarity (cosine; fused with text when both are given)")
+    mmr_score: float = Field(..., description="the score the reranker picked it with")
+    item: ItemOut
+
+
+class RerankerInfo(BaseModel):
+    name: str
+    placeholder: bool
+    description: str
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelInfo(BaseModel):
+    json_encoder_run: str
+    embed_run: str
+    items: str
+    image_encoder_pretrained: str | None = None
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "query": {"attributes": {"category": ["블라우스"]}}, "unknown_values": {},
+        "results": [{"rank": 1, "score": 0.12, "mmr_score": 0.084, "item": {
+            "item_id": "1000738-top", "title": "블루 블라우스", "category": "블라우스", "category_path": ["상의", "블라우스"],
+            "attributes": {"color": ["블루"]}, "styles": ["모던"], "price": None, "source": "catalog", "new": False,
+            "image_url": "/images/1000738-top"}}],
+        "reranker": {"name": "mmr", "lambda": 0.7, "placeholder": True, "description": "..."},
+        "scope": "all", "note": None, "model": {"json_encoder_run": "20261122-022605-ca6f63bf",
+                                                "embed_run": "20261122-022326-9bc61400", "items": "..."},
+        "took_ms": 12.5}]})
+    query: dict[str, Any]
+    unknown_values: dict[str, list[str]] = {}
+    results: list[Hit]
+    reranker: RerankerInfo
+    scope: str
+    note: str | None = None
+    model: ModelInfo
+    took_ms: float
+
+
+class MatchedBestSeller(BaseModel):
+    item_id: str
+    similarity: float
+    shared: dict[str, list[str]] = Field(..., description="category/color/style values both items carry")
+
+
+class NewProductHit(Hit):
+    matched_best_sellers: list[MatchedBestSeller]
+
+
+class TrendRow(BaseModel):
+    value: str
+    best_sellers: int = Field(..., description="best sellers carrying this value")
+    share: float
+    new_products_matching: int = Field(..., description="recommended new products carrying this value")
+
+
+class BestSellerSet(BaseModel):
+    source: str
+    n: int
+    items: list[dict[str, Any]]
+
+
+class Top10ToNewResponse(BaseModel):
+    best_sellers: BestSellerSet
+    results: list[NewProductHit]
+    trends: dict[str, list[TrendRow]] = Field(..., description="per field: category, color, style")
+    reranker: RerankerInfo
+    scope: str
+    note: str | None = None
+    model: ModelInfo
+    took_ms: float
+
+
+class ItemMetadata(Strict):
+    """Metadata of a new product (the multipart field ``metadata``, a JSON object)."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "item_id": "new-0001", "title": "핑크 블라우스", "category": "블라우스", "category_path": ["상의", "블라우스"],
+        "attributes": {"color": ["핑크"], "material": ["시폰"]}, "styles": ["로맨틱"], "price": 39.0, "new": True}]})
+    item_id: str = Field(..., pattern=r"^[\w.\-:]{1,128}$")
+    title: str | None = Field(None, max_length=300)
+    category: str | None = Field(None, max_length=100)
+    category_path: list[str] = Field(default_factory=list, max_length=10)
+    attributes: dict[str, str | list[str]] = Field(default_factory=dict, description="{field: value or [values]}")
+    styles: list[str] = Field(default_factory=list, max_length=20)
+    price: float | None = Field(None, ge=0)
+    new: bool = True
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": "unknown_field", "detail": "attributes: unknown field(s) ['colour']; this model reads [...]",
+         "field": "attributes.colour"}]})
+    error: str
+    detail: str
+    field: str | None = None
+    problems: list[dict[str, Any]] | None = None
+
+
+class ReloadResponse(BaseModel):
+    previous: dict[str, Any]
+    current: dict[str, Any]
+    replicas: dict[str, list[dict[str, Any]]]
+    seconds: float
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    deployments: dict[str, Any]
+
+
+class KpiResponse(BaseModel):
+    kpi: dict[str, Any]
+    loss_curve: list[dict[str, Any]]
+    top_k_images: list[dict[str, Any]]
+    hyperparams: dict[str, Any]
+    augmented_samples: dict[str, Any]
+    serving: dict[str, Any]
+    model: dict[str, Any]

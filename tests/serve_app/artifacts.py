@@ -1,0 +1,123 @@
+"""A tiny but complete artifact set for the Serve tests, built with the library in seconds:
+a generated K-Fashion corpus -> preprocess (serial, same functions as the Ray Data job) ->
+stand-in image vectors + MiniLM title vectors (embed layout) -> an untrained stage-2 JSON encoder run
+(checkpoint + vocabulary + the report files the KPI dashboard reads)."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ray_jobs.embed import EmbedConfig, vector_column
+from ray_jobs.preprocess import PreprocessConfig
+from ray_jobs.train_json_encoder import TrainJsonEncoderConfig, item_records
+from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.data.images import ImageLimits
+from recsys.data.kfashion import KFashionOptions
+from recsys.data.preprocessing import items_of, list_label_files, preprocess_serial
+from recsys.data.synthetic import SyntheticCorpusConfig, generate_corpus
+from recsys.encoders.image import ImageEncoder, ImageEncoderConfig
+from recsys.encoders.text import TextEncoder, TextEncoderConfig
+from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig
+from recsys.vocab import AttributeVocabulary
+
+STD_FIELDS = ["category", "style", "silhouette"]
+RE_FIELDS = ["material", "detail"]
+
+
+def preprocess_run(root: Path, n_images: int) -> Path:
+    corpus = root / "corpus"
+    generate_corpus(SyntheticCorpusConfig(out_dir=str(corpus), n_images=n_images, workers=1), progress=False)
+    config = PreprocessConfig(labels=str(corpus / "labels"), images=str(corpus / "images"),
+                              output_root=str(root / "preprocess"))
+    run_dir = new_run_dir(root / "preprocess", config, "preprocess-v1")
+    options = KFashionOptions(label_root=str(corpus / "labels"), image_root=str(corpus / "images"),
+                              crop_dir=str(run_dir / "crops"), limits=ImageLimits())
+    items = items_of(preprocess_serial(list_label_files(corpus / "labels"), options, progress=False))
+    (run_dir / "items").mkdir()
+    pq.write_table(items, run_dir / "items" / "part-0.parquet")
+    write_manifest(run_dir, "preprocess", {"labels": str(corpus / "labels")}, {"items": str(run_dir / "items")})
+    return run_dir
+
+
+def embed_run(root: Path, items_dir: Path, run_name: str = "embed-v1") -> Path:
+    config = EmbedConfig(items=str(items_dir), output_root=str(root / "embed"),
+                         image=ImageEncoderConfig(batch_size=16))
+    run_dir = new_run_dir(root / "embed", config, run_name)
+    items = pq.read_table(items_dir, columns=["item_id", "crop_path", "title"]).to_pylist()
+    from PIL import Image
+
+    vectors = ImageEncoder(config.image).encode([Image.open(r["crop_path"]).convert("RGB") for r in items])
+    ids = [r["item_id"] for r in items]
+    pq.write_table(pa.table({"item_id": pa.array(ids), "view": pa.array([0] * len(ids), pa.int16()),
+                             "vector": vector_column(vectors).cast(pa.list_(pa.float32(), 512)),
+                             "error": pa.nulls(len(ids), pa.string())}),
+                   _mkdir(run_dir / "image_embeddings") / "part-0.parquet")
+    titles = [r["title"] or "" for r in items]
+    text = TextEncoder(TextEncoderConfig(batch_size=64)).encode(titles)
+    pq.write_table(pa.table({"item_id": pa.array(ids), "source": pa.array(["title"] * len(ids)),
+                             "text": pa.array(titles), "vector": vector_column(text)}),
+                   _mkdir(run_dir / "text_embeddings") / "part-0.parquet")
+    write_json(run_dir / "embed_report.json", {"items": len(ids), "image_model": "ViT-M-32",
+                                               "pretrained": "none (stand-in)", "text_model": config.text.model,
+                                               "image": {"items_per_s": 1.0}})
+    write_manifest(run_dir, "embed", {"items": str(items_dir)}, {"image_embeddings": str(run_dir / "image_embeddings")})
+    return run_dir
+
+
+def copy_embed_run(source: Path, run_name: str) -> Path:
+    """A newer embed run with the same vectors (what a re-run of the embed job would write)."""
+    target = source.parent / run_name
+    shutil.copytree(source, target)
+    write_manifest(target, "embed", json.loads((source / "manifest.json").read_text())["inputs"],
+                   {"image_embeddings": str(target / "image_embeddings")})
+    return target
+
+
+def json_encoder_run(root: Path, items_dir: Path, seed: int, run_name: str) -> Path:
+    config = TrainJsonEncoderConfig(std_fields=STD_FIELDS, re_fields=RE_FIELDS, num_buckets=64)
+    run_dir = new_run_dir(root / "train_json_encoder", config, run_name)
+    records = list(item_records(pq.read_table(items_dir)).values())
+    vocab = AttributeVocabulary.build(records, STD_FIELDS, RE_FIELDS, num_buckets=64)
+    encoder = JsonEncoderConfig(fields=STD_FIELDS + RE_FIELDS, embedding_dim=16, hidden_dim=64)
+    sizes = {f: vocab.std.size(f) for f in STD_FIELDS} | {f: vocab.hashed.size for f in RE_FIELDS}
+    torch.manual_seed(seed)
+    model = JsonEncoder(encoder, sizes)
+    checkpoints = _mkdir(run_dir / "checkpoints")
+    torch.save({"encoder": asdict(encoder), "vocab_sizes": sizes, "model": model.state_dict()},
+               checkpoints / "best_model.pt")
+    vocab.save(checkpoints / "vocab.json")
+    history = [{"epoch": e, "train_loss": 4.0 - 0.1 * e, "val_loss": 4.1 - 0.1 * e, "val_top5": 0.05 + 0.01 * e,
+                "val_mrr": 0.03, "lr": 1e-3} for e in range(3)]
+    ids = pq.read_table(items_dir, columns=["item_id"])["item_id"].to_pylist()
+    summary = {"stage": "stage 2: alignment to images", "pretrained": "none (stand-in)", "n_val": len(ids),
+               "best_epoch": 2, "train_seconds": 1.0,
+               "json_to_image": {"full": {"top1": 0.1, "top5": 0.3, "top10": 0.5, "mrr": 0.2, "n_queries": len(ids)}},
+               "image_to_json": {"full": {"top1": 0.1, "top5": 0.3, "top10": 0.5, "mrr": 0.2, "n_queries": len(ids)}}}
+    write_json(run_dir / "training_summary.json", summary)
+    write_json(run_dir / "results" / "training_results.json", {"history": history, **summary})
+    write_json(run_dir / "results" / "similarity_search" / "results.json", [
+        {"query": '{"category": ["블라우스"]}', "grid": "query_000.png",
+         "hits": [{"rank": r + 1, "item_id": i, "score": 0.1, "image": "x.jpg"} for r, i in enumerate(ids[:5])]}])
+    write_manifest(run_dir, "train_json_encoder", {"items": str(items_dir)}, {"checkpoint": str(checkpoints)})
+    return run_dir
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build(root: Path, n_images: int = 12) -> dict:
+    pre = preprocess_run(root, n_images)
+    embed = embed_run(root, pre / "items")
+    encoder = json_encoder_run(root, pre / "items", seed=0, run_name="json-v1")
+    ids = pq.read_table(pre / "items", columns=["item_id"])["item_id"].to_pylist()
+    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "item_ids": ids,
+            "n_items": len(np.unique(ids))}

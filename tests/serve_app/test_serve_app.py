@@ -1,0 +1,398 @@
+"""The FashionRec Serve application for real: Ray Serve on the session's Ray, HTTP on loopback.
+
+One application (all five deployments) serves a tiny artifact set built in a temp dir; the tests
+run in file order against it: every endpoint, every kind of bad input, item changes surviving an
+application restart, and a model/index reload while requests keep flowing.
+"""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from PIL import Image
+
+from serve_app.config import ArtifactSettings, KpiSettings, SearchSettings, ServeAppConfig, UploadLimits
+from tests.serve_app import artifacts as test_artifacts
+
+pytestmark = pytest.mark.ray
+
+TOKEN = "test-admin-token"
+ADMIN = {"X-Admin-Token": TOKEN}
+APP = "fashionrec_test"
+OPTIONS = {
+    "FashionRecIngress": {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": {
+        "env_vars": {"FASHIONREC_ADMIN_TOKEN": TOKEN}}}, "max_ongoing_requests": 64},
+    "ImageEmbedder": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 8},
+    **{name: {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 32}
+       for name in ("QueryEncoder", "Retriever", "Reranker")},
+}
+for _options in OPTIONS.values():  # the restart test should not wait out Serve's 20 s drain default
+    _options.update(graceful_shutdown_timeout_s=2, graceful_shutdown_wait_loop_s=0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _jpeg(color=(200, 30, 30), size=(64, 96)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return test_artifacts.build(tmp_path_factory.mktemp("serve_artifacts"), n_images=12)
+
+
+@pytest.fixture(scope="module")
+def config(built) -> ServeAppConfig:
+    root = built["root"]
+    return ServeAppConfig(
+        artifacts=ArtifactSettings(preprocess_root=str(root / "preprocess"), embed_root=str(root / "embed"),
+                                   json_encoder_root=str(root / "train_json_encoder")),
+        state_dir=str(root / "state"), uploads=UploadLimits(max_bytes=300_000, max_pixels=1_000_000),
+        max_request_bytes=2_000_000, search=SearchSettings(default_k=5, max_k=40, candidates=60),
+        kpi=KpiSettings(augmented_samples=2, augmented_views=2))
+
+
+def _start(config: ServeAppConfig):
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    serve.run(build_app(config, OPTIONS), name=APP, route_prefix="/")
+
+
+def _wait_healthy(url: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url}/healthz never answered 200")
+
+
+@pytest.fixture(scope="module")
+def url(ray_session, config):
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        _start(config)
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base)
+        yield base
+    finally:
+        serve.shutdown()
+
+
+def _search(url, body, expect=200):
+    response = requests.post(f"{url}/api/search", json=body, timeout=30)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def test_health_and_openapi(url):
+    health = requests.get(f"{url}/healthz", timeout=10).json()
+    assert health["status"] == "ok"
+    assert set(health["deployments"]) == {"image_embedder", "query_encoder", "retriever", "reranker"}
+    assert health["deployments"]["image_embedder"]["pretrained"] == "none (stand-in)"
+    spec = requests.get(f"{url}/openapi.json", timeout=10).json()
+    for path in ("/api/search", "/api/similar/{item_id}", "/api/recommend/customer_input",
+                 "/api/recommend/top10_to_new", "/api/items", "/api/items/{item_id}", "/api/kpi", "/healthz",
+                 "/images/{item_id}", "/api/admin/reload"):
+        assert path in spec["paths"], path
+    search = spec["paths"]["/api/search"]["post"]
+    assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
+    assert "422" in search["responses"] and "400" in search["responses"]
+
+
+def test_search_returns_top_k_with_image_urls_and_reranker(url, built):
+    body = _search(url, {"attributes": {"category": "블라우스", "style": ["로맨틱"], "material": ["시폰"]}, "k": 4})
+    assert len(body["results"]) == 4 and [h["rank"] for h in body["results"]] == [1, 2, 3, 4]
+    assert body["reranker"]["name"] == "mmr" and body["reranker"]["placeholder"] is True
+    assert body["model"]["json_encoder_run"] == "json-v1" and body["model"]["image_encoder_pretrained"] == "none (stand-in)"
+    first = body["results"][0]["item"]
+    assert first["item_id"] in built["item_ids"] and first["image_url"] == f"/images/{first['item_id']}"
+    image = requests.get(url + first["image_url"], timeout=10)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    Image.open(io.BytesIO(image.content)).verify()
+    # MMR with lambda 1 is pure relevance: scores come out sorted
+    plain = _search(url, {"attributes": {"category": "블라우스"}, "k": 5, "mmr_lambda": 1.0})
+    scores = [h["score"] for h in plain["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_values_are_reported_not_refused(url):
+    body = _search(url, {"attributes": {"category": "우주복", "style": ["로맨틱", "사이버펑크"]}, "k": 3})
+    assert body["unknown_values"] == {"category": ["우주복"], "style": ["사이버펑크"]}
+    assert len(body["results"]) == 3
+
+
+def test_free_text_search(url):
+    body = _search(url, {"text": "black skirt", "k": 3})
+    assert len(body["results"]) == 3 and body["query"]["text"] == "black skirt"
+    both = _search(url, {"attributes": {"category": "스커트"}, "text": "black skirt", "k": 3})
+    assert len(both["results"]) == 3
+
+
+@pytest.mark.parametrize("body, status, names", [
+    ({"attributes": {"colour": "red"}}, 422, "colour"),
+    ({"attributes": {"category": 3}}, 422, "attributes.category"),
+    ({"attributes": {"category": ["a", "b"]}}, 422, "attributes.category"),
+    ({"attributes": {"style": [1]}}, 422, "attributes.style"),
+    ({"attributes": "블라우스"}, 422, "attributes"),
+    ({"attributes": {"category": "블라우스"}, "k": 0}, 422, "k"),
+    ({"attributes": {"category": "블라우스"}, "k": 41}, 422, "k"),
+    ({"attributes": {"category": "블라우스"}, "extra": 1}, 422, "extra"),
+    ({"attributes": {"category": "블라우스"}, "mmr_lambda": 2}, 422, "mmr_lambda"),
+    ({}, 422, "attributes"),
+])
+def test_search_bad_input_is_a_4xx_naming_the_problem(url, body, status, names):
+    response = requests.post(f"{url}/api/search", json=body, timeout=10)
+    assert response.status_code == status, response.text
+    assert names in response.json()["detail"]
+
+
+def test_malformed_json_is_400(url):
+    response = requests.post(f"{url}/api/search", data=b'{"attributes": {', timeout=10,
+                             headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"] == "malformed_json"
+
+
+def test_similar_and_unknown_ids(url, built):
+    item = built["item_ids"][0]
+    body = requests.get(f"{url}/api/similar/{item}", params={"k": 3}, timeout=10).json()
+    assert len(body["results"]) == 3 and item not in [h["item"]["item_id"] for h in body["results"]]
+    for path in ("/api/similar/no-such-item", "/api/items/no-such-item", "/images/no-such-item"):
+        response = requests.get(url + path, timeout=10)
+        assert response.status_code == 404 and "no-such-item" in response.json()["detail"], path
+
+
+def test_customer_input_with_image_or_item(url, built):
+    crop = requests.get(f"{url}/images/{built['item_ids'][1]}", timeout=10).content
+    by_image = requests.post(f"{url}/api/recommend/customer_input", files={"file": ("photo.jpg", crop, "image/jpeg")},
+                             data={"k": "3", "scope": "all"}, timeout=30)
+    assert by_image.status_code == 200, by_image.text
+    body = by_image.json()
+    assert body["query"]["type"] == "image" and body["results"][0]["item"]["item_id"] == built["item_ids"][1]
+    by_item = requests.post(f"{url}/api/recommend/customer_input", data={"item_id": built["item_ids"][1], "k": "3"},
+                            timeout=30)
+    assert by_item.status_code == 200 and by_item.json()["query"]["type"] == "item"
+    assert by_item.json()["scope"] == "all" and "no new products" in by_item.json()["note"]
+
+
+def _bomb_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("1", (3000, 3000)).save(out, format="PNG")  # 9 MP in a few KB; the test limit is 1 MP
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name, data, status, error", [
+    ("empty", b"", 400, "empty_upload"),
+    ("oversized", b"\xff" * 400_000, 413, "upload_too_large"),
+    ("not an image", b"this is not an image at all", 415, "not_an_image"),
+    ("truncated jpeg", _jpeg()[:300], 415, "corrupt_image"),
+    ("decompression bomb", _bomb_png(), 413, "too_many_pixels"),
+])
+def test_bad_uploads_are_refused(url, name, data, status, error):
+    response = requests.post(f"{url}/api/recommend/customer_input", files={"file": ("x.jpg", data, "image/jpeg")},
+                             timeout=30)
+    if name == "empty":  # an empty part may arrive as no file at all: then "give exactly one of" (422)
+        assert response.status_code in (400, 422), response.text
+        return
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+
+
+def test_customer_input_needs_exactly_one_input(url, built):
+    neither = requests.post(f"{url}/api/recommend/customer_input", data={"k": "3"}, timeout=10)
+    both = requests.post(f"{url}/api/recommend/customer_input", files={"file": ("a.jpg", _jpeg(), "image/jpeg")},
+                         data={"item_id": built["item_ids"][0]}, timeout=10)
+    assert neither.status_code == 422 and both.status_code == 422
+
+
+def test_request_body_limit(url):
+    response = requests.post(f"{url}/api/recommend/customer_input",
+                             files={"file": ("big.jpg", b"\0" * 2_500_000, "image/jpeg")}, timeout=30)
+    assert response.status_code == 413 and response.json()["error"] == "request_too_large"
+
+
+def test_mutations_need_the_admin_token(url, built):
+    item = built["item_ids"][0]
+    assert requests.delete(f"{url}/api/items/{item}", timeout=10).status_code == 401
+    assert requests.delete(f"{url}/api/items/{item}", headers={"X-Admin-Token": "wrong"}, timeout=10).status_code == 403
+    assert requests.post(f"{url}/api/admin/reload", timeout=10).status_code == 401
+    unauth = requests.post(f"{url}/api/items", data={"metadata": json.dumps({"item_id": "x1"})},
+                           files={"file": ("a.jpg", _jpeg(), "image/jpeg")}, timeout=10)
+    assert unauth.status_code == 401
+    assert requests.get(f"{url}/api/items/{item}", timeout=10).status_code == 200
+
+
+def _add(url, item_id, color=(20, 200, 40), **meta):
+    metadata = {"item_id": item_id, "title": "그린 블라우스", "category": "블라우스",
+                "attributes": {"color": ["그린"]}, "styles": ["로맨틱"], **meta}
+    return requests.post(f"{url}/api/items", headers=ADMIN, data={"metadata": json.dumps(metadata)},
+                         files={"file": ("new.jpg", _jpeg(color), "image/jpeg")}, timeout=30)
+
+
+def test_add_item_is_recommendable_at_once(url, built):
+    before = requests.get(f"{url}/api/kpi", timeout=30).json()["serving"]["catalog"]["items"]
+    added = _add(url, "new-001")
+    assert added.status_code == 201, added.text
+    assert added.json()["new"] is True and added.json()["source"] == "api"
+    assert requests.get(f"{url}/api/items/new-001", timeout=10).json()["title"] == "그린 블라우스"
+    image = requests.get(f"{url}/images/new-001", timeout=10)
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    # the same picture as a customer photo finds it first among the new products
+    found = requests.post(f"{url}/api/recommend/customer_input", files={"file": ("q.jpg", _jpeg((20, 200, 40)),
+                                                                                 "image/jpeg")},
+                          data={"k": "1"}, timeout=30).json()
+    assert found["scope"] == "new" and found["results"][0]["item"]["item_id"] == "new-001"
+    after = requests.get(f"{url}/api/kpi", timeout=30).json()["serving"]["catalog"]["items"]
+    assert after == before + 1
+
+
+def test_item_store_bad_input_changes_nothing(url, built):
+    def count():
+        return requests.get(f"{url}/api/kpi", timeout=30).json()["serving"]["catalog"]
+    before = count()
+    cases = [
+        (dict(data={"metadata": "{not json"}, files={"file": ("a.jpg", _jpeg(), "image/jpeg")}), 400),
+        (dict(data={"metadata": json.dumps({"item_id": "x2", "colour": "red"})},
+              files={"file": ("a.jpg", _jpeg(), "image/jpeg")}), 422),
+        (dict(data={"metadata": json.dumps({"item_id": "x2", "price": "cheap"})},
+              files={"file": ("a.jpg", _jpeg(), "image/jpeg")}), 422),
+        (dict(data={"metadata": json.dumps({"item_id": "bad id/../x"})},
+              files={"file": ("a.jpg", _jpeg(), "image/jpeg")}), 422),
+        (dict(data={"metadata": json.dumps({"item_id": "x2"})},
+              files={"file": ("a.jpg", b"GIF89a-not-really", "image/gif")}), 415),
+        (dict(data={"metadata": json.dumps({"item_id": "x2"})}), 422),                     # no image
+        (dict(data={"metadata": json.dumps({"item_id": "new-001"})},
+              files={"file": ("a.jpg", _jpeg(), "image/jpeg")}), 409),                     # duplicate
+    ]
+    for kwargs, status in cases:
+        response = requests.post(f"{url}/api/items", headers=ADMIN, timeout=30, **kwargs)
+        assert response.status_code == status, (kwargs.get("data"), response.text)
+        assert response.json()["detail"]
+    missing = requests.delete(f"{url}/api/items/no-such-item", headers=ADMIN, timeout=10)
+    assert missing.status_code == 404
+    assert count() == before
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_delete_excludes_the_item_everywhere(url, built):
+    victim = built["item_ids"][2]
+    assert requests.delete(f"{url}/api/items/{victim}", headers=ADMIN, timeout=10).json() == {"deleted": victim}
+    assert requests.get(f"{url}/api/items/{victim}", timeout=10).status_code == 404
+    assert requests.get(f"{url}/images/{victim}", timeout=10).status_code == 404
+    everything = _search(url, {"attributes": {"category": "블라우스"}, "k": 40})
+    assert len(everything["results"]) == built["n_items"]  # every live item: all but the victim, plus new-001
+    assert victim not in [h["item"]["item_id"] for h in everything["results"]]
+    assert requests.delete(f"{url}/api/items/{victim}", headers=ADMIN, timeout=10).status_code == 404
+
+
+def test_top10_to_new_default_and_given(url, built):
+    _add(url, "new-002", color=(240, 160, 185), category="드레스", title="핑크 드레스")
+    default = requests.post(f"{url}/api/recommend/top10_to_new", data={"k": "2"}, timeout=30)
+    assert default.status_code == 200, default.text
+    body = default.json()
+    assert body["best_sellers"]["source"].startswith("centrality proxy")
+    assert body["best_sellers"]["n"] == max(1, round(0.1 * (built["n_items"] - 1)))  # one deleted
+    assert body["scope"] == "new" and {h["item"]["item_id"] for h in body["results"]} == {"new-001", "new-002"}
+    assert set(body["trends"]) == {"category", "color", "style"}
+    assert all(h["matched_best_sellers"] for h in body["results"])
+    given = requests.post(f"{url}/api/recommend/top10_to_new",
+                          data={"item_ids": f"{built['item_ids'][0]},{built['item_ids'][1]}", "k": "1"},
+                          files=[("files", ("best.jpg", _jpeg((240, 160, 185)), "image/jpeg"))], timeout=30).json()
+    assert given["best_sellers"]["n"] == 3 and given["results"][0]["item"]["item_id"] == "new-002"
+    assert given["best_sellers"]["items"][2]["inferred_from"] in built["item_ids"]
+    unknown = requests.post(f"{url}/api/recommend/top10_to_new", data={"item_ids": "nope"}, timeout=30)
+    assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
+
+
+def test_kpi_dashboard_and_metrics(url):
+    body = requests.get(f"{url}/api/kpi", timeout=30).json()
+    assert set(body) >= {"kpi", "loss_curve", "top_k_images", "hyperparams", "augmented_samples", "serving"}
+    assert body["kpi"]["json_to_image"]["full"]["top5"] == 0.3 and len(body["loss_curve"]) == 3
+    assert body["top_k_images"][0]["hits"][0]["image_url"].startswith("/images/")
+    serving = body["serving"]
+    assert serving["requests"] > 20 and serving["client_errors"] > 10
+    assert serving["latency_ms"]["p50"] <= serving["latency_ms"]["p95"] <= serving["latency_ms"]["p99"]
+    assert "/api/search" in serving["per_route"]
+    sample = body["augmented_samples"]["samples"][0]
+    view = requests.get(url + sample["views"][0], timeout=30)
+    assert view.status_code == 200 and view.headers["content-type"] == "image/jpeg"
+    metrics = requests.get(f"{url}/metrics", timeout=10).text
+    assert 'fashionrec_requests_total{route="/api/search",method="POST",status="200"}' in metrics
+    assert "fashionrec_request_latency_ms" in metrics
+
+
+def test_item_changes_survive_an_application_restart(url, config, built):
+    from ray import serve
+
+    victim = built["item_ids"][2]
+    serve.delete(APP)
+    _start(config)
+    _wait_healthy(url)
+    assert requests.get(f"{url}/api/items/new-001", timeout=10).status_code == 200
+    assert requests.get(f"{url}/images/new-002", timeout=10).status_code == 200
+    assert requests.get(f"{url}/api/items/{victim}", timeout=10).status_code == 404
+    found = requests.post(f"{url}/api/recommend/customer_input", files={"file": ("q.jpg", _jpeg((20, 200, 40)),
+                                                                                 "image/jpeg")},
+                          data={"k": "1"}, timeout=30).json()
+    assert found["results"][0]["item"]["item_id"] == "new-001"
+
+
+def test_reload_during_concurrent_requests_fails_nothing(url, built):
+    root = built["root"]
+    test_artifacts.json_encoder_run(root, built["preprocess"] / "items", seed=1, run_name="json-v2")
+    test_artifacts.copy_embed_run(built["embed"], "embed-v2")
+    stop, failures, versions, done = threading.Event(), [], set(), [0]
+
+    def hammer(n):
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                if n % 2:
+                    r = session.post(f"{url}/api/search", json={"attributes": {"category": "블라우스"}, "k": 3},
+                                     timeout=60)
+                else:
+                    r = session.get(f"{url}/api/similar/{built['item_ids'][0]}", params={"k": 3}, timeout=60)
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text[:200]))
+                else:
+                    versions.add((r.json()["model"]["json_encoder_run"], r.json()["model"]["embed_run"]))
+                done[0] += 1
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+
+    with ThreadPoolExecutor(4) as pool:
+        for n in range(4):
+            pool.submit(hammer, n)
+        time.sleep(1.0)
+        reload = requests.post(f"{url}/api/admin/reload", headers=ADMIN, timeout=120)
+        time.sleep(1.0)
+        stop.set()
+    assert reload.status_code == 200, reload.text
+    assert reload.json()["current"]["json_encoder_run"] == "json-v2"
+    assert reload.json()["current"]["embed_run"] == "embed-v2"
+    assert not failures, failures[:5]
+    assert done[0] > 10 and ("json-v2", "embed-v2") in versions
+    after = _search(url, {"attributes": {"category": "블라우스"}, "k": 3})
+    assert after["model"]["json_encoder_run"] == "json-v2"
+    # the API's changes live on across versions
+    assert requests.get(f"{url}/api/items/new-001", timeout=10).status_code == 200
