@@ -23,7 +23,7 @@ demo: setup
 	$(PY) -m ray_jobs.pipeline --config configs/pipeline.yaml
 
 test: setup
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=30 tests
 
 # Pure-library unit tests: no Ray start, no full-catalog scans; well under 30 s.
 test-quick: setup
