@@ -11,14 +11,23 @@ from recsys.data.result import AdapterError
 T = TypeVar("T")
 
 
-def load_stage_config(description: str, config_cls: type[T], default_config: str,
-                      argv: list[str] | None = None) -> T:
+def stage_parser(description: str, default_config: str) -> argparse.ArgumentParser:
+    """A stage's parser with the two arguments every stage takes; callers add their own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, dotted keys for nested sections (repeatable)")
-    args = parser.parse_args(argv)
-    return load_config(args.config, config_cls, parse_overrides(args.overrides))
+    return parser
+
+
+def stage_config(args: argparse.Namespace, config_cls: type[T], extra: dict | None = None) -> T:
+    """The YAML config with ``--set`` overrides, then ``extra`` (values of a stage's own flags) on top."""
+    return load_config(args.config, config_cls, parse_overrides(args.overrides) | (extra or {}))
+
+
+def load_stage_config(description: str, config_cls: type[T], default_config: str,
+                      argv: list[str] | None = None) -> T:
+    return stage_config(stage_parser(description, default_config).parse_args(argv), config_cls)
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -9,14 +9,13 @@ Writes DIR/metrics.json, DIR/comparison.png and, per trained variant, DIR/<varia
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from recsys.artifacts import write_json
-from recsys.config import config_hash, load_config, parse_overrides
+from recsys.config import config_hash
 from recsys.data.result import read_table_file
 from recsys.encoders.text import TextEncoder, TextEncoderConfig, encode_cached
 from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
@@ -27,7 +26,7 @@ from recsys.plots import grouped_bars, training_charts
 from recsys.train_loops.alignment import AlignmentTrainConfig, encode_features, load_encoder
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
-from ray_jobs.cli import init_ray, run_main
+from ray_jobs.cli import init_ray, run_main, stage_config, stage_parser
 
 REPORTED = ("top1", "top5", "top10", "mrr")
 
@@ -132,16 +131,14 @@ def run(catalog: str, text_col: str, fields: list[str] | None, id_col: str | Non
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "configs/alignment_e1.yaml")
     parser.add_argument("--catalog", required=True, help="catalog table (.csv or .parquet)")
     parser.add_argument("--text-col", default="productDisplayName")
     parser.add_argument("--fields", default=None, help="comma-separated attribute columns (default: categorical ones)")
     parser.add_argument("--id-col", default=None, help="id column, left out of the fields (default: 'id' if present)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--config", default="configs/alignment_e1.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, AlignmentEvalConfig, parse_overrides(args.overrides))
+    cfg = stage_config(args, AlignmentEvalConfig)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     return run(args.catalog, args.text_col, fields, args.id_col, args.out, cfg)
 

@@ -13,18 +13,17 @@ batches uniform or from the hierarchical sampler.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 
 from recsys.artifacts import write_json
-from recsys.config import load_config, parse_overrides, to_dict
+from recsys.config import to_dict
 from recsys.eval.item_space import ablation_chart, projection_plot
 from recsys.models.item_towers import TOWERS, ItemTowerConfig
 from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
-from ray_jobs.cli import init_ray, run_main
+from ray_jobs.cli import init_ray, run_main, stage_config, stage_parser
 from ray_jobs.item_tower_trainer import (CatalogConfig, SplitConfig, feature_config, fit_metric_adapter, fit_tower,
                                          load_items, prepare_items, warm_cold_report)
 from ray_jobs.trainer import ScalingSettings
@@ -108,7 +107,7 @@ def _print_rows(variants: dict, names: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "configs/evaluate_item_towers.yaml")
     parser.add_argument("--catalog", help="catalog file (FPI styles csv/parquet, H&M articles, any CSV/parquet)")
     parser.add_argument("--items", help="or a canonical items parquet directory")
     parser.add_argument("--std-fields", help="comma-separated STD fields (default: the catalog's preset)")
@@ -118,10 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--title-col", help="title column of a generic catalog")
     parser.add_argument("--towers", help="comma-separated subset of concat,coarse_to_fine,unified")
     parser.add_argument("--out", required=True, help="report directory")
-    parser.add_argument("--config", default="configs/evaluate_item_towers.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    overrides = parse_overrides(args.overrides)
+    overrides = {}
     split = lambda text: [v.strip() for v in text.split(",") if v.strip()]  # noqa: E731
     for key, value in (("catalog.catalog", args.catalog), ("catalog.items", args.items),
                        ("catalog.id_col", args.id_col), ("catalog.title_col", args.title_col)):
@@ -131,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                        ("catalog.hierarchy", args.hierarchy), ("towers", args.towers)):
         if value:
             overrides[key] = split(value)
-    cfg = load_config(args.config, ItemTowerEvalConfig, overrides)
+    cfg = stage_config(args, ItemTowerEvalConfig, overrides)
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     return run(cfg, out_dir)

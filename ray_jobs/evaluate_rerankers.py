@@ -17,7 +17,6 @@ OUT/training_charts.png and per model OUT/<model>/ with its Ray Train run and ``
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from recsys.artifacts import write_json
-from recsys.config import ConfigError, config_hash, load_config, parse_overrides, to_dict
+from recsys.config import ConfigError, config_hash, to_dict
 from recsys.data.candidate_lists import (DenseScaler, ItemIndex, absent_dense, build_lists, generic_feature_config,
                                          item_categories, item_tokens, popularity, read_contract, token_bag_vectors)
 from recsys.data.item_features import ItemFeaturizer
@@ -38,7 +37,7 @@ from recsys.models.rerankers import DeepFMConfig, ListwiseConfig, mmr_lists
 from recsys.plots import grouped_bars
 from recsys.train_loops.rerankers import (DeepFMTrainConfig, ListwiseTrainConfig, LOOPS, load_reranker,
                                           score_lists)
-from ray_jobs.cli import init_ray, run_main
+from ray_jobs.cli import init_ray, run_main, stage_config, stage_parser
 from ray_jobs.trainer import ScalingSettings, fit_torch
 
 SHOWN = ("hr@10", "ndcg@10", "map@10", "ild@10", "coverage@10")
@@ -285,16 +284,14 @@ def run(cfg: RerankEvalConfig, candidates_dir: Path, out_dir: Path, tower_dir: P
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "configs/rerankers.yaml")
     parser.add_argument("--candidates", required=True,
                         help="retrieval output dir (candidates.parquet, sequences.parquet)")
     parser.add_argument("--item-tower", help="a train_item_tower run directory")
     parser.add_argument("--items", help="canonical item table (parquet file or directory) or an FPI / H&M catalog file")
     parser.add_argument("--out", required=True, help="report directory")
-    parser.add_argument("--config", default="configs/rerankers.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, RerankEvalConfig, parse_overrides(args.overrides))
+    cfg = stage_config(args, RerankEvalConfig)
     tower = Path(args.item_tower).resolve() if args.item_tower else None
     if tower and not (tower / "checkpoints" / "featurizer.json").is_file():
         raise ConfigError(f"--item-tower {tower}: no checkpoints/featurizer.json (not a train_item_tower run)")
