@@ -24,6 +24,7 @@ from recsys.models.item_towers import (ItemTowerConfig, MetricAdapter, batch_to_
                                        simcse_loss, simcse_views)
 from recsys.samplers import HierarchicalBatchSampler, triplet_components
 from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
+from recsys.train_loops.optim import optimizer_step
 
 FEATURE_PREFIXES = ("std_", "re_", "title_")
 
@@ -146,11 +147,7 @@ def simcse_loop(loop_config: dict) -> None:
             view_a, view_b = simcse_views(batch, generator, cfg.re_drop, cfg.std_drop, cfg.feature_dropout,
                                           cfg.title_drop)
             loss = simcse_loss(model(view_a), model(view_b), cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         scheduler.step()
         vectors = encode_items(unwrap(model), val, device)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,

@@ -28,6 +28,7 @@ from recsys.eval.rerankers import list_target_ranks
 from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
 from recsys.models.rerankers import build_reranker, init_from_item_tower, list_similarity, listwise_loss
 from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
+from recsys.train_loops.optim import optimizer_step
 from recsys.train_loops.item_tower import load_tower, shard_to_numpy
 
 
@@ -109,14 +110,6 @@ def _setup(loop_config: dict, cfg):
     return device, items, model, optimizer, scheduler, start_epoch, best, history, train, val
 
 
-def _step(model, optimizer, loss, grad_clip: float) -> float:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-    optimizer.step()
-    return float(loss.detach())
-
-
 def _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best, optimizer,
                   scheduler, progress, stage) -> float:
     scheduler.step()
@@ -187,7 +180,7 @@ def deepfm_loop(loop_config: dict) -> None:
             b = tensors(samples, order[start:start + cfg.batch_lists], device)
             logits = model(b["items"], b["history"], b["dense"], b["mask"])
             loss = F.binary_cross_entropy_with_logits(logits[b["mask"]], b["label"][b["mask"]])
-            losses.append(_step(model, optimizer, loss, cfg.grad_clip))
+            losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         best = _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best,
                              optimizer, scheduler, progress, stage)
 
@@ -218,7 +211,7 @@ def listwise_loop(loop_config: dict) -> None:
                                 unwrap(model).embedder.item_fields(b["items"]).sum(dim=-2).detach())
                 similarity = list_similarity(item_vectors, mask)
             loss = listwise_loss(scores, b["label"], mask, similarity, cfg.diversity_weight, cfg.diversity_temperature)
-            losses.append(_step(model, optimizer, loss, cfg.grad_clip))
+            losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         best = _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best,
                              optimizer, scheduler, progress, stage)
 
