@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench-preprocess eval-alignment eval-item-towers bench-index index clean
+.PHONY: setup demo test test-quick bench-preprocess eval-alignment eval-item-towers eval-next-purchase eval-seq \
+	eval-seq-synthetic bench-index bench-serve index serve serve-local clean
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -21,8 +22,21 @@ setup: $(STAMP)
 
 demo: setup
 	$(PY) -m ray_jobs.pipeline --config configs/pipeline.yaml
+	$(PY) -m serve_app.demo --config configs/serve.yaml
+
+# The Serve application on the newest artifacts (Ctrl-C stops it); `serve-local` is the same routes
+# in one plain uvicorn process (no Ray Serve), the benchmark's baseline.
+serve: setup
+	$(PY) -m serve_app.demo --config configs/serve.yaml
+
+serve-local: setup
+	$(PY) -m serve_app.standalone --config configs/serve.yaml --port 8001
+
+bench-serve: setup
+	$(PY) -m bench.serve --config configs/bench_serve.yaml
 
 test: setup
+	bash scripts/ensure_browser.sh
 	$(PY) -m pytest -q -ra --durations=30 tests
 
 # Pure-library unit tests: no Ray start, no full-catalog scans; well under 30 s.
@@ -46,6 +60,22 @@ eval-item-towers: setup
 		--out artifacts/eval/item_towers_fpi
 	$(PY) -m ray_jobs.evaluate_item_towers --catalog $(SHARED_DATA)/hm_pse_subset/articles.parquet \
 		--out artifacts/eval/item_towers_hm
+
+# Protocol E3 on H&M (sequential next item, leave-last-out): recommender vs MostPop and ItemKNN, ~3-7 min.
+eval-seq: setup
+	$(PY) -m ray_jobs.evaluate_seq --interactions $(SHARED_DATA)/hm_pse_subset/transactions.parquet \
+		--user-col customer_id --item-col article_id --order-col t_dat \
+		--items $(SHARED_DATA)/hm_pse_subset/articles.parquet --out artifacts/eval/seq_hm
+
+# E3 scale check: 300k interactions / 40k users / 25k items, < 30 min on 2 CPUs.
+eval-seq-synthetic: setup
+	$(PY) -m ray_jobs.generate_interactions --config configs/synthetic_interactions.yaml
+	$(PY) -m ray_jobs.evaluate_seq --interactions data/generated/interactions_300k/interactions.parquet \
+		--user-col user_id --item-col item_id --order-col timestamp --out artifacts/eval/seq_synthetic
+
+# Protocol E2 (H&M next purchase): the two-stage recommender vs MostPop, RecentPop, Repurchase+MostPop, ~3 min.
+eval-next-purchase: setup
+	$(PY) -m ray_jobs.evaluate_next_purchase --config configs/evaluate_next_purchase.yaml --set out=artifacts/eval/next_purchase
 
 bench-index: setup
 	$(PY) -m bench.index --config configs/bench_index.yaml

@@ -1,6 +1,6 @@
 """Protocol E3 (sequential next item, leave-last-out) on any interaction log: the user tower and the
-full recommender (user tower + ItemKNN + popularity candidates, learned ranker) beside the
-MostPop and ItemKNN-transition baselines, all in one run with the same metric code.
+full recommender (candidate sources merged and ordered by a learned ranker) beside the MostPop and
+ItemKNN-transition baselines, all in one run with the same metric code.
 
     python -m ray_jobs.evaluate_seq --interactions PATH --user-col COL --item-col COL --order-col COL \
         [--items ITEMS] [--users USERS] --out DIR [--config configs/evaluate_seq.yaml] [--set key=value ...]
@@ -11,27 +11,29 @@ evaluated; every item of the log is ranked, the user's history excluded; HR@10, 
 With ``dedupe`` (default) rows repeating (user, item, timestamp) count once: H&M logs a row per
 unit bought, and a second unit is not a next item.
 
-Stages: the validation stage sees each user's items before the validation target (and learns from
-those); the test stage sees the items before the test target. The user tower is trained on Ray
-Train on the validation stage's sequences (checkpoint = best validation HR@10). Sources are fitted
-per stage; the ranker is trained on the validation stage's candidates (label: the validation
-target) and scores the test stage's candidates. ``--items``: item metadata for the item tower
-(trained here, or ``item_vectors.path`` reuses a train_item_tower export), whose frozen vectors
-join the learned item-ID embeddings; without it the tower uses ID embeddings only. ``--users``:
-profile fields named in ``profile`` (numeric z-scored, categorical embedded).
+Candidate sources (``recsys.retrieval``): the user tower (dense retrieval), ItemKNN on transitions,
+basket co-occurrence (when the order column is a timestamp with ties: a user's rows at one time
+are one basket), item content (with ``--items``: TF-IDF of the catalog's attributes, or the item
+tower's vectors) and popularity. Stages: the validation stage sees each user's items before the
+validation target (and learns from those); the test stage sees the items before the test target.
+The user tower is trained on Ray Train on the validation stage's sequences (checkpoint = best
+validation HR@10). Sources are fitted per stage; the ranker is trained on the validation stage's
+candidates (label: the validation target) and scores the test stage's candidates. ``--items``:
+item metadata for the content source and the item tower (trained here, or ``item_vectors.path``
+reuses a train_item_tower export), whose frozen vectors join the tower's learned item-ID
+embeddings. ``--users``: profile fields named in ``profile`` (numeric z-scored, categorical embedded).
 
-Writes DIR/metrics.json ({"model", "user_tower", "baselines": {"mostpop", "itemknn"}, "n_users",
-"n_items", "config", ...timings, candidate recall, validation-stage numbers}), DIR/comparison.png,
+Writes DIR/metrics.json ({"model", "user_tower", "baselines": {"mostpop", "itemknn"}, "sources",
+"comparison" (paired bootstrap of the model against each baseline), "n_users", "n_items", "config",
+...timings, candidate recall, validation-stage numbers}), DIR/comparison.png,
 DIR/candidates.parquet and DIR/sequences.parquet (the reranker contract, ``recsys.retrieval.export``),
 DIR/training_charts.png and the tower's Ray Train run under DIR/user_tower/.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,16 +41,18 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recsys.timing import timed
 from recsys.artifacts import write_json
-from recsys.config import ConfigError, config_hash, load_config, parse_overrides, to_dict
+from recsys.config import ConfigError, config_hash, to_dict
 from recsys.data.interactions import load_interaction_log
 from recsys.data.result import read_table_file
-from recsys.eval.sequential import MIN_INTERACTIONS, leave_last_out
+from recsys.eval.sequential import MIN_INTERACTIONS, SequenceSplit, leave_last_out, paired_bootstrap
 from recsys.metrics.ranking import rank_summary
 from recsys.models.item_towers import ItemTowerConfig
-from recsys.models.user_tower import (UserTowerConfig, encode_users, item_matrix, load_user_tower, pad_right,
-                                      zscore_stats)
+from recsys.models.user_tower import UserTowerConfig, encode_users, item_matrix, pad_right, zscore_stats
 from recsys.plots import grouped_bars, line_panels
+from recsys.retrieval.baskets import BasketConfig, BasketKNN
+from recsys.retrieval.content import ContentConfig, ContentSource, attribute_vectors
 from recsys.retrieval.dense import DenseSource
 from recsys.retrieval.export import write_candidates, write_sequences
 from recsys.retrieval.popularity import Popularity
@@ -56,10 +60,11 @@ from recsys.retrieval.ranker import CandidateRanker, RankerConfig
 from recsys.retrieval.recommender import CandidateConfig, recommender_ranks, run_stage
 from recsys.retrieval.transitions import TransitionConfig, TransitionKNN
 from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
-from recsys.train_loops.user_tower import SCORE, UserTowerTrainConfig, tower_datasets, user_tower_loop
-from ray_jobs.cli import init_ray, run_main
+from recsys.train_loops.user_tower import SCORE, UserTowerTrainConfig, tower_datasets
+from ray_jobs.cli import init_ray, run_main, stage_config, stage_parser
 from ray_jobs.item_tower_trainer import CatalogConfig, SplitConfig
-from ray_jobs.trainer import ScalingSettings, fit_torch
+from ray_jobs.user_tower_trainer import fit_user_tower
+from ray_jobs.trainer import ScalingSettings
 
 METRICS = ("hr@10", "ndcg@10", "mrr")
 
@@ -92,18 +97,14 @@ class EvaluateSeqConfig:
     train: UserTowerTrainConfig = field(default_factory=UserTowerTrainConfig)
     val_max_users: int | None = 5000   # validation users ranked every epoch (checkpoint selection)
     itemknn: TransitionConfig = field(default_factory=TransitionConfig)
+    baskets: BasketConfig = field(default_factory=BasketConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
+    bootstrap_samples: int = 2000      # paired bootstrap of the model against each baseline
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
     item_vectors: ItemVectorsConfig = field(default_factory=ItemVectorsConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
-
-
-@contextmanager
-def timed(seconds: dict[str, float], name: str):
-    started = time.perf_counter()
-    yield
-    seconds[name] = round(time.perf_counter() - started, 1)
 
 
 def _short(summary: dict) -> dict:
@@ -175,6 +176,46 @@ def profile_columns(cfg: ProfileConfig, users_path: str | None, user_col: str, u
     return columns, info
 
 
+def content_vectors(cfg: EvaluateSeqConfig, items_path: str | None, item_ids: np.ndarray,
+                    tower_vectors: np.ndarray | None) -> tuple[object | None, dict]:
+    """The content source's item vectors in the log's item order (None: no content source)."""
+    if not cfg.content.enabled:
+        return None, {"source": "off (content.enabled: false)"}
+    if cfg.content.vectors == "item_tower":
+        if tower_vectors is None:
+            return None, {"source": "none (content.vectors: item_tower needs --items or item_vectors.path)"}
+        return tower_vectors, {"source": "item tower vectors",
+                               "coverage": round(float((np.abs(tower_vectors).sum(1) > 0).mean()), 4)}
+    if not items_path:
+        return None, {"source": "none (no --items)"}
+    from ray_jobs.item_tower_trainer import load_items
+
+    table, _ = load_items(CatalogConfig(**{**asdict(cfg.item_vectors.catalog), "catalog": items_path}))
+    columns = [c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "title")
+               if c in table.column_names]
+    matrix = attribute_vectors(table.select(columns).to_pylist(), item_ids, cfg.content.title)
+    if matrix.nnz == 0:
+        raise ConfigError(f"{items_path}: no catalog item matches an item of the log (generic catalogs: name the id "
+                          f"column with item_vectors.catalog.id_col, now {cfg.item_vectors.catalog.id_col!r})")
+    return matrix, {"source": f"attributes of {items_path} (TF-IDF)", "tokens": int(matrix.shape[1]),
+                    "coverage": round(float((matrix.getnnz(axis=1) > 0).mean()), 4)}
+
+
+def stage_sources(cfg: EvaluateSeqConfig, split: SequenceSplit, stage: str, user_vectors: np.ndarray,
+                  item_vectors: np.ndarray, content) -> dict:
+    """The candidate sources fitted on what ``stage`` may see, popularity last."""
+    sequences = split.training_sequences(stage)
+    sources = {"user_tower": DenseSource(user_vectors, item_vectors),
+               "itemknn": TransitionKNN.fit(sequences, split.n_items, cfg.itemknn)}
+    if cfg.baskets.enabled and split.has_baskets:
+        sources["basket"] = BasketKNN.fit_baskets(sequences, split.basket_ids(f"train_{stage}"), split.n_items,
+                                                  split.basket_ids(stage), cfg.baskets)
+    if content is not None:
+        sources["content"] = ContentSource(content, cfg.content.weights)
+    sources["mostpop"] = Popularity.fit(sequences, split.n_items)
+    return sources
+
+
 def _user_arrays(histories, rows, columns: dict, max_len: int) -> dict:
     return {"items": pad_right(histories, max_len), **{k: v[rows] for k, v in columns.items()}}
 
@@ -196,14 +237,18 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     seconds, started = {}, time.perf_counter()
     with timed(seconds, "load_and_split"):
         frame, load_info = load_log(interactions, user_col, item_col, order_col, cfg.dedupe)
-        split = leave_last_out(frame["user_id"].to_numpy(), frame["item_id"].to_numpy(), frame["position"].to_numpy())
+        # equal timestamps of one user = one basket (a position order column has no baskets)
+        baskets = frame["timestamp"].to_numpy() if frame["timestamp"].notna().all() else None
+        split = leave_last_out(frame["user_id"].to_numpy(), frame["item_id"].to_numpy(), frame["position"].to_numpy(),
+                               baskets=baskets)
         rows = split.eval_rows
         history = {stage: split.history(stage) for stage in ("val", "test")}
         target = {stage: split.targets(stage) for stage in ("val", "test")}
     n_users, n_items = len(rows), split.n_items
     if n_users == 0:
         raise ConfigError(f"{interactions}: no user with >= {MIN_INTERACTIONS} interactions")
-    repeats = float(np.mean([t in set(h.tolist()) for t, h in zip(target["test"], history["test"])]))
+    repeated = np.array([t in set(h.tolist()) for t, h in zip(target["test"], history["test"])], dtype=bool)
+    repeats = float(repeated.mean())
     print(f"E3 on {interactions}: {len(frame)} interactions ({load_info['duplicates_dropped']} repeated "
           f"(user, item, time) rows dropped, {load_info['quarantined']} quarantined), {len(split.user_ids)} users, "
           f"{n_items} items; evaluated users (>= {MIN_INTERACTIONS}): {n_users}; test targets already in the "
@@ -218,7 +263,8 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
                                    "profile_categorical": (cfg.profile.categorical if "profile_categorical" in columns
                                                            else []),
                                    "profile_cardinalities": profile_info.get("cardinalities", [])})
-    print(f"item vectors: {vector_info}; profile: {profile_info or 'none'}")
+    content, content_info = content_vectors(cfg, items, split.item_ids, vectors)
+    print(f"item vectors: {vector_info}; content source: {content_info}; profile: {profile_info or 'none'}")
 
     init_ray()
     with timed(seconds, "user_tower_train"):
@@ -226,11 +272,8 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
         print(f"user tower: {len(datasets['train']['items'])} training windows, {len(datasets['val']['target'])} "
               f"validation users per epoch")
         stats = {"mean": profile_info["mean"], "std": profile_info["std"]} if "mean" in profile_info else None
-        fitted = fit_torch(user_tower_loop, {"model": asdict(tower_cfg), "train": asdict(cfg.train), "n_items": n_items,
-                                             "profile_stats": stats},
-                           datasets, cfg.scaling, out_dir / "user_tower", _run_name(cfg, interactions, items, users),
-                           SCORE)
-        model = load_user_tower(fitted["best_model"])
+        model, fitted = fit_user_tower(datasets, n_items, tower_cfg, cfg.train, cfg.scaling, out_dir / "user_tower",
+                                       _run_name(cfg, interactions, items, users), stats)
         item_vecs = item_matrix(model)
         user_vecs = {stage: encode_users(model, _user_arrays(history[stage], rows, columns, tower_cfg.max_len))
                      for stage in ("val", "test")}
@@ -241,12 +284,9 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     stages, sources = {}, {}
     for stage in ("val", "test"):
         with timed(seconds, f"candidates_{stage}"):
-            sequences = split.training_sequences(stage)
-            popularity = Popularity.fit(sequences, n_items)
-            sources[stage] = {"user_tower": DenseSource(user_vecs[stage], item_vecs),
-                              "itemknn": TransitionKNN.fit(sequences, n_items, cfg.itemknn), "mostpop": popularity}
-            stages[stage] = run_stage(sources[stage], popularity, history[stage], target[stage], cfg.candidates,
-                                      evaluate=True, progress=f"{stage} candidates")
+            sources[stage] = stage_sources(cfg, split, stage, user_vecs[stage], item_vecs, content)
+            stages[stage] = run_stage(sources[stage], sources[stage]["mostpop"], history[stage], target[stage],
+                                      cfg.candidates, evaluate=True, progress=f"{stage} candidates")
         print(f"{stage}: {len(stages[stage].candidates) / n_users:.0f} candidates per user; recall@"
               f"{cfg.candidates.n_per_source} per source {stages[stage].recall}")
 
@@ -266,6 +306,10 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
               "user_tower": _short(rank_summary(test_ranks["user_tower"], cfg.k)),
               "baselines": {"mostpop": _short(rank_summary(test_ranks["mostpop"], cfg.k)),
                             "itemknn": _short(rank_summary(test_ranks["itemknn"], cfg.k))},
+              "sources": {name: _short(rank_summary(test_ranks[name], cfg.k)) for name in test_ranks},
+              "comparison": {f"model_vs_{name}": paired_bootstrap(model_ranks["test"], test_ranks[name], cfg.k,
+                                                                  cfg.bootstrap_samples)
+                             for name in ("itemknn", "mostpop")},
               "n_users": int(n_users), "n_items": int(n_items),
               "config": {**to_dict(cfg), "user_tower_resolved": asdict(tower_cfg)}}
     val_ranks = stages["val"].ranks
@@ -274,6 +318,12 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
                             **{name: _short(rank_summary(val_ranks[name], cfg.k)) for name in val_ranks}}
     report["candidate_recall"] = {"n_per_source": cfg.candidates.n_per_source,
                                   **{s: {k: round(v, 4) for k, v in stages[s].recall.items()} for s in ("val", "test")}}
+    # The metric excludes the history but never the target, so a target the user already had can be
+    # hit by any method that scores history items; shown apart so a gain is not that artefact.
+    report["hits_on_repeated_test_targets"] = {
+        "repeated_targets": int(repeated.sum()),
+        **{name: {"hits@k": int(np.sum(ranks < cfg.k)), "of_which_repeated": int(np.sum((ranks < cfg.k) & repeated))}
+           for name, ranks in {"model": model_ranks["test"], **test_ranks}.items()}}
     report["candidates_per_user"] = {s: round(len(stages[s].candidates) / n_users, 1) for s in ("val", "test")}
     report["ranker"] = ranker.summary()
     report["user_tower_training"] = {"best_epoch": fitted["best_metrics"]["epoch"],
@@ -283,6 +333,7 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     report["data"] = {"interactions": str(Path(interactions).resolve()), "n_interactions": int(len(frame)),
                       "n_log_users": int(len(split.user_ids)), **load_info,
                       "test_targets_in_history": round(repeats, 4), "item_vectors": vector_info,
+                      "content": content_info, "baskets": split.has_baskets,
                       "profile": {k: v for k, v in profile_info.items() if k not in ("mean", "std")}}
     report["protocol"] = ("E3 leave-last-out: order by the order column (ties: file order); test = last item, "
                           "validation = second-to-last; users with >= 3 interactions; full ranking over all "
@@ -304,13 +355,16 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     print(f"{'':24s} {'HR@10':>7s} {'NDCG@10':>8s} {'MRR':>7s}")
     for name, values in shown.items():
         print(f"{name:24s} {values['hr@10']:7.4f} {values['ndcg@10']:8.4f} {values['mrr']:7.4f}")
+    for name, paired in report["comparison"].items():
+        print(f"{name}: " + ", ".join(f"{m} {paired[m]['difference']:+.4f} (95% CI {paired[m]['ci95'][0]:+.4f}.."
+                                      f"{paired[m]['ci95'][1]:+.4f})" for m in METRICS))
     print(f"timings (s): {report['timings_s']}")
     print(f"report: {out_dir / 'metrics.json'}; plot comparison.png; candidates.parquet, sequences.parquet")
     return report
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stage_parser(__doc__.splitlines()[0], "configs/evaluate_seq.yaml")
     parser.add_argument("--interactions", required=True, help="interaction log (.parquet or .csv)")
     parser.add_argument("--user-col", default="user_id")
     parser.add_argument("--item-col", default="item_id")
@@ -318,10 +372,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--items", default=None, help="item metadata for the item tower (catalog file)")
     parser.add_argument("--users", default=None, help="user profiles (fields named in profile.numeric/categorical)")
     parser.add_argument("--out", required=True, help="report directory")
-    parser.add_argument("--config", default="configs/evaluate_seq.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, EvaluateSeqConfig, parse_overrides(args.overrides))
+    cfg = stage_config(args, EvaluateSeqConfig)
     return run(args.interactions, args.user_col, args.item_col, args.order_col, args.items, args.users, args.out, cfg)
 
 

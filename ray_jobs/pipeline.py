@@ -6,7 +6,10 @@
 Stages: synthetic K-Fashion corpus (skipped when an identical one exists) -> Ray Data preprocessing
 (canonical items, quarantine, reconciliation report) -> batch embedding on actor pools (crops,
 texts) -> JSON-encoder stage 1 (JSON-view pretraining) -> stage 2 (alignment to the image
-embeddings, from stage 1's weights) on Ray Train, with its evaluation and similarity-search grids.
+embeddings, from stage 1's weights) on Ray Train, with its evaluation and similarity-search grids
+-> users (``ray_jobs.train_users``: a synthetic stand-in interaction log over the embedded items, a
+user tower and a learned reranker on Ray Train), which the Serve app's user endpoints load.
+``python -m serve_app.demo`` then serves all of it (what ``make demo`` runs next).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
-from ray_jobs import embed, generate_corpus, preprocess, train_json_encoder
+from ray_jobs import embed, generate_corpus, preprocess, train_json_encoder, train_users
 from ray_jobs.cli import load_stage_config, run_main
 
 
@@ -27,36 +30,41 @@ class PipelineConfig:
     pretrain_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = None  # stage 1; null: skip
     train_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = field(
         default_factory=train_json_encoder.TrainJsonEncoderConfig)
+    train_users: train_users.TrainUsersConfig | None = field(default_factory=train_users.TrainUsersConfig)  # null: skip
 
 
 def run(cfg: PipelineConfig) -> dict:
     if cfg.corpus is not None:
         manifest = None if cfg.regenerate_corpus else existing_corpus(cfg.corpus)
         if manifest:
-            print(f"[1/4] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
+            print(f"[1/6] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
                   f"({manifest['n_label_files']} label files, same config)")
         else:
-            print("[1/5] corpus: generating the synthetic K-Fashion corpus")
+            print("[1/6] corpus: generating the synthetic K-Fashion corpus")
             generate_corpus.run(cfg.corpus)
-    print("[2/5] preprocess: Ray Data over the label corpus")
+    print("[2/6] preprocess: Ray Data over the label corpus")
     report = preprocess.run(cfg.preprocess)
     run_dir = Path(report["run_dir"])
     results = {"preprocess": report}
     if cfg.embed is not None:
-        print("[3/5] embed: image crops and item texts on Ray Data actor pools")
+        print("[3/6] embed: image crops and item texts on Ray Data actor pools")
         results["embed"] = embed.run(replace(cfg.embed, items=str(run_dir / "items")))
     if cfg.embed is not None:
         inputs = {"items": str(run_dir / "items"),
                   "embeddings": str(Path(results["embed"]["run_dir"]) / "image_embeddings")}
         init_from = None
         if cfg.pretrain_json_encoder is not None:
-            print("[4/5] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
+            print("[4/6] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
             results["pretrain_json_encoder"] = train_json_encoder.run(replace(cfg.pretrain_json_encoder, **inputs))
             init_from = results["pretrain_json_encoder"]["run_dir"]
         if cfg.train_json_encoder is not None:
-            print("[5/5] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
+            print("[5/6] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
             results["train_json_encoder"] = train_json_encoder.run(replace(cfg.train_json_encoder, **inputs,
                                                                            init_from=init_from))
+        if cfg.train_users is not None:
+            print("[6/6] train_users: stand-in interaction log over the embedded items, user tower and reranker "
+                  "on Ray Train")
+            results["train_users"] = train_users.run(replace(cfg.train_users, embed_run=results["embed"]["run_dir"]))
     print("\nDone. Results:")
     print(f"  canonical items (parquet): {run_dir / 'items'}")
     print(f"  quarantine:                {run_dir / 'quarantine.parquet'}")
@@ -78,6 +86,18 @@ def run(cfg: PipelineConfig) -> dict:
               f"{summary['pretrained']})")
         print(f"  evaluation and plots:      {summary['run_dir']}/results (similarity_search/, image_to_json.png, "
               f"centrality_per_category.png, ...)")
+    if "train_users" in results:
+        users = results["train_users"]
+        tower = next(v for k, v in users["user_tower"].items() if k.startswith("best_val"))
+        line = f"  users (stand-in log):      {users['run_dir']}  {users['users']} users; user tower val HR@10 {tower:.3f}"
+        if "reranker" in users:
+            test = users["reranker"]["test"]
+            line += (f"; {users['reranker']['kind']} test NDCG@10 {test['reranker']['ndcg@10']:.3f} vs user-tower "
+                     f"order {test['user tower order']['ndcg@10']:.3f}")
+        print(line)
+        print(f"    ({users['note']})")
+    if "embed" in results and "train_json_encoder" in results:
+        print("\nServe it: python -m serve_app.demo --config configs/serve.yaml")
     return results
 
 

@@ -27,14 +27,16 @@ from serve_app.errors import AppError, InputError, Unavailable
 from serve_app.kpi import dashboard, image_url
 from serve_app.metrics import LiveStats, prometheus_text, ray_metrics_or_none, summarize
 from serve_app.versions import newest_version, pin_version, version_label
+from serve_app.web import add_web_routes
 
 log = logging.getLogger("ray.serve")
 
 ERRORS = {status: {"model": schemas.ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 MAX_BEST_SELLER_UPLOADS = 20
-MODEL_DEPLOYMENTS = ("image_embedder", "query_encoder", "retriever")
+MODEL_DEPLOYMENTS = ("image_embedder", "query_encoder", "retriever", "reranker")
 TAGS = [{"name": "search", "description": "attribute-JSON and free-text product search"},
-        {"name": "recommend", "description": "similar and new products from items or uploaded images"},
+        {"name": "recommend", "description": "similar and new products from items or uploaded images; "
+                                             "recommendations for users (stored or described in the request)"},
         {"name": "items", "description": "the item store (mutations need the admin token)"},
         {"name": "dashboard", "description": "training/evaluation KPIs and live serving metrics"},
         {"name": "admin", "description": "model/index version management (admin token)"},
@@ -217,6 +219,44 @@ def create_api(backend, config: ServeAppConfig, stats: LiveStats,
                      "height": embedded["height"], "image_encoder_pretrained": embedded["pretrained"]}
         return await answer_search(retrieved, k, mmr_lambda, query, {}, started)
 
+    async def answer_user(query: dict, k: int, mmr_lambda: float | None, exclude_ids: list[str],
+                          started: float) -> dict:
+        """A user query (QueryEncoder) -> candidates (Retriever) -> learned reranker + MMR (Reranker)."""
+        retrieved = await backend.call("retriever", "user_candidates", query["vector"], query["history"], k,
+                                       exclude_ids, query["source"] == "request")
+        ranked = await backend.call("reranker", "rerank_user", retrieved, query["history"], k, mmr_lambda)
+        sources = retrieved["source_scores"]
+        hits = [{"rank": n + 1, "score": round(float(score), 6), "mmr_score": round(float(gain), 6),
+                 "sources": {name: round(float(values[i]), 6) for name, values in sources.items()},
+                 "item": item_out(retrieved["items"][i])}
+                for n, (i, score, gain) in enumerate(zip(ranked["order"], ranked["scores"], ranked["mmr_scores"]))]
+        user = {**{key: query["query"][key] for key in ("user_id", "history", "profile", "context")},
+                "source": query["source"], "not_in_user_model": query["not_in_user_model"]}
+        return {"user": user, "unknown_values": query["unknown_values"], "results": hits,
+                "reranker": ranked["reranker"], "candidates": len(retrieved["items"]), "note": query["note"],
+                "model": model_info(retrieved), "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    @app.get("/api/recommend/user/{user_id}", response_model=schemas.UserRecommendResponse, tags=["recommend"],
+             responses=ERRORS, summary="A stored user's history, profile and context -> top-K products "
+                                       "(user tower + ItemKNN + popularity candidates, learned reranker)")
+    async def recommend_stored_user(user_id: str = PathParam(..., max_length=128, examples=["user-000000"]),
+                                    k: int | None = Query(None, ge=1),
+                                    mmr_lambda: float | None = Query(None, ge=0, le=1, description=(
+                                        "diversity: 1 = the reranker's order, lower = more varied"))):
+        started = time.perf_counter()
+        k = resolve_k(k)
+        query = await backend.call("query_encoder", "encode_stored_user", user_id)
+        return await answer_user(query, k, mmr_lambda, [], started)
+
+    @app.post("/api/recommend/user", response_model=schemas.UserRecommendResponse, tags=["recommend"],
+              responses=ERRORS, summary="A user not in the store (history item ids and/or profile fields and/or "
+                                        "context text) -> top-K products")
+    async def recommend_user(body: schemas.UserRecommendRequest):
+        started = time.perf_counter()
+        k = resolve_k(body.k)
+        query = await backend.call("query_encoder", "encode_user", body.history, body.profile, body.context)
+        return await answer_user(query, k, body.mmr_lambda, body.exclude_ids, started)
+
     @app.post("/api/recommend/top10_to_new", response_model=schemas.Top10ToNewResponse, tags=["recommend"],
               responses=ERRORS, summary="Best sellers (uploads, item ids, or the current top 10% by the centrality "
                                         "proxy) -> the most similar new products, with category/colour/style trends")
@@ -392,6 +432,7 @@ def create_api(backend, config: ServeAppConfig, stats: LiveStats,
         return {"previous": version_label(previous), "current": version_label(version), "replicas": replicas,
                 "seconds": round(time.perf_counter() - started, 2)}
 
+    add_web_routes(app)
     return app
 
 

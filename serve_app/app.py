@@ -2,9 +2,9 @@
 
     FashionRecIngress (FastAPI routes of serve_app.api)
       ├─ ImageEmbedder   uploaded image -> 512-d (open_clip)
-      ├─ QueryEncoder    attribute JSON -> 512-d (JSON encoder), text -> text vector
-      ├─ Retriever       vector index + durable item store
-      └─ Reranker        MMR placeholder for the learned rerankers
+      ├─ QueryEncoder    attribute JSON -> 512-d (JSON encoder), text -> text vector, user -> user-tower vector
+      ├─ Retriever       vector index + durable item store; user candidates (user tower, ItemKNN, popularity)
+      └─ Reranker        learned reranker (DeepFM/listwise) for users, MMR fallback; MMR for search
 
 The ingress calls the others through DeploymentHandles (no HTTP between deployments). Each
 deployment has its own resources and autoscaling, set in ``configs/serve.yaml`` (defaults below).

@@ -27,6 +27,8 @@ class ArtifactSettings:
     json_encoder_run: str | None = None   # pin a stage-2 run directory
     embed_run: str | None = None          # pin an embed run directory
     items: str | None = None              # items parquet dir; None: the items the embed run read
+    users_root: str = "artifacts/train_users"
+    users_run: str | None = None          # pin a train_users run; None: the newest (none at all: no user endpoints)
 
 
 @dataclass
@@ -61,10 +63,20 @@ class SearchSettings:
     candidates: int = 100                  # retrieved before re-ranking
 
 
+RERANKERS = ("auto", "mmr")
+
+
 @dataclass
 class RerankerSettings:
-    name: str = "mmr"                      # placeholder until the learned rerankers land
-    mmr_lambda: float = 0.7                # relevance vs diversity
+    name: str = "auto"                     # auto: the users run's learned reranker when it has one, else MMR; mmr: always MMR
+    mmr_lambda: float = 0.7                # relevance vs diversity of search/similar results (1 = relevance only)
+
+
+@dataclass
+class UserSettings:
+    enabled: bool = True                   # false: no user endpoints even when a users run exists
+    candidates_per_source: int = 30        # per source (user tower, ItemKNN, popularity); as in training
+    mmr_lambda: float = 1.0                # default diversity of user recommendations (1 = the reranker's order)
 
 
 @dataclass
@@ -91,14 +103,20 @@ class ServeAppConfig:
     search: SearchSettings = field(default_factory=SearchSettings)
     index: IndexConfig = field(default_factory=lambda: IndexConfig(kind="exact"))  # hnsw/ivfpq for big catalogs
     reranker: RerankerSettings = field(default_factory=RerankerSettings)
+    users: UserSettings = field(default_factory=UserSettings)
     best_sellers: BestSellerSettings = field(default_factory=BestSellerSettings)
     new_items_file: str | None = None      # optional list of catalog item ids that count as new products
     kpi: KpiSettings = field(default_factory=KpiSettings)
     latency_window: int = 10_000           # requests kept for the live latency percentiles
 
     def __post_init__(self):
-        if not 0.0 <= self.reranker.mmr_lambda <= 1.0:
-            raise ConfigError(f"reranker.mmr_lambda must be in [0, 1], got {self.reranker.mmr_lambda}")
+        if self.reranker.name not in RERANKERS:
+            raise ConfigError(f"reranker.name must be one of {list(RERANKERS)}, got {self.reranker.name!r}")
+        for key, value in (("reranker.mmr_lambda", self.reranker.mmr_lambda), ("users.mmr_lambda", self.users.mmr_lambda)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key} must be in [0, 1], got {value}")
+        if self.users.candidates_per_source < 1:
+            raise ConfigError(f"users.candidates_per_source must be >= 1, got {self.users.candidates_per_source}")
         if not 0.0 < self.best_sellers.share <= 1.0:
             raise ConfigError(f"best_sellers.share must be in (0, 1], got {self.best_sellers.share}")
         if not 0.0 <= self.text.weight <= 1.0:
@@ -110,6 +128,7 @@ class ServeAppConfig:
 
 PATH_KEYS = {("artifacts", "preprocess_root"), ("artifacts", "embed_root"), ("artifacts", "json_encoder_root"),
              ("artifacts", "json_encoder_run"), ("artifacts", "embed_run"), ("artifacts", "items"),
+             ("artifacts", "users_root"), ("artifacts", "users_run"),
              ("state_dir",), ("best_sellers", "interactions"), ("new_items_file",)}
 
 

@@ -60,6 +60,7 @@ class ModelInfo(BaseModel):
     json_encoder_run: str
     embed_run: str
     items: str
+    users_run: str | None = Field(None, description="the train_users run behind /api/recommend/user (None: none)")
     image_encoder_pretrained: str | None = None
 
 
@@ -79,6 +80,72 @@ class SearchResponse(BaseModel):
     results: list[Hit]
     reranker: RerankerInfo
     scope: str
+    note: str | None = None
+    model: ModelInfo
+    took_ms: float
+
+
+EXAMPLE_USER = {"history": ["1000008-outer", "1000009-onepiece"], "profile": {"age": 31, "style": "로맨틱"},
+                "context": "화이트 드레스", "k": 10, "mmr_lambda": 0.8}
+
+
+class UserRecommendRequest(Strict):
+    """A user who is not in the store, described by any of: items they interacted with (oldest
+    first), profile fields, and context text (e.g. what they are shopping for). Unknown item ids
+    and profile fields are refused; unseen values of a categorical profile field are reported in
+    ``unknown_values`` and count as missing."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        EXAMPLE_USER, {"history": ["1000008-outer"], "k": 5}, {"profile": {"age": 45}, "context": "블랙 코트"}]})
+    history: list[str] = Field(default_factory=list, max_length=200,
+                               description="catalog item ids the user interacted with, oldest first")
+    profile: dict[str, Any] | None = Field(None, description="profile fields of the served user model, e.g. "
+                                                             "{\"age\": 31, \"style\": \"로맨틱\"} (see /healthz: "
+                                                             "query_encoder.users)")
+    context: str | None = Field(None, max_length=500, description="free text (encoded like text search)")
+    k: int | None = Field(None, ge=1, description="results wanted (default search.default_k, at most search.max_k)")
+    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0,
+                                     description="diversity: 1 = the reranker's order (default users.mmr_lambda), "
+                                                 "lower trades relevance for variety")
+    exclude_ids: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class UserHit(BaseModel):
+    rank: int
+    score: float = Field(..., description="the reranker's score (learned model, or the fallback's fusion)")
+    mmr_score: float = Field(..., description="the score MMR picked it with (= min-max scaled score at lambda 1)")
+    sources: dict[str, float] = Field(..., description="each candidate source's score (0: not proposed by it)")
+    item: ItemOut
+
+
+class UserQuery(BaseModel):
+    user_id: str | None = None
+    source: Literal["store", "request"]
+    history: list[str]
+    profile: dict[str, Any]
+    context: str | None = None
+    not_in_user_model: list[str] = Field([], description="history items the user tower has no embedding for "
+                                                         "(used by nothing but the exclusion of seen items)")
+
+
+class UserRecommendResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "user": {"user_id": "user-000000", "source": "store", "history": ["1000628-bottom"],
+                 "profile": {"age": 58.0, "style": "스트리트"}, "context": "레드 스커트", "not_in_user_model": []},
+        "unknown_values": {}, "results": [{"rank": 1, "score": 1.2, "mmr_score": 1.0,
+                                           "sources": {"score_itemknn": 1.0, "score_mostpop": 0.0,
+                                                       "score_user_tower": 0.41},
+                                           "item": {"item_id": "1000322-bottom", "title": "블랙 스커트",
+                                                    "category": "스커트", "source": "catalog", "new": False,
+                                                    "image_url": "/images/1000322-bottom"}}],
+        "reranker": {"name": "deepfm", "learned": True, "placeholder": False, "lambda": 1.0, "description": "..."},
+        "candidates": 74, "note": "synthetic stand-in: ...", "model": {
+            "json_encoder_run": "...", "embed_run": "...", "items": "...", "users_run": "20261122-052700-5cc3f5f6"},
+        "took_ms": 25.0}]})
+    user: UserQuery
+    unknown_values: dict[str, list[str]] = {}
+    results: list[UserHit]
+    reranker: RerankerInfo
+    candidates: int = Field(..., description="merged candidates the reranker ordered")
     note: str | None = None
     model: ModelInfo
     took_ms: float

@@ -52,14 +52,27 @@ def newest_version(config: ServeAppConfig) -> dict:
     json_run = Path(art.json_encoder_run) if art.json_encoder_run else latest_run(art.json_encoder_root)
     embed_run = Path(art.embed_run) if art.embed_run else latest_run(art.embed_root)
     items = art.items or _items_of_embed_run(embed_run) or str(latest_run(art.preprocess_root) / "items")
+    users_run = _users_run(config)
     for what, path in (("JSON encoder checkpoint", json_run / "checkpoints" / "best_model.pt"),
                        ("JSON encoder vocabulary", json_run / "checkpoints" / "vocab.json"),
-                       ("image embeddings", embed_run / "image_embeddings"), ("items", Path(items))):
+                       ("image embeddings", embed_run / "image_embeddings"), ("items", Path(items)),
+                       *((("users", users_run / "users.parquet"),
+                          ("user tower", users_run / "user_tower" / "user_model.json")) if users_run else ())):
         if not path.exists():
             raise FileNotFoundError(f"{what}: {path} does not exist")
     return {"json_encoder_run": str(json_run.resolve()), "embed_run": str(embed_run.resolve()),
-            "items": str(Path(items).resolve()),
+            "items": str(Path(items).resolve()), "users_run": str(users_run.resolve()) if users_run else None,
             "resolved_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _users_run(config: ServeAppConfig) -> Path | None:
+    """The pinned train_users run, else the newest one; None when users are off or none was trained."""
+    art = config.artifacts
+    if not config.users.enabled:
+        return None
+    if art.users_run:
+        return Path(art.users_run)
+    return latest_run(art.users_root) if (Path(art.users_root) / "LATEST").is_file() else None
 
 
 def pinned_version(config: ServeAppConfig) -> dict | None:
@@ -78,7 +91,7 @@ def pin_version(config: ServeAppConfig, version: dict) -> None:
     write_atomic(Path(config.state_dir) / PIN_FILE, json.dumps(version, indent=1).encode())
 
 
-VERSION_KEYS = ("json_encoder_run", "embed_run", "items")
+VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run")
 
 
 def same_version(a: dict | None, b: dict | None) -> bool:
@@ -88,8 +101,9 @@ def same_version(a: dict | None, b: dict | None) -> bool:
 
 def version_label(version: dict) -> dict:
     """Short names for responses: run directory names instead of absolute paths."""
+    users = version.get("users_run")
     return {"json_encoder_run": Path(version["json_encoder_run"]).name, "embed_run": Path(version["embed_run"]).name,
-            "items": str(Path(version["items"]).parent.name)}
+            "items": str(Path(version["items"]).parent.name), "users_run": Path(users).name if users else None}
 
 
 def embed_run_config(version: dict) -> dict:

@@ -17,7 +17,13 @@ the concatenated inputs and flags. The output is L2-normalised.
 
 Item side (shared by input and output, as in SASRec): a learned item-ID embedding plus, when given,
 a projection of the frozen item-tower vector (``item_vectors``, a buffer: the checkpoint alone
-rebuilds the model). Item index i is token i + 1; token 0 is padding.
+rebuilds the model). Item index i is token i + 1; token 0 is padding. ``mask_untrained_ids``: the
+ID embedding of an item that never occurs in the training sequences (:meth:`UserTower.set_trained_items`,
+a saved buffer) is zero, so such an item is represented by its frozen vector alone, or scores 0.
+Why: its embedding never gets a positive gradient and keeps its random initialisation, a random
+unit direction after normalisation; on a long-tailed log (H&M: 41% of test targets unseen in
+training) thousands of such items outscored the real candidates by chance and the tower fell
+below MostPop.
 
 :func:`sampled_softmax_loss`: InfoNCE of every position's state against its next item, with the
 batch's unique next items plus uniformly sampled items as the candidates (unique, so a repeated
@@ -55,6 +61,7 @@ class UserTowerConfig:
     profile_cardinalities: list[int] = field(default_factory=list)   # per categorical field, id 0 = missing
     fusion: str = "gated"
     temperature: float = 0.1
+    mask_untrained_ids: bool = True    # zero ID embedding for items never in the training sequences
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -71,6 +78,8 @@ class ItemSide(nn.Module):
     def __init__(self, config: UserTowerConfig, n_items: int):
         super().__init__()
         self.ids = nn.Embedding(n_items + 1, config.dim, padding_idx=PAD) if config.item_ids else None
+        # 1 where the ID embedding is used; set_trained_items zeroes items never trained
+        self.register_buffer("id_mask", torch.ones(n_items + 1, 1))
         if config.item_vector_dim:
             self.register_buffer("frozen", torch.zeros(n_items + 1, config.item_vector_dim))
             self.project = nn.Linear(config.item_vector_dim, config.dim)
@@ -80,7 +89,7 @@ class ItemSide(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = 0
         if self.ids is not None:
-            out = out + self.ids(tokens)
+            out = out + self.ids(tokens) * self.id_mask[tokens]
         if self.project is not None:
             out = out + self.project(self.frozen[tokens]) * (tokens != PAD).unsqueeze(-1)
         return out
@@ -124,6 +133,13 @@ class UserTower(nn.Module):
         if self.items.frozen is None:
             raise ValueError("this tower was built without item vectors (item_vector_dim = 0)")
         self.items.frozen[1:].copy_(torch.as_tensor(np.asarray(vectors, dtype=np.float32)))
+
+    def set_trained_items(self, counts: np.ndarray) -> None:
+        """Items' training counts (I,): with ``mask_untrained_ids``, items with count 0 lose their ID
+        embedding (see the module docstring); saved with the weights."""
+        if self.config.mask_untrained_ids:
+            trained = torch.as_tensor(np.asarray(counts) > 0, dtype=torch.float32, device=self.items.id_mask.device)
+            self.items.id_mask[1:, 0].copy_(trained)
 
     # ------------------------------------------------------------------ inputs
     def _behaviour(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -317,5 +333,7 @@ def state_extra(model: UserTower) -> dict:
 def load_user_tower(path: str, device="cpu") -> UserTower:
     state = torch.load(path, map_location=device, weights_only=True)
     model = UserTower(UserTowerConfig(**state["model_config"]), int(state["n_items"]))
-    model.load_state_dict(state["model"])
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected or set(missing) - {"items.id_mask"}:        # checkpoints before the mask load unmasked
+        raise RuntimeError(f"{path}: checkpoint does not match the tower (missing {missing}, unexpected {unexpected})")
     return model.eval()

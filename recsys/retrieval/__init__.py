@@ -2,7 +2,9 @@
 
 Sources propose items for a user from what the user did (each one module):
 ``popularity`` (MostPop), ``transitions`` (ItemKNN over adjacent items, EVAL.md E3's baseline),
-``dense`` (user-tower vectors against item vectors, exact inner product). ``candidates`` takes each
+``baskets`` (co-occurrence inside baskets: items bought at one time), ``content`` (items whose
+catalog attributes resemble the user's recent items), ``dense`` (user-tower vectors against item
+vectors, exact inner product). ``candidates`` takes each
 source's top-N and merges them with per-source scores/ranks as
 features; ``ranker`` learns to order the merged candidates; ``recommender`` runs the sources over
 users in chunks and turns ranked candidates into full-ranking scores; ``export`` writes the

@@ -45,6 +45,16 @@ def top_n(scores: np.ndarray, n: int, histories: Sequence[np.ndarray] | None = N
     return items, values
 
 
+def break_ties(scores: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """float64 ``scores`` plus popularity ``order`` (in (0, 1]) scaled below half the smallest gap
+    between distinct scores of the chunk: equal scores are ordered by popularity, unequal ones never
+    swap. Why: ``target_ranks`` counts ties in the target's favour, and a list shown to a user would
+    order them somehow; sources whose scores are arbitrary reals use this (no fixed step)."""
+    values = np.unique(np.r_[0.0, scores[scores != 0]].astype(np.float64))
+    step = float(np.diff(values).min()) if len(values) > 1 else 1.0
+    return scores.astype(np.float64) + 0.5 * step * np.asarray(order, dtype=np.float64)
+
+
 @dataclass
 class CandidateSet:
     row: np.ndarray                                   # (M,) user row (index into the stage's users)

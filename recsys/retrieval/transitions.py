@@ -52,17 +52,8 @@ class TransitionKNN:
 
     def user_weights(self, histories: Sequence[np.ndarray], weights: np.ndarray | None = None) -> sp.csr_matrix:
         """(B, I) sparse: each user's last len(weights) items with their weights (last item first)."""
-        weights = self.weights if weights is None else np.asarray(weights, dtype=np.float64)
-        rows, cols, values = [], [], []
-        for row, history in enumerate(histories):
-            recent = np.asarray(history[::-1][:len(weights)])
-            rows.append(np.full(len(recent), row))
-            cols.append(recent)
-            values.append(weights[:len(recent)])
-        if not rows:
-            return sp.csr_matrix((0, self.matrix.shape[0]))
-        return sp.coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(len(histories), self.matrix.shape[0])).tocsr()  # duplicates add up
+        weights = self.weights if weights is None else weights
+        return recent_item_weights(histories, weights, self.matrix.shape[0])
 
     def scores(self, histories: Sequence[np.ndarray], rows: np.ndarray | None = None,
                weights: Sequence[float] | None = None) -> np.ndarray:
@@ -79,3 +70,19 @@ class TransitionKNN:
 
     def valid(self, scores: np.ndarray) -> np.ndarray | None:
         return scores > 0
+
+
+def recent_item_weights(histories: Sequence[np.ndarray], weights: Sequence[float], n_items: int) -> sp.csr_matrix:
+    """(B, n_items) sparse: each user's last len(weights) items with their weights (last item first);
+    an item twice among them adds up. Shared by the sources that score from the recent items."""
+    weights = np.asarray(weights, dtype=np.float64)
+    rows, cols, values = [], [], []
+    for row, history in enumerate(histories):
+        recent = np.asarray(history[::-1][:len(weights)], dtype=np.int64)
+        rows.append(np.full(len(recent), row))
+        cols.append(recent)
+        values.append(weights[:len(recent)])
+    if not rows:
+        return sp.csr_matrix((0, n_items))
+    return sp.coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(len(histories), n_items)).tocsr()  # duplicates add up

@@ -145,6 +145,7 @@ def user_tower_loop(loop_config: dict) -> None:
     model = UserTower(model_cfg, n_items)
     if "vector" in items:
         model.set_item_vectors(items["vector"])
+    model.set_trained_items(items["count"])
     if loop_config.get("profile_stats"):
         model.set_profile_stats(loop_config["profile_stats"]["mean"], loop_config["profile_stats"]["std"])
     model = ray.train.torch.prepare_model(model)

@@ -1,6 +1,8 @@
 """QueryEncoder: attribute JSON -> 512-d vector (the stage-2 JSON encoder, aligned to the item
-images) and free text -> text vector (the embed run's sentence encoder, searched against the items'
-text vectors). Both models come from the served version's runs; vocabularies ship with the model.
+images), free text -> text vector (the embed run's sentence encoder, searched against the items'
+text vectors), and a user (a query too: stored, or history/profile/context given in a request) ->
+the user tower's vector (``serve_app.users``; context text goes through the same sentence encoder).
+All models come from the served version's runs; vocabularies ship with the model.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from recsys.vocab import AttributeVocabulary
 from serve_app.attributes import describe, validate_attributes
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
-from serve_app.errors import InputError, Unavailable
+from serve_app.errors import InputError, NotFound, Unavailable
+from serve_app.users import UserModel, validate_history
 from serve_app.versions import embed_run_config
 
 MAX_TEXT_CHARS = 500
@@ -38,6 +41,8 @@ class _Models:
                 self.text = previous.text  # same sentence model: keep the loaded one
             else:
                 self.text = TextEncoder(TextEncoderConfig(model=self.text_model, batch_size=32, device="cpu"))
+        users_run = version.get("users_run")
+        self.users = UserModel(users_run) if users_run else None
 
 
 class QueryEncoder(Versioned):
@@ -82,11 +87,62 @@ class QueryEncoder(Versioned):
                 raise InputError(f"text: at most {MAX_TEXT_CHARS} characters, got {len(text)}", field="text")
         return models.text.encode(texts)
 
+    # -- users ---------------------------------------------------------------------------------
+    def _user_model(self, models: _Models) -> UserModel:
+        if models.users is None:
+            raise Unavailable("user recommendations are not available: the served version has no users run "
+                              "(ray_jobs.train_users, or the train_users step of the pipeline, makes one)",
+                              code="users_unavailable")
+        return models.users
+
+    def _user_query(self, users: UserModel, history: list[str], profile: dict, context: str | None, source: str,
+                    unknown: dict, user_id: str | None = None) -> dict:
+        vector = None
+        if context is not None:
+            if not users.context_dim:
+                raise InputError("context: this user model was trained without a context input", field="context")
+            vector = self.encode_text([context])[0]
+            if len(vector) != users.context_dim:
+                raise Unavailable(f"context: the text encoder gives {len(vector)}-d vectors, the user tower reads "
+                                  f"{users.context_dim}-d", code="context_unavailable")
+        encoded = users.encode(history, profile, vector)
+        return {"vector": encoded["vector"], "history": history, "source": source, "user_id": user_id,
+                "query": {"user_id": user_id, "history": history, "profile": profile, "context": context},
+                "unknown_values": unknown, "not_in_user_model": encoded["not_in_user_model"],
+                "note": users.note, "users_run": users.run_dir.name}
+
+    def encode_stored_user(self, user_id: str) -> dict:
+        """A user of the served store -> the user query (404 for an unknown id)."""
+        self.follow_pin()
+        users = self._user_model(self.models)
+        user = users.store.get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id!r} is not in the served user store ({len(users.store)} users of run "
+                           f"{users.run_dir.name}); POST /api/recommend/user recommends for a user described by "
+                           f"history item ids, profile fields and/or context text", field="user_id")
+        profile = {k: user[k] for k in users.numeric + list(users.categorical) if user.get(k) is not None}
+        return self._user_query(users, user["history"], profile, user.get("context") or None, "store", {}, user_id)
+
+    def encode_user(self, history: list[str] | None, profile: dict | None, context: str | None) -> dict:
+        """A user described in a request (not in the store) -> the user query; 422 for bad fields."""
+        self.follow_pin()
+        users = self._user_model(self.models)
+        history = validate_history(history or [])
+        record, unknown = users.validate_profile(profile)
+        if context is not None and (not isinstance(context, str) or not context.strip()):
+            raise InputError("context: expected a non-empty string", field="context")
+        if not history and not record and context is None:
+            raise InputError("give at least one of: history (item ids), profile (fields) or context (text)",
+                             field="history")
+        return self._user_query(users, history, record, context, "request", unknown)
+
     def describe(self) -> dict:
         models = self.models
         return {**describe(models.encoder_config, models.vocab), "text_model": models.text_model,
                 "version": self.version_info()}
 
     def health(self) -> dict:
+        users = self.models.users
         return {"ok": True, "fields": list(self.models.encoder_config.fields),
-                "text_search": self.models.text is not None, "version": self.version_info()}
+                "text_search": self.models.text is not None,
+                "users": users.describe() if users is not None else None, "version": self.version_info()}

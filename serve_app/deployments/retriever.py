@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 from serve_app.catalog import Catalog, shared_values, trends
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
-from serve_app.errors import Conflict, InputError, NotFound
+from serve_app.errors import Conflict, InputError, NotFound, Unavailable
 from serve_app.store import ItemStore
+from serve_app.users import UserSources
 from serve_app.versions import embed_report, version_label
 
 ITEM_ID = re.compile(r"^[\w.\-:]{1,128}$")
@@ -34,7 +35,7 @@ class Retriever(Versioned):
     def __init__(self, config: ServeAppConfig):
         super().__init__(config)
         self.store = ItemStore(config.state_dir)
-        self.catalog = self._load(self.version)
+        self.catalog, self.users = self._load(self.version)
         self._sales = self._read_sales()
 
     def _new_item_ids(self) -> set[str]:
@@ -53,15 +54,19 @@ class Retriever(Versioned):
             counts[item_id] = counts.get(item_id, 0) + 1
         return counts
 
-    def _load(self, version: dict) -> Catalog:
+    def _load(self, version: dict) -> tuple[Catalog, UserSources | None]:
         text_source = self.config.text.source if self.config.text.enabled else None
         catalog = Catalog(version, self.store, text_source, self._new_item_ids(), self.config.index)
         catalog.pretrained = embed_report(version).get("pretrained", "unknown")
-        return catalog
+        users_run = version.get("users_run")
+        users = UserSources(users_run, self.config.users.candidates_per_source) if users_run else None
+        return catalog, users
 
-    def _swap(self, version: dict, state: Catalog) -> None:
-        state.sync()          # catch up with changes made while it was built
-        self.catalog = state  # one reference swap: requests hold whichever catalog they started with
+    def _swap(self, version: dict, state: tuple[Catalog, UserSources | None]) -> None:
+        catalog, users = state
+        catalog.sync()        # catch up with changes made while it was built
+        self.users = users
+        self.catalog = catalog  # reference swaps: requests hold whichever catalog they started with
 
     def _current(self) -> Catalog:
         self.follow_pin()
@@ -75,36 +80,61 @@ class Retriever(Versioned):
                 "vectors": vectors, "scope": scope, "note": note,
                 "version": {**version_label(catalog.version), "image_encoder_pretrained": catalog.pretrained}}
 
+    @staticmethod
+    def _scope(catalog: Catalog, scope: str, fallback: str) -> tuple[list[str] | None, str, str | None]:
+        """(ids a search is restricted to or None, the scope answered, a note when it changed):
+        'new' with no new products registered answers from ``fallback``."""
+        if scope not in SCOPES:
+            raise InputError(f"scope: expected one of {list(SCOPES)}, got {scope!r}", field="scope")
+        if scope == "new":
+            only = catalog.live_ids(new=True)
+            if only:
+                return only, scope, None
+            return None, "all", f"no new products are registered (POST /api/items adds them); answered from {fallback}"
+        return None, scope, None
+
     def search(self, vector: np.ndarray | None = None, text_vector: np.ndarray | None = None, k: int = 10,
                exclude_ids: list[str] | tuple = (), scope: str = "all") -> dict:
         """Candidates for a query vector (image space) and/or a text vector, best first."""
-        if scope not in SCOPES:
-            raise InputError(f"scope: expected one of {list(SCOPES)}, got {scope!r}", field="scope")
         catalog = self._current()
-        only, note = None, None
-        if scope == "new":
-            only = catalog.live_ids(new=True)
-            if not only:
-                only, scope = None, "all"
-                note = "no new products are registered (POST /api/items adds them); answered from the whole catalog"
+        only, scope, note = self._scope(catalog, scope, "the whole catalog")
         ids, scores, vectors = catalog.search(vector, text_vector, k, self.config.text.weight, exclude_ids, only)
         return self._answer(catalog, ids, scores, vectors, scope, note)
 
     def match_set(self, vectors: np.ndarray, k: int, exclude_ids: list[str] | tuple = (),
                   scope: str = "new") -> dict:
         """Products closest to any of a set of vectors (best sellers), new products first."""
-        if scope not in SCOPES:
-            raise InputError(f"scope: expected one of {list(SCOPES)}, got {scope!r}", field="scope")
         catalog = self._current()
-        only, note = None, None
-        if scope == "new":
-            only = catalog.live_ids(new=True)
-            if not only:
-                only, scope = None, "all"
-                note = ("no new products are registered (POST /api/items adds them); answered from the rest of "
-                        "the catalog")
+        only, scope, note = self._scope(catalog, scope, "the rest of the catalog")
         ids, scores, found = catalog.search_set(vectors, k, exclude_ids, only)
         return self._answer(catalog, ids, scores, found, scope, note)
+
+    def user_candidates(self, user_vector: np.ndarray, history: list[str], k: int,
+                        exclude_ids: list[str] | tuple = (), check_history: bool = False) -> dict:
+        """Candidates for a user query (``serve_app.users.UserSources``: each source proposes
+        max(k, users.candidates_per_source) items) that are live catalog items, with their records and
+        image vectors. ``check_history``: refuse unknown history ids (a request's history; a stored
+        user's deleted items are simply skipped)."""
+        catalog = self._current()
+        users = self.users
+        if users is None:
+            raise Unavailable("user recommendations are not available: the served version has no users run",
+                              code="users_unavailable")
+        if check_history:
+            missing = [i for i in history if catalog.get(i) is None]
+            if missing:
+                raise InputError(f"history: unknown item id(s) {missing[:10]} (not in the served catalog, or deleted)",
+                                 field="history")
+        found = users.candidates(user_vector, history, k)
+        excluded = set(exclude_ids)
+        keep = [n for n, i in enumerate(found["item_ids"]) if i not in excluded and catalog.get(i) is not None]
+        ids = [found["item_ids"][n] for n in keep]
+        answer = self._answer(catalog, ids, found["fusion"][keep],
+                              np.stack([catalog.vector_of(i) for i in ids]) if ids else np.zeros((0, catalog.dim)),
+                              "all", None)
+        answer["source_scores"] = {name: values[keep] for name, values in found["scores"].items()}
+        answer["popularity"] = found["popularity"][keep]
+        return answer
 
     def similar(self, item_id: str, k: int, scope: str = "all") -> dict:
         """Products closest to an existing item's image vector (the item itself excluded)."""
@@ -203,7 +233,9 @@ class Retriever(Versioned):
         return self._current().counts()
 
     def health(self) -> dict:
-        return {"ok": True, **self.counts(), "version": self.version_info()}
+        users = self.users
+        return {"ok": True, **self.counts(), "user_items": len(users.item_ids) if users is not None else None,
+                "version": self.version_info()}
 
 
 def top10_to_new(best: list[dict], best_vectors: np.ndarray, retrieved: dict, k: int) -> dict:

@@ -51,3 +51,35 @@ def test_full_ranking_in_chunks_equals_one_pass():
     histories = [rng.choice(5, 2, replace=False) for _ in range(7)]
     chunked = full_ranking_ranks(lambda rows: scores[rows], targets, histories, chunk_size=3)
     assert chunked.tolist() == target_ranks(scores, targets, histories).tolist()
+
+
+def test_baskets_are_runs_of_equal_keys_per_user():
+    # u1 bought x, y on day 1 and z, x on day 2; u2 two single-item days; keys repeat across users
+    split = leave_last_out(["u1", "u1", "u2", "u1", "u1", "u2"], ["x", "y", "x", "z", "x", "y"], [0, 1, 0, 2, 3, 1],
+                           baskets=[1, 1, 1, 2, 2, 2])
+    assert [b.tolist() for b in split.baskets] == [[0, 0, 1, 1], [0, 1]]
+    assert split.has_baskets
+    assert [b.tolist() for b in split.basket_ids("test")] == [[0, 0, 1]]          # u1 only is evaluated
+    assert [b.tolist() for b in split.basket_ids("train_val")] == [[0, 0], [0, 1]]
+    # without baskets every item is its own
+    plain = leave_last_out(["u1"] * 3, ["x", "y", "z"], [0, 1, 2])
+    assert not plain.has_baskets and [b.tolist() for b in plain.basket_ids("test")] == [[0, 1]]
+
+
+def test_paired_bootstrap_by_hand():
+    from recsys.eval.sequential import paired_bootstrap, per_user_metrics
+
+    a, b = np.array([0, 1, 20, 3]), np.array([0, 30, 20, 3])
+    per_user = per_user_metrics(a, k=10)
+    assert per_user["hr@10"].tolist() == [1, 1, 0, 1]
+    assert np.allclose(per_user["ndcg@10"], [1, 1 / np.log2(3), 0, 1 / np.log2(5)])
+    assert np.allclose(per_user["mrr"], [1, 0.5, 1 / 21, 0.25])
+    result = paired_bootstrap(a, b, k=10, samples=500)
+    # only user 1 differs: HR 1 vs 0 -> mean difference 1/4; every resample has difference >= 0
+    assert result["hr@10"]["difference"] == 0.25 and result["hr@10"]["ci95"][0] >= 0
+    assert result["mrr"]["difference"] == round((0.5 - 1 / 31) / 4, 4)
+    assert result["users_hit_only_a@10"] == 1 and result["users_hit_only_b@10"] == 0
+    same = paired_bootstrap(a, a, samples=100)
+    assert same["ndcg@10"]["ci95"] == [0.0, 0.0] and same["ndcg@10"]["p_not_better"] == 1.0
+    with pytest.raises(ValueError):
+        paired_bootstrap(a, b[:3])

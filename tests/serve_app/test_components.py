@@ -179,3 +179,16 @@ def test_serve_yaml_is_a_valid_serve_config_and_app_config():
         config_from_args({"serch": {}})
     with pytest.raises(ConfigError, match="mmr_lambda"):
         config_from_args({"reranker": {"mmr_lambda": 3}})
+    with pytest.raises(ConfigError, match="reranker.name"):
+        config_from_args({"reranker": {"name": "deepfm"}})
+    with pytest.raises(ConfigError, match="users.mmr_lambda"):
+        config_from_args({"users": {"mmr_lambda": -0.1}})
+    assert config.reranker.name == "auto" and config.artifacts.users_root == "artifacts/train_users"
+
+
+def test_user_reranker_min_max_scales_each_list():
+    from serve_app.deployments.reranker import min_max
+
+    assert min_max(np.array([2.0, 4.0, 3.0])).tolist() == [0.0, 1.0, 0.5]
+    assert min_max(np.array([5.0, 5.0])).tolist() == [1.0, 1.0]   # all equal: MMR then picks by novelty alone
+    assert min_max(np.zeros(0)).tolist() == []

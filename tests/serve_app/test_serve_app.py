@@ -1,14 +1,13 @@
 """The FashionRec Serve application for real: Ray Serve on the session's Ray, HTTP on loopback.
 
-One application (all five deployments) serves a tiny artifact set built in a temp dir; the tests
-run in file order against it: every endpoint, every kind of bad input, item changes surviving an
-application restart, and a model/index reload while requests keep flowing.
+One application (all five deployments; fixtures in conftest.py) serves a tiny artifact set built in a
+temp dir; the tests run in file order
+against it: every endpoint, every kind of bad input, item changes surviving an application restart, and a model/index reload while requests keep flowing.
 """
 from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,86 +16,16 @@ import pytest
 import requests
 from PIL import Image
 
-from serve_app.config import ArtifactSettings, KpiSettings, SearchSettings, ServeAppConfig, UploadLimits
 from tests.serve_app import artifacts as test_artifacts
+from tests.serve_app.running import ADMIN, APP, start as _start, wait_healthy as _wait_healthy
 
 pytestmark = pytest.mark.ray
-
-TOKEN = "test-admin-token"
-ADMIN = {"X-Admin-Token": TOKEN}
-APP = "fashionrec_test"
-OPTIONS = {
-    "FashionRecIngress": {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": {
-        "env_vars": {"FASHIONREC_ADMIN_TOKEN": TOKEN}}}, "max_ongoing_requests": 64},
-    "ImageEmbedder": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 8},
-    **{name: {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 32}
-       for name in ("QueryEncoder", "Retriever", "Reranker")},
-}
-for _options in OPTIONS.values():  # the restart test should not wait out Serve's 20 s drain default
-    _options.update(graceful_shutdown_timeout_s=2, graceful_shutdown_wait_loop_s=0.5)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _jpeg(color=(200, 30, 30), size=(64, 96)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, format="JPEG")
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return test_artifacts.build(tmp_path_factory.mktemp("serve_artifacts"), n_images=12)
-
-
-@pytest.fixture(scope="module")
-def config(built) -> ServeAppConfig:
-    root = built["root"]
-    return ServeAppConfig(
-        artifacts=ArtifactSettings(preprocess_root=str(root / "preprocess"), embed_root=str(root / "embed"),
-                                   json_encoder_root=str(root / "train_json_encoder")),
-        state_dir=str(root / "state"), uploads=UploadLimits(max_bytes=300_000, max_pixels=1_000_000),
-        max_request_bytes=2_000_000, search=SearchSettings(default_k=5, max_k=40, candidates=60),
-        kpi=KpiSettings(augmented_samples=2, augmented_views=2))
-
-
-def _start(config: ServeAppConfig):
-    from ray import serve
-
-    from serve_app.app import build_app
-
-    serve.run(build_app(config, OPTIONS), name=APP, route_prefix="/")
-
-
-def _wait_healthy(url: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url}/healthz never answered 200")
-
-
-@pytest.fixture(scope="module")
-def url(ray_session, config):
-    from ray import serve
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        _start(config)
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base)
-        yield base
-    finally:
-        serve.shutdown()
 
 
 def _search(url, body, expect=200):
@@ -113,17 +42,19 @@ def test_health_and_openapi(url):
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
     for path in ("/api/search", "/api/similar/{item_id}", "/api/recommend/customer_input",
                  "/api/recommend/top10_to_new", "/api/items", "/api/items/{item_id}", "/api/kpi", "/healthz",
-                 "/images/{item_id}", "/api/admin/reload"):
+                 "/images/{item_id}", "/api/admin/reload", "/api/recommend/user/{user_id}", "/api/recommend/user"):
         assert path in spec["paths"], path
     search = spec["paths"]["/api/search"]["post"]
     assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
+    assert "examples" in json.dumps(spec["components"]["schemas"]["UserRecommendRequest"])
+    assert "404" in spec["paths"]["/api/recommend/user/{user_id}"]["get"]["responses"]
     assert "422" in search["responses"] and "400" in search["responses"]
 
 
 def test_search_returns_top_k_with_image_urls_and_reranker(url, built):
     body = _search(url, {"attributes": {"category": "블라우스", "style": ["로맨틱"], "material": ["시폰"]}, "k": 4})
     assert len(body["results"]) == 4 and [h["rank"] for h in body["results"]] == [1, 2, 3, 4]
-    assert body["reranker"]["name"] == "mmr" and body["reranker"]["placeholder"] is True
+    assert body["reranker"]["name"] == "mmr" and "need a user" in body["reranker"]["description"]
     assert body["model"]["json_encoder_run"] == "json-v1" and body["model"]["image_encoder_pretrained"] == "none (stand-in)"
     first = body["results"][0]["item"]
     assert first["item_id"] in built["item_ids"] and first["image_url"] == f"/images/{first['item_id']}"
@@ -180,6 +111,79 @@ def test_similar_and_unknown_ids(url, built):
     for path in ("/api/similar/no-such-item", "/api/items/no-such-item", "/images/no-such-item"):
         response = requests.get(url + path, timeout=10)
         assert response.status_code == 404 and "no-such-item" in response.json()["detail"], path
+
+
+def _users(built):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(built["users"] / "users.parquet").to_pandas()
+
+
+def _recommend(url, body, expect=200):
+    response = requests.post(f"{url}/api/recommend/user", json=body, timeout=30)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def test_stored_user_gets_learned_reranker_recommendations(url, built):
+    user = _users(built).iloc[0]
+    response = requests.get(f"{url}/api/recommend/user/{user.user_id}", params={"k": 4, "mmr_lambda": 1.0},
+                            timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["user"]["source"] == "store" and body["user"]["history"] == list(user.history)
+    assert body["user"]["profile"] == {"age": user.age, "style": user["style"]}
+    assert body["reranker"]["name"] == "deepfm" and body["reranker"]["learned"] is True
+    assert body["model"]["users_run"] == "users-v1" and "synthetic stand-in" in body["note"]
+    assert 1 <= len(body["results"]) <= 4 and body["candidates"] >= len(body["results"])
+    assert not {h["item"]["item_id"] for h in body["results"]} & set(user.history)   # seen items excluded
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)       # lambda 1: the learned order
+    assert set(body["results"][0]["sources"]) == {"score_user_tower", "score_itemknn", "score_mostpop"}
+
+
+def test_described_user_history_profile_context(url, built):
+    users = _users(built)
+    history = list(users.history[1])[:3]
+    full = _recommend(url, {"history": history, "profile": {"age": 30, "style": "로맨틱"}, "context": "블랙 스커트",
+                            "k": 5, "mmr_lambda": 0.3})
+    assert full["user"]["source"] == "request" and full["user"]["user_id"] is None
+    assert full["reranker"]["lambda"] == 0.3 and full["results"]
+    assert not {h["item"]["item_id"] for h in full["results"]} & set(history)
+    excluded = full["results"][0]["item"]["item_id"]
+    again = _recommend(url, {"history": history, "k": 5, "exclude_ids": [excluded]})
+    assert excluded not in {h["item"]["item_id"] for h in again["results"]}
+    cold = _recommend(url, {"profile": {"age": 45, "style": "우주복"}, "context": "화이트 드레스", "k": 3})
+    assert cold["unknown_values"] == {"style": ["우주복"]} and len(cold["results"]) == 3
+
+
+@pytest.mark.parametrize("body, names", [
+    ({}, "at least one of"),
+    ({"history": ["no-such-item"]}, "no-such-item"),
+    ({"history": "1000001-top"}, "history"),
+    ({"history": [1, 2]}, "history"),
+    ({"profile": {"colour": "red"}}, "colour"),
+    ({"profile": {"age": "old"}}, "profile.age"),
+    ({"profile": {"style": 3}}, "profile.style"),
+    ({"profile": "로맨틱"}, "profile"),
+    ({"context": ""}, "context"),
+    ({"context": 5}, "context"),
+    ({"context": "x", "k": 0}, "k"),
+    ({"context": "x", "mmr_lambda": 2}, "mmr_lambda"),
+    ({"context": "x", "user": "u1"}, "user"),
+])
+def test_described_user_bad_input_is_a_422_naming_the_problem(url, body, names):
+    response = requests.post(f"{url}/api/recommend/user", json=body, timeout=30)
+    assert response.status_code == 422, response.text
+    assert names in response.json()["detail"]
+
+
+def test_unknown_user_is_404_with_the_way_out(url):
+    response = requests.get(f"{url}/api/recommend/user/nobody-42", timeout=10)
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert "nobody-42" in detail and "POST /api/recommend/user" in detail
+    assert requests.get(f"{url}/api/recommend/user/x", params={"k": 0}, timeout=10).status_code == 422
 
 
 def test_customer_input_with_image_or_item(url, built):
@@ -361,6 +365,7 @@ def test_reload_during_concurrent_requests_fails_nothing(url, built):
     root = built["root"]
     test_artifacts.json_encoder_run(root, built["preprocess"] / "items", seed=1, run_name="json-v2")
     test_artifacts.copy_embed_run(built["embed"], "embed-v2")
+    test_artifacts.users_run(built["root"], built["embed"], reranker=False, run_name="users-v2")
     stop, failures, versions, done = threading.Event(), [], set(), [0]
 
     def hammer(n):
@@ -394,5 +399,10 @@ def test_reload_during_concurrent_requests_fails_nothing(url, built):
     assert done[0] > 10 and ("json-v2", "embed-v2") in versions
     after = _search(url, {"attributes": {"category": "블라우스"}, "k": 3})
     assert after["model"]["json_encoder_run"] == "json-v2"
+    # the users run moved too: one without a learned reranker, so the declared MMR fallback answers
+    user = _users(built).iloc[0]
+    fallback = requests.get(f"{url}/api/recommend/user/{user.user_id}", params={"k": 3}, timeout=30).json()
+    assert fallback["model"]["users_run"] == "users-v2"
+    assert fallback["reranker"]["name"] == "mmr" and fallback["reranker"]["fallback"] is True
     # the API's changes live on across versions
     assert requests.get(f"{url}/api/items/new-001", timeout=10).status_code == 200

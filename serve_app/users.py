@@ -1,0 +1,251 @@
+"""The served users, from one ``ray_jobs.train_users`` run (``version["users_run"]``).
+
+Each deployment loads the part it needs:
+
+- :class:`UserModel` (QueryEncoder): the user store (``users.parquet``: history, profile, context
+  text) and the user tower, which encodes a stored user or one described in a request (history
+  item ids, profile fields, a context vector) into the tower's item space.
+- :class:`UserSources` (Retriever): the candidate sources of ``recsys.retrieval`` over that space
+  (the user tower's vectors, ItemKNN transitions and popularity fitted on the store's histories),
+  merged by ``recsys.retrieval.recommender.run_stage`` exactly as in training.
+- :class:`LearnedReranker` (Reranker): the run's DeepFM / listwise model and the request-time
+  features it was trained on (``recsys.data.candidate_lists.build_lists`` on a one-user list).
+
+The users and their interactions are a synthetic stand-in (see ``ray_jobs.train_users``); every
+response says so in ``note``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from serve_app.errors import InputError
+
+MAX_HISTORY = 200
+STORE = "users.parquet"
+TOWER_META = Path("user_tower") / "user_model.json"
+RERANKER_META = Path("reranker") / "reranker.json"
+RRF_K = 60  # reciprocal-rank fusion constant of the untrained fallback order
+
+
+def read_meta(run_dir: str | Path, relative: Path, required: bool = True) -> dict | None:
+    """A JSON file of the run (``TOWER_META`` / ``RERANKER_META``); None if absent and not ``required``."""
+    path = Path(run_dir) / relative
+    if path.is_file():
+        return json.loads(path.read_text())
+    if required:
+        raise FileNotFoundError(f"{path} does not exist")
+    return None
+
+
+class UserStore:
+    """user_id -> {history (oldest first), age, style, context}."""
+
+    def __init__(self, run_dir: str | Path):
+        frame = pq.read_table(Path(run_dir) / STORE).to_pandas()
+        self.users: dict[str, dict] = {}
+        for row in frame.to_dict("records"):
+            user_id, history = str(row.pop("user_id")), row.pop("history")
+            self.users[user_id] = {"history": [str(i) for i in (history if history is not None else [])],
+                                   **{k: _plain(v) for k, v in row.items()}}
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def get(self, user_id: str) -> dict | None:
+        return self.users.get(user_id)
+
+    def histories(self) -> list[list[str]]:
+        return [u["history"] for u in self.users.values()]
+
+    def sample_ids(self, n: int) -> list[str]:
+        return list(self.users)[:n]
+
+
+def _plain(value):
+    """numpy / NaN -> plain JSON values."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+class UserModel:
+    """The user store and the user tower (QueryEncoder side)."""
+
+    def __init__(self, run_dir: str | Path):
+        from recsys.models.user_tower import load_user_tower  # torch: only in the QueryEncoder's replicas
+
+        run_dir = Path(run_dir)
+        self.meta = read_meta(run_dir, TOWER_META)
+        self.run_dir = run_dir
+        self.store = UserStore(run_dir)
+        self.tower = load_user_tower(str(run_dir / "user_tower" / self.meta["checkpoint"]))
+        self.token_of = {item: n + 1 for n, item in enumerate(self.meta["item_ids"])}
+        self.numeric: list[str] = list(self.meta.get("profile_numeric") or [])
+        self.categorical: dict[str, list[str]] = dict(self.meta.get("profile_categorical") or {})
+        self.context_dim = int(self.tower.config.context_dim)
+        self.note = self.meta.get("note")
+
+    def describe(self) -> dict:
+        return {"users": len(self.store), "profile_numeric": self.numeric, "profile_categorical": self.categorical,
+                "context": self.context_dim > 0, "items_in_user_model": len(self.token_of), "note": self.note}
+
+    def validate_profile(self, profile: dict[str, Any] | None) -> tuple[dict, dict[str, list[str]]]:
+        """-> (profile record, {field: [values the model has not seen]}); InputError for unknown
+        fields or wrong types."""
+        profile = profile or {}
+        if not isinstance(profile, dict):
+            raise InputError("profile: expected an object of profile fields", field="profile")
+        known = self.numeric + list(self.categorical)
+        unknown = sorted(set(profile) - set(known))
+        if unknown:
+            raise InputError(f"profile: unknown field(s) {unknown}; this user model reads {known}",
+                             field=f"profile.{unknown[0]}")
+        record, unseen = {}, {}
+        for name in self.numeric:
+            value = profile.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"profile.{name}: expected a number, got {value!r}", field=f"profile.{name}")
+            record[name] = float(value)
+        for name, values in self.categorical.items():
+            value = profile.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InputError(f"profile.{name}: expected a string (one of {values}), got {value!r}",
+                                 field=f"profile.{name}")
+            record[name] = value
+            if value not in values:
+                unseen[name] = [value]
+        return record, unseen
+
+    def encode(self, history: list[str], profile: dict, context: np.ndarray | None) -> dict:
+        """The user vector from whatever is given (absent inputs are the tower's "missing")."""
+        from recsys.models.user_tower import encode_users, pad_right
+
+        tokens = [self.token_of[i] - 1 for i in history if i in self.token_of]
+        arrays = {"items": pad_right([np.asarray(tokens, dtype=np.int64)], self.tower.config.max_len)}
+        if self.numeric:
+            arrays["profile_numeric"] = np.array([[profile.get(n, np.nan) for n in self.numeric]], dtype=np.float32)
+        if self.categorical:
+            arrays["profile_categorical"] = np.array(
+                [[values.index(profile[n]) + 1 if profile.get(n) in values else 0
+                  for n, values in self.categorical.items()]], dtype=np.int64)
+        if self.context_dim:
+            arrays["context"] = (np.asarray(context, dtype=np.float32)[None] if context is not None
+                                 else np.full((1, self.context_dim), np.nan, dtype=np.float32))
+        vector = encode_users(self.tower, arrays)[0]
+        return {"vector": vector.astype(np.float32),
+                "not_in_user_model": [i for i in history if i not in self.token_of]}
+
+
+class UserSources:
+    """Candidate sources over the user tower's item space (Retriever side)."""
+
+    def __init__(self, run_dir: str | Path, n_per_source: int):
+        from recsys.retrieval.popularity import Popularity
+        from recsys.retrieval.transitions import TransitionKNN
+
+        run_dir = Path(run_dir)
+        meta = read_meta(run_dir, TOWER_META)
+        self.item_ids = np.asarray(meta["item_ids"], dtype=object)
+        self.index_of = {item: n for n, item in enumerate(meta["item_ids"])}
+        self.item_vectors = np.load(run_dir / "user_tower" / meta["item_vectors"]).astype(np.float32)
+        self.n_per_source = n_per_source
+        self.note = meta.get("note")
+        sequences = [self.indices(h) for h in UserStore(run_dir).histories()]
+        self.popularity = Popularity.fit(sequences, len(self.item_ids))
+        self.transitions = TransitionKNN.fit(sequences, len(self.item_ids))
+
+    def indices(self, history: list[str]) -> np.ndarray:
+        return np.array([self.index_of[i] for i in history if i in self.index_of], dtype=np.int64)
+
+    def candidates(self, user_vector: np.ndarray, history: list[str], k: int = 0) -> dict:
+        """Merged candidates of the three sources, each proposing max(``k``, ``n_per_source``) items,
+        the user's history removed, in the lists' input order of training (user-tower score,
+        descending): ids, per-source scores (``score_<source>``: 0 when that source did not propose
+        it), the sources' reciprocal-rank fusion (the untrained fallback order) and the items'
+        interaction counts in the store (the reranker's popularity feature)."""
+        from recsys.retrieval.dense import DenseSource
+        from recsys.retrieval.recommender import CandidateConfig, run_stage
+
+        n = max(k, self.n_per_source)
+        sources = {"user_tower": DenseSource(np.asarray(user_vector, dtype=np.float32)[None], self.item_vectors),
+                   "itemknn": self.transitions, "mostpop": self.popularity}
+        found = run_stage(sources, self.popularity, [self.indices(history)], None,
+                          CandidateConfig(n_per_source=n)).candidates
+        keep = ~np.isin(found.item, self.indices(history))
+        tower = found.features["user_tower_score"][keep]
+        order = np.argsort(-tower, kind="stable")
+        items = found.item[keep][order]
+        fusion = sum(1.0 / (RRF_K + found.rank[name][keep][order].astype(np.float64)) * found.proposed[name][keep][order]
+                     for name in sources)
+        return {"item_ids": self.item_ids[items].tolist(),
+                "scores": {f"score_{name}": found.score[name][keep][order].astype(np.float32) for name in sources},
+                "fusion": np.asarray(fusion, dtype=np.float32),
+                "popularity": self.popularity.counts[items].astype(np.float32)}
+
+
+class LearnedReranker:
+    """The run's trained reranker and its request-time features (Reranker side)."""
+
+    def __init__(self, run_dir: str | Path):
+        from recsys.data.candidate_lists import DenseScaler, ItemIndex
+        from recsys.train_loops.rerankers import load_reranker
+
+        run_dir = Path(run_dir)
+        meta = read_meta(run_dir, RERANKER_META)
+        root = run_dir / RERANKER_META.parent
+        self.kind = meta["kind"]
+        self.run = run_dir.name
+        self.model = load_reranker(str(root / meta["checkpoint"]))
+        self.index = ItemIndex(meta["item_ids"])
+        self.feature_names: list[str] = meta["feature_names"]
+        self.score_columns: list[str] = meta["score_columns"]
+        self.scaler = DenseScaler(np.asarray(meta["scaler_mean"], np.float32), np.asarray(meta["scaler_std"], np.float32))
+        self.max_history = int(meta["max_history"])
+        self.item_vectors = np.load(root / meta["item_vectors"]).astype(np.float32)
+
+    def score(self, item_ids: list[str], scores: dict[str, np.ndarray], popularity: np.ndarray,
+              history: list[str]) -> np.ndarray:
+        """One score per candidate, in the given order. The features are built by the training code's
+        ``build_lists`` on a one-user list (``ranker_score`` = minus the position, so it keeps the
+        order); only popularity comes from the store's counts (``popularity``), since build_lists
+        would count it in this one user's history."""
+        import torch
+
+        from recsys.data.candidate_lists import build_lists
+
+        if not item_ids:
+            return np.zeros(0, dtype=np.float32)
+        candidates = pd.DataFrame({"user_id": "u", "item_id": item_ids, "split": "test", "label": 0,
+                                   **{c: np.asarray(scores.get(c, np.zeros(len(item_ids))), np.float32)
+                                      for c in self.score_columns},
+                                   "ranker_score": -np.arange(len(item_ids), dtype=np.float64)})
+        sequences = pd.DataFrame({"user_id": ["u"], "history_test": [list(history)], "target_test": [""]})
+        lists = build_lists(candidates, sequences, "test", self.index, self.score_columns, self.item_vectors,
+                            self.max_history, ranker_features=False)
+        dense = lists.dense.copy()
+        dense[0, :, self.feature_names.index("popularity")] = np.log1p(popularity)
+        with torch.no_grad():
+            out = self.model(torch.as_tensor(lists.items), torch.as_tensor(lists.history),
+                             torch.as_tensor(self.scaler.transform(dense)), torch.as_tensor(lists.mask))
+        return out[0].float().numpy()
+
+
+def validate_history(history: Any) -> list[str]:
+    if not isinstance(history, list) or not all(isinstance(i, str) for i in history):
+        raise InputError("history: expected a list of item id strings", field="history")
+    if len(history) > MAX_HISTORY:
+        raise InputError(f"history: at most {MAX_HISTORY} items, got {len(history)}", field="history")
+    return history
