@@ -51,7 +51,7 @@ class Hit(BaseModel):
 
 class RerankerInfo(BaseModel):
     name: str
-    placeholder: bool
+    learned: bool = Field(..., description="a trained reranker (DeepFM/listwise) ordered the list; false: MMR")
     description: str
     model_config = ConfigDict(extra="allow")
 
@@ -71,7 +71,7 @@ class SearchResponse(BaseModel):
             "item_id": "1000738-top", "title": "블루 블라우스", "category": "블라우스", "category_path": ["상의", "블라우스"],
             "attributes": {"color": ["블루"]}, "styles": ["모던"], "price": None, "source": "catalog", "new": False,
             "image_url": "/images/1000738-top"}}],
-        "reranker": {"name": "mmr", "lambda": 0.7, "placeholder": True, "description": "..."},
+        "reranker": {"name": "mmr", "lambda": 0.7, "learned": False, "description": "..."},
         "scope": "all", "note": None, "model": {"json_encoder_run": "20261122-022605-ca6f63bf",
                                                 "embed_run": "20261122-022326-9bc61400", "items": "..."},
         "took_ms": 12.5}]})
@@ -137,7 +137,7 @@ class UserRecommendResponse(BaseModel):
                                            "item": {"item_id": "1000322-bottom", "title": "블랙 스커트",
                                                     "category": "스커트", "source": "catalog", "new": False,
                                                     "image_url": "/images/1000322-bottom"}}],
-        "reranker": {"name": "deepfm", "learned": True, "placeholder": False, "lambda": 1.0, "description": "..."},
+        "reranker": {"name": "deepfm", "learned": True, "lambda": 1.0, "description": "..."},
         "candidates": 74, "note": "synthetic stand-in: ...", "model": {
             "json_encoder_run": "...", "embed_run": "...", "items": "...", "users_run": "20261122-052700-5cc3f5f6"},
         "took_ms": 25.0}]})

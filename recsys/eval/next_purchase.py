@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from recsys.metrics.bootstrap import bootstrap_means
 from recsys.metrics.ranking import average_precision_at_k, recall_at_k
 from recsys.retrieval.repurchase import NEVER, Repurchase
 
@@ -178,8 +179,7 @@ def evaluate_lists(lists: Sequence[Sequence[int]], targets: Sequence[set[str]], 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
     """Mean of a - b (per customer) and its percentile bootstrap CI over customers."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n)])
+    means = bootstrap_means(diff, n, np.random.default_rng(seed))
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return {"mean_difference": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi), "level": level,
             "resamples": n, "share_of_resamples_above_0": float((means > 0).mean())}

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from recsys.metrics.bootstrap import bootstrap_means
 from recsys.metrics.ranking import target_ranks
 
 MIN_INTERACTIONS = 3
@@ -152,8 +153,7 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, samp
     out = {"samples": samples, "users": int(len(ranks_a))}
     for name in a:
         difference = a[name] - b[name]
-        means = np.array([difference[rng.integers(0, len(difference), len(difference))].mean()
-                          for _ in range(samples)])
+        means = bootstrap_means(difference, samples, rng)
         low, high = np.percentile(means, [2.5, 97.5])
         out[name] = {"difference": round(float(difference.mean()), 4), "ci95": [round(float(low), 4),
                                                                                round(float(high), 4)],

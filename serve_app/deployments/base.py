@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 
 from serve_app.config import ServeAppConfig
 from serve_app.versions import current_version, pinned_version, same_version, version_label
@@ -17,7 +18,7 @@ from serve_app.versions import current_version, pinned_version, same_version, ve
 log = logging.getLogger("ray.serve")
 
 
-class Versioned:
+class Versioned(ABC):
     check_interval_s = 1.0
 
     def __init__(self, config: ServeAppConfig):
@@ -26,12 +27,13 @@ class Versioned:
         self._reload_lock = threading.Lock()
         self._last_check = time.monotonic()
 
+    @abstractmethod
     def _load(self, version: dict):
         """Build this deployment's state for ``version`` (runs beside live traffic)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _swap(self, version: dict, state) -> None:
-        raise NotImplementedError
+        """Make ``state`` (from ``_load``) the served one: one reference swap."""
 
     def reload(self, version: dict) -> dict:
         with self._reload_lock:

@@ -81,7 +81,7 @@ class Reranker(Versioned):
         return lam
 
     def info(self, mmr_lambda: float) -> dict:
-        return {"name": self.name, "lambda": mmr_lambda, "placeholder": False,
+        return {"name": self.name, "lambda": mmr_lambda, "learned": False,
                 "description": "MMR diversity re-ranking over the retrieval scores and image vectors (the learned "
                                "rerankers score (user, item) pairs and need a user; see /api/recommend/user)"}
 
@@ -99,14 +99,14 @@ class Reranker(Versioned):
         ids = [item["item_id"] for item in candidates["items"]]
         if learned is not None:
             scores = learned.score(ids, candidates["source_scores"], candidates["popularity"], history)
-            info = {"name": learned.kind, "learned": True, "placeholder": False, "run": learned.run,
+            info = {"name": learned.kind, "learned": True, "run": learned.run,
                     "description": f"{learned.kind} trained on the users run's candidate lists "
                                    f"(ray_jobs.train_users), then MMR with lambda {lam:g} over image vectors"}
         else:
             scores = np.asarray(candidates["scores"], dtype=np.float32)
             reason = ("reranker.name is mmr" if self.config.reranker.name == "mmr"
                       else "the served users run has no learned reranker")
-            info = {"name": "mmr", "learned": False, "placeholder": False, "fallback": True,
+            info = {"name": "mmr", "learned": False, "fallback": True,
                     "description": f"fallback ({reason}): reciprocal-rank fusion of the candidate sources' lists, "
                                    f"then MMR with lambda {lam:g} over image vectors"}
         order, gains = mmr(min_max(scores), np.asarray(candidates["vectors"], dtype=np.float32), k, lam)

@@ -153,7 +153,7 @@ function render(title, body, queryImage) {
   }
   if (body.reranker && body.reranker.name) {
     const lambda = typeof body.reranker.lambda === "number" ? ` λ=${body.reranker.lambda}` : "";
-    meta.push(`order: reranker ${body.reranker.name}${lambda}${body.reranker.placeholder ? " (placeholder)" : ""}`);
+    meta.push(`order: reranker ${body.reranker.name}${lambda}${body.reranker.fallback ? " (fallback)" : ""}`);
   }
   if (body.user) {
     const history = Array.isArray(body.user.history) ? body.user.history.length : 0;
