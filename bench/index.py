@@ -31,7 +31,7 @@ from recsys.artifacts import write_json
 from recsys.config import to_dict
 from recsys.index import IndexConfig, VectorIndex, check_unit_vectors, recall_at_k
 from recsys.plots import plt, save_figure
-from ray_jobs.cli import load_stage_config, run_main
+from ray_jobs.common.cli import load_stage_config, run_main
 
 
 @dataclass

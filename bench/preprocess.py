@@ -23,7 +23,7 @@ from recsys.data.preprocessing import items_of, list_label_files, preprocess_ser
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus, generate_corpus
 from recsys.plots import bar_panels
 from ray_jobs import preprocess
-from ray_jobs.cli import init_ray, load_stage_config, run_main
+from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 
 
 @dataclass

@@ -1,19 +1,28 @@
 """Serving latency and throughput: the Ray Serve application vs the same models in one bare
-FastAPI/uvicorn process, on loopback.
+FastAPI/uvicorn process, beside Ray Serve's floor, on loopback.
 
     python -m bench.serve --config configs/bench_serve.yaml
 
-Bounded load: for each endpoint (``POST /api/search``, ``GET /api/similar/{id}``) and each
-concurrency (e.g. 1/4/16), a fixed number of requests from that many concurrent clients, after a
-warm-up. Both sides serve the same artifacts with the same routes (``serve_app.api``): Serve with
-the deployments of ``configs/serve.yaml`` composed through DeploymentHandles, the baseline with the
-same components called in-process (``serve_app.standalone``). They run one after the other, so
-they never compete for the CPUs. Writes ``artifacts/bench/serve/serve-<time>.json`` and ``.png``
-with p50/p95/p99 latency and requests/s per endpoint and concurrency.
+Bounded load: for each endpoint (``POST /api/search``, ``GET /api/similar/{id}``,
+``GET /api/recommend/user/{id}``) and each concurrency (e.g. 1/4/16), a fixed number of requests
+from that many concurrent clients, after a warm-up, cycling over at least ``distinct_queries``
+different requests (the app caches no responses). Four sides, one after the other so they never
+compete for the CPUs:
+
+- ``bare``: the same routes and models in one uvicorn process (``serve_app.standalone``);
+- ``serve``: the application with the deployments of ``configs/serve.yaml``;
+- ``trivial``: a uvicorn process answering a constant (``bench.serve_floor``);
+- ``floor``: a Serve app whose ingress makes N sequential handle calls returning a constant, N the
+  hop count of each route (``floor_hops``) and the two-call reference.
+
+Reports, per endpoint and concurrency, ``app overhead = serve - bare`` beside
+``floor overhead = floor(N) - trivial`` (p50 and p99) and the throughput ratios, and checks the
+targets of the serving issue. Writes ``artifacts/bench/serve/serve-<time>.json`` and ``.png``.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import random
@@ -22,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +41,7 @@ import yaml
 
 from recsys.artifacts import write_json
 from recsys.plots import plt, save_figure
-from ray_jobs.cli import load_stage_config, run_main
+from ray_jobs.common.cli import load_stage_config, run_main
 from serve_app.config import load_serve_yaml, resolve_paths
 
 
@@ -39,13 +49,17 @@ from serve_app.config import load_serve_yaml, resolve_paths
 class BenchServeConfig:
     serve_config: str = "configs/serve.yaml"
     output_root: str = "artifacts/bench/serve"
-    endpoints: list[str] = field(default_factory=lambda: ["search", "similar"])
+    endpoints: list[str] = field(default_factory=lambda: ["search", "similar", "user"])
     concurrencies: list[int] = field(default_factory=lambda: [1, 4, 16])
     requests: int = 200            # per endpoint and concurrency
     warmup: int = 20               # per endpoint, not timed
     k: int = 10
     seed: int = 0
-    sides: list[str] = field(default_factory=lambda: ["bare", "serve"])
+    sides: list[str] = field(default_factory=lambda: ["bare", "serve", "trivial", "floor"])
+    distinct_queries: int = 1000   # per endpoint (fewer only when the catalog/users have fewer)
+    # Sequential DeploymentHandle calls behind each route of the app (the floor app repeats them)
+    floor_hops: dict[str, int] = field(default_factory=lambda: {"search": 3, "similar": 2, "user": 3})
+    reference_hops: int = 2        # the "two-call floor" the targets compare with
     # Serve deployment settings for the run: {deployment: options}, merged over configs/serve.yaml's
     deployment_overrides: dict[str, dict] = field(default_factory=dict)
     startup_timeout_s: int = 300
@@ -73,23 +87,42 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout}s")
 
 
-def workload(url: str, cfg: BenchServeConfig) -> dict[str, list[tuple[str, str, dict | None]]]:
-    """Request lists per endpoint: attribute queries from the served vocabulary, similar-item ids
-    from the catalog (via the API itself, so both sides get identical requests)."""
+def workload(url: str, cfg: BenchServeConfig, version: dict) -> dict[str, list[tuple[str, str, dict | None]]]:
+    """Request lists per endpoint, each of ``distinct_queries`` different requests where the data
+    allows: attribute queries from the served vocabulary, similar-item ids from the served image
+    embeddings, stored user ids from the users run. Both sides get identical lists."""
+    import pyarrow.parquet as pq
     import requests
 
     rng = random.Random(cfg.seed)
     described = requests.get(f"{url}/api/attributes", timeout=30).json()
     finite = {f: v for f, v in described["finite_fields"].items() if v}
-    queries = []
-    for _ in range(256):
+    queries, seen = [], set()
+    for _ in range(cfg.distinct_queries * 20):
+        if len(queries) >= cfg.distinct_queries:
+            break
         fields = rng.sample(sorted(finite), k=min(len(finite), rng.randint(1, 3)))
-        queries.append({f: (rng.choice(finite[f]) if f not in described["multi_valued"] else [rng.choice(finite[f])])
-                        for f in fields})
-    seed_query = requests.post(f"{url}/api/search", json={"attributes": queries[0], "k": 100}, timeout=60).json()
-    ids = [h["item"]["item_id"] for h in seed_query["results"]]
+        query = {f: (rng.choice(finite[f]) if f not in described["multi_valued"] else [rng.choice(finite[f])])
+                 for f in sorted(fields)}
+        key = json.dumps(query, sort_keys=True, ensure_ascii=False)
+        if key not in seen:
+            seen.add(key)
+            queries.append(query)
+    embeddings = pq.read_table(Path(version["embed_run"]) / "image_embeddings", columns=["item_id", "view"])
+    item_ids = sorted({i for i, v in zip(embeddings["item_id"].to_pylist(), embeddings["view"].to_pylist()) if v == 0})
+    rng.shuffle(item_ids)
+    user_ids = []
+    if version.get("users_run") and (Path(version["users_run"]) / "users.parquet").is_file():
+        user_ids = sorted(map(str, pq.read_table(Path(version["users_run"]) / "users.parquet",
+                                                 columns=["user_id"])["user_id"].to_pylist()))
+        rng.shuffle(user_ids)
     return {"search": [("POST", "/api/search", {"attributes": q, "k": cfg.k}) for q in queries],
-            "similar": [("GET", f"/api/similar/{i}?k={cfg.k}", None) for i in ids]}
+            "similar": [("GET", f"/api/similar/{i}?k={cfg.k}", None) for i in item_ids[:cfg.distinct_queries]],
+            "user": [("GET", f"/api/recommend/user/{u}?k={cfg.k}", None) for u in user_ids[:cfg.distinct_queries]]}
+
+
+def floor_workload(hops: set[int]) -> dict[str, list[tuple[str, str, dict | None]]]:
+    return {f"floor{h}": [("GET", f"/floor/{h}", None)] for h in sorted(hops)}
 
 
 async def _load(url: str, requests_: list, total: int, concurrency: int) -> dict:
@@ -124,9 +157,12 @@ async def _load(url: str, requests_: list, total: int, concurrency: int) -> dict
             "mean_ms": round(float(array.mean()), 2)}
 
 
-def measure(url: str, work: dict, cfg: BenchServeConfig, side: str) -> dict:
+def measure(url: str, work: dict, cfg: BenchServeConfig, side: str, endpoints: list[str] | None = None) -> dict:
     out = {}
-    for endpoint in cfg.endpoints:
+    for endpoint in endpoints or cfg.endpoints:
+        if not work.get(endpoint):
+            print(f"[{side}] {endpoint}: no requests (nothing to ask for), skipped", flush=True)
+            continue
         asyncio.run(_load(url, work[endpoint], cfg.warmup, 1))
         out[endpoint] = []
         for concurrency in cfg.concurrencies:
@@ -138,20 +174,15 @@ def measure(url: str, work: dict, cfg: BenchServeConfig, side: str) -> dict:
     return out
 
 
-def run_bare(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict | None):
-    """The baseline in its own process (one uvicorn worker), as it would be deployed."""
-    config_path = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "serve.yaml"
-    data = yaml.safe_load(serve_yaml.read_text())
-    data["applications"][0]["args"]["state_dir"] = state_dir
-    config_path.write_text(yaml.safe_dump(data, allow_unicode=True))
+@contextmanager
+def uvicorn_process(module_args: list[str], cfg: BenchServeConfig):
+    """``python -m <module> ... --port N`` in its own process, as it would be deployed; yields
+    (url, seconds until healthy) and stops it afterwards."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "serve_app.standalone", "--config", str(config_path),
-                                "--port", str(port)])
+    process = subprocess.Popen([sys.executable, "-m", *module_args, "--port", str(port)])
     try:
         url = f"http://127.0.0.1:{port}"
-        startup = wait_healthy(url, cfg.startup_timeout_s, process)
-        work = work or workload(url, cfg)
-        return {"startup_s": round(startup, 1), "results": measure(url, work, cfg, "bare")}, work
+        yield url, wait_healthy(url, cfg.startup_timeout_s, process)
     finally:
         process.terminate()
         try:
@@ -160,7 +191,18 @@ def run_bare(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict
             process.kill()
 
 
-def run_serve(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict | None):
+def run_bare(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict | None, version: dict):
+    """The baseline in its own process (one uvicorn worker), as it would be deployed."""
+    config_path = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "serve.yaml"
+    data = yaml.safe_load(serve_yaml.read_text())
+    data["applications"][0]["args"]["state_dir"] = state_dir
+    config_path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with uvicorn_process(["serve_app.standalone", "--config", str(config_path)], cfg) as (url, startup):
+        work = work or workload(url, cfg, version)
+        return {"startup_s": round(startup, 1), "results": measure(url, work, cfg, "bare")}, work
+
+
+def run_serve(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict | None, version: dict):
     import ray
     from ray import serve
 
@@ -180,7 +222,7 @@ def run_serve(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dic
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, cfg.startup_timeout_s)
         startup = time.perf_counter() - started
-        work = work or workload(url, cfg)
+        work = work or workload(url, cfg, version)
         return {"startup_s": round(startup, 1), "deployments": deployments, "cluster_cpus": ray.cluster_resources().get("CPU"),
                 "results": measure(url, work, cfg, "serve")}, work
     finally:
@@ -188,16 +230,118 @@ def run_serve(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dic
         ray.shutdown()
 
 
+def _hops(cfg: BenchServeConfig) -> set[int]:
+    return {cfg.floor_hops[e] for e in cfg.endpoints if e in cfg.floor_hops} | {cfg.reference_hops}
+
+
+def run_trivial(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict | None, version: dict):
+    """The floor's bare side: a uvicorn process answering a constant."""
+    with uvicorn_process(["bench.serve_floor"], cfg) as (url, startup):
+        floor = floor_workload({0})
+        return {"startup_s": round(startup, 1), "results": measure(url, floor, cfg, "trivial", list(floor))}, work
+
+
+def run_floor(serve_yaml: Path, state_dir: str, cfg: BenchServeConfig, work: dict | None, version: dict):
+    """The floor on Serve: ingress + N sequential handle calls to a constant deployment, with the
+    ingress's replica options of the real app (same CPU share and concurrency)."""
+    import ray
+    from ray import serve
+
+    from bench.serve_floor import floor_app
+    from serve_app.app import DEFAULT_OPTIONS, INGRESS
+
+    _, deployments = load_serve_yaml(serve_yaml)
+    ingress = {k: v for k, v in {**DEFAULT_OPTIONS[INGRESS], **deployments.get(INGRESS, {})}.items()
+               if k in ("ray_actor_options", "max_ongoing_requests", "num_replicas")}
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    try:
+        started = time.perf_counter()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(floor_app(ingress, {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 64}),
+                  name="fashionrec_floor", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, cfg.startup_timeout_s)
+        floor = floor_workload(_hops(cfg))
+        return {"startup_s": round(time.perf_counter() - started, 1), "ingress_options": ingress,
+                "results": measure(url, floor, cfg, "floor", list(floor))}, work
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+RUNNERS = {"bare": run_bare, "serve": run_serve, "trivial": run_trivial, "floor": run_floor}
+
+
+def _point(side: dict | None, endpoint: str, concurrency: int) -> dict | None:
+    for point in (side or {}).get("results", {}).get(endpoint, []):
+        if point["concurrency"] == concurrency:
+            return point
+    return None
+
+
+def compare(sides: dict, cfg: BenchServeConfig) -> dict:
+    """Per endpoint and concurrency: app overhead beside floor overhead, throughput ratios, targets."""
+    out = {}
+    for endpoint in cfg.endpoints:
+        hops = cfg.floor_hops.get(endpoint, cfg.reference_hops)
+        rows = []
+        for c in cfg.concurrencies:
+            bare, app = _point(sides.get("bare"), endpoint, c), _point(sides.get("serve"), endpoint, c)
+            trivial = _point(sides.get("trivial"), "floor0", c)
+            floor, reference = (_point(sides.get("floor"), f"floor{h}", c) for h in (hops, cfg.reference_hops))
+            if not (bare and app and trivial and floor and reference):
+                continue
+            row = {"concurrency": c, "route_hops": hops}
+            for q in ("p50_ms", "p99_ms"):
+                row[f"app_overhead_{q}"] = round(app[q] - bare[q], 2)
+                row[f"floor_overhead_{q}"] = round(floor[q] - trivial[q], 2)
+                row[f"reference_floor_overhead_{q}"] = round(reference[q] - trivial[q], 2)
+            row["app_over_reference_floor_overhead_p50"] = round(
+                row["app_overhead_p50_ms"] / max(row["reference_floor_overhead_p50_ms"], 1e-6), 2)
+            row["serve_over_bare_requests_per_s"] = round(app["requests_per_s"] / bare["requests_per_s"], 3)
+            row["serve_over_reference_floor_requests_per_s"] = round(app["requests_per_s"] / reference["requests_per_s"], 3)
+            row["errors"] = app["errors"] + bare["errors"]
+            rows.append(row)
+        out[endpoint] = rows
+    return out
+
+
+def targets(comparison: dict, cfg: BenchServeConfig) -> dict:
+    """The serving issue's targets: at concurrency 1, app p50 overhead within 1.5x the two-call
+    floor's; at the highest concurrency, throughput at least 0.5x bare or 0.8x the two-call floor,
+    whichever bound is lower; zero errors."""
+    low, high = min(cfg.concurrencies), max(cfg.concurrencies)
+    out = {}
+    for endpoint, rows in comparison.items():
+        by_c = {r["concurrency"]: r for r in rows}
+        if low not in by_c or high not in by_c:
+            continue
+        latency = by_c[low]["app_over_reference_floor_overhead_p50"]
+        ratio_bare, ratio_floor = (by_c[high]["serve_over_bare_requests_per_s"],
+                                   by_c[high]["serve_over_reference_floor_requests_per_s"])
+        out[endpoint] = {
+            f"c{low}_overhead_vs_two_call_floor": latency, f"c{low}_met": latency <= 1.5,
+            f"c{high}_serve_over_bare": ratio_bare, f"c{high}_serve_over_two_call_floor": ratio_floor,
+            # "at least 0.5x bare or 0.8x the floor, whichever is lower": the easier bound counts
+            f"c{high}_met": ratio_bare >= 0.5 or ratio_floor >= 0.8,
+            "errors": sum(r["errors"] for r in rows), "errors_met": all(r["errors"] == 0 for r in rows)}
+    return out
+
+
 def plot(result: dict, path: Path) -> None:
     endpoints = list(result["config"]["endpoints"])
     fig, axes = plt.subplots(len(endpoints), 2, figsize=(11, 3.6 * len(endpoints)), squeeze=False)
     for row, endpoint in enumerate(endpoints):
-        for side, style, color in (("bare", "o--", "C0"), ("serve", "s-", "C1")):
-            if side not in result["sides"]:
+        hops = result["config"]["floor_hops"].get(endpoint, result["config"]["reference_hops"])
+        for side, key, style, color, label in (
+                ("bare", endpoint, "o--", "C0", "bare FastAPI/uvicorn"), ("serve", endpoint, "s-", "C1", "Ray Serve app"),
+                ("trivial", "floor0", "^:", "C2", "trivial bare (constant)"),
+                ("floor", f"floor{hops}", "v-.", "C3", f"Serve floor ({hops} hops)")):
+            points = result["sides"].get(side, {}).get("results", {}).get(key)
+            if not points:
                 continue
-            points = result["sides"][side]["results"][endpoint]
             xs = [p["concurrency"] for p in points]
-            label = "Ray Serve" if side == "serve" else "bare FastAPI/uvicorn"
             axes[row][0].plot(xs, [p["requests_per_s"] for p in points], style, color=color, label=label)
             for q, alpha in (("p50_ms", 1.0), ("p99_ms", 0.4)):
                 axes[row][1].plot(xs, [p[q] for p in points], style, color=color, alpha=alpha,
@@ -220,27 +364,42 @@ def run(cfg: BenchServeConfig) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     serve_yaml = Path(cfg.serve_config)
     state_dir = tempfile.mkdtemp(prefix="bench-serve-state-")  # reads only; never touch the real item store
+    version = _version(serve_yaml)
+    unknown = set(cfg.sides) - set(RUNNERS)
+    if unknown:
+        raise ValueError(f"unknown side(s) {sorted(unknown)}; known: {sorted(RUNNERS)}")
     sides, work = {}, None
     for side in cfg.sides:
         print(f"[{side}] starting", flush=True)
-        runner = run_bare if side == "bare" else run_serve
-        sides[side], work = runner(serve_yaml, state_dir, cfg, work)
+        sides[side], work = RUNNERS[side](serve_yaml, state_dir, cfg, work, version)
     import ray
 
     result = {"benchmark": "serve", "created_utc": stamp, "config": {k: getattr(cfg, k) for k in (
-        "endpoints", "concurrencies", "requests", "warmup", "k")}, "sides": sides,
+        "endpoints", "concurrencies", "requests", "warmup", "k", "distinct_queries", "floor_hops",
+        "reference_hops")}, "distinct_requests": {e: len(v) for e, v in (work or {}).items()}, "sides": sides,
               "image_encoder_pretrained": _pretrained(serve_yaml),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__}}
     if {"bare", "serve"} <= set(sides):
         result["serve_over_bare_requests_per_s"] = {
             endpoint: {str(s["concurrency"]): round(s["requests_per_s"] / b["requests_per_s"], 2)
                        for s, b in zip(sides["serve"]["results"][endpoint], sides["bare"]["results"][endpoint])}
-            for endpoint in cfg.endpoints}
+            for endpoint in cfg.endpoints if sides["serve"]["results"].get(endpoint)}
+    result["comparison"] = compare(sides, cfg)
+    result["targets"] = targets(result["comparison"], cfg)
+    for endpoint, checks in result["targets"].items():
+        print(f"[targets] {endpoint}: " + "  ".join(f"{k} {v}" for k, v in checks.items()), flush=True)
     out = Path(cfg.output_root)
     write_json(out / f"serve-{stamp}.json", result)
     plot(result, out / f"serve-{stamp}.png")
     print(f"results: {out / f'serve-{stamp}.json'} and .png")
     return result
+
+
+def _version(serve_yaml: Path) -> dict:
+    from serve_app.versions import current_version
+
+    config, _ = load_serve_yaml(serve_yaml)
+    return current_version(resolve_paths(config))
 
 
 def _pretrained(serve_yaml: Path) -> str:

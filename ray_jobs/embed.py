@@ -10,20 +10,19 @@ actor (loaded once, on GPU when ``gpus_per_actor`` > 0), and writes ``image_embe
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
-from recsys.data.images import ImageRejected, open_checked
 from recsys.data.schema import attributes_to_dict
-from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig, augmented_views, pretrained_label
+from recsys.encoders.crops import embed_crops
+from recsys.data.vectors import vector_column
+from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig, pretrained_label
 from recsys.encoders.text import TextEncoder, TextEncoderConfig
-from ray_jobs.cli import init_ray, load_stage_config, run_main
+from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 
 TEXT_SOURCES = ("title", "description", "re_text")
 EMBED_INPUT_COLUMNS = ["item_id", "crop_path", "image_path", "title", "description", "re_attributes"]
@@ -43,12 +42,9 @@ class EmbedConfig:
     actors: int = 1               # actor-pool size per encoder
     cpus_per_actor: int = 2       # also the actor's torch thread count
     gpus_per_actor: float = 0.0   # e.g. 1 on a GPU worker group
-    batch_size: int = 64
-
-
-def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+    batch_size: int = 64          # texts per call: 4x this
+    image_batch_rows: int = 256   # crops per actor call: decoding the next model batch overlaps the
+                                  # model pass within a call, so long calls hide more of it
 
 
 def _use_threads(threads: int) -> None:
@@ -66,29 +62,8 @@ class ImageEmbedder:
         self.encoder, self.augment = ImageEncoder(config), augment
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids, views, images, errors = [], [], [], []
-        for item_id, crop, full in zip(batch["item_id"].to_pylist(), batch["crop_path"].to_pylist(),
-                                       batch["image_path"].to_pylist()):
-            try:
-                if not (crop or full):
-                    raise ImageRejected("missing_image", f"item {item_id} has no crop_path or image_path")
-                image = open_checked(crop or full)
-            except ImageRejected as exc:  # kept as a row with the reason, so the counts still add up
-                errors.append((item_id, exc.detail))
-                continue
-            extra = augmented_views(image, self.augment, zlib.crc32(item_id.encode())) if self.augment.views else []
-            for view, picture in enumerate([image] + extra):
-                ids.append(item_id)
-                views.append(view)
-                images.append(picture)
-        vectors = self.encoder.encode(images)
-        vector_type = pa.list_(pa.float32(), self.encoder.dim)
-        return pa.table({
-            "item_id": pa.array(ids + [e[0] for e in errors], pa.string()),
-            "view": pa.array(views + [0] * len(errors), pa.int16()),
-            "vector": pa.concat_arrays([vector_column(vectors).cast(vector_type), pa.nulls(len(errors), vector_type)]),
-            "error": pa.array([None] * len(ids) + [e[1] for e in errors], pa.string()),
-        })
+        paths = [crop or full for crop, full in zip(batch["crop_path"].to_pylist(), batch["image_path"].to_pylist())]
+        return embed_crops(self.encoder, batch["item_id"].to_pylist(), paths, self.augment)
 
 
 def item_texts(batch: pa.Table, source: str) -> list[str]:
@@ -138,7 +113,7 @@ def run(cfg: EmbedConfig) -> dict:
         started = time.perf_counter()
         images = items.map_batches(
             ImageEmbedder, fn_constructor_kwargs={"config": cfg.image, "augment": cfg.augment, "threads": cfg.cpus_per_actor},
-            batch_size=cfg.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
+            batch_size=cfg.image_batch_rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
         images.write_parquet(str(run_dir / "image_embeddings"), ray_remote_args=light)
         seconds = time.perf_counter() - started
         error_column = pq.read_table(run_dir / "image_embeddings", columns=["error"]).column("error")

@@ -21,12 +21,14 @@ from recsys.encoders.text import TextEncoder, TextEncoderConfig, encode_cached
 from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
                                    records_from_frame, target_labels)
 from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_ranks, ranking_summary
-from recsys.models.json_encoder import JsonEncoderConfig, featurize, orthonormal_lift
+from recsys.models.json_encoder import (JsonEncoderConfig, encode_features, featurize, load_encoder,
+                                        orthonormal_lift, save_vocabulary)
 from recsys.plots import grouped_bars, training_charts
-from recsys.train_loops.alignment import AlignmentTrainConfig, encode_features, load_encoder
+from recsys.train_loops.alignment import AlignmentTrainConfig
+from recsys.train_loops.scaling import ScalingSettings
 from recsys.vocab import AttributeVocabulary
-from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
-from ray_jobs.cli import init_ray, run_main, stage_config, stage_parser
+from ray_jobs.common.alignment_trainer import fit_alignment
+from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
 
 REPORTED = ("top1", "top5", "top10", "mrr")
 
@@ -69,7 +71,7 @@ def train_variant(name: str, fields: list[str], train_records, val_records, trai
     # happen for the same settings (a re-run with other settings trains afresh).
     fitted = fit_alignment(train, val, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir,
                            f"{name}-{config_hash(cfg)}")
-    vocab.save(variant_dir / "checkpoints" / "vocab.json")
+    save_vocabulary(variant_dir, vocab)
 
     # Final numbers from the best checkpoint, recomputed here from its weights alone.
     queries = encode_features(load_encoder(fitted["best_model"]), val)

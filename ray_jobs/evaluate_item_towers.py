@@ -14,40 +14,31 @@ batches uniform or from the hierarchical sampler.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-
 from recsys.artifacts import write_json
-from recsys.config import to_dict
+from recsys.config import ConfigError, to_dict
 from recsys.eval.item_space import ablation_chart, projection_plot
-from recsys.models.item_towers import TOWERS, ItemTowerConfig
-from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
-from ray_jobs.cli import init_ray, run_main, stage_config, stage_parser
-from ray_jobs.item_tower_trainer import (CatalogConfig, SplitConfig, feature_config, fit_metric_adapter, fit_tower,
-                                         load_items, prepare_items, warm_cold_report)
-from ray_jobs.trainer import ScalingSettings
+from recsys.data.item_catalog import feature_config, load_items, prepare_items
+from recsys.models.item_towers import TOWERS
+from recsys.train_loops.item_tower import ItemTowerEvalConfig
+from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
+from ray_jobs.common.item_tower_trainer import fit_metric_adapter, fit_tower, warm_cold_report
 
 REPORTED = ("category_hit@10", "sibling_confusion@10", "same_vs_sibling_gap", "ild@10", "coverage@10")
-
-
-@dataclass
-class ItemTowerEvalConfig:
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    towers: list[str] = field(default_factory=lambda: ["concat", "coarse_to_fine", "unified"])
-    tower: ItemTowerConfig = field(default_factory=ItemTowerConfig)
-    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    samplers: list[str] = field(default_factory=lambda: ["random", "hierarchical"])
-    split: SplitConfig = field(default_factory=SplitConfig)
-    scaling: ScalingSettings = field(default_factory=ScalingSettings)
-    k: int = 10
+DEFINITIONS = {"category_hit@10": "share of the 10 nearest items with the same finest category",
+               "sibling_confusion@10": "share of the 10 nearest items from a sibling category "
+                                       "(same parent, different finest category)",
+               "same_vs_sibling_gap": "mean cosine of same-category pairs minus sibling pairs",
+               "ild@10": "mean pairwise 1 - Jaccard of attribute tokens within each top-10 list",
+               "coverage@10": "share of the catalog appearing in at least one top-10 list",
+               "warm": "queries trained on (sampled); cold: held out of all training"}
 
 
 def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
     unknown = [t for t in cfg.towers if t not in TOWERS]
     if unknown:
-        from recsys.config import ConfigError
         raise ConfigError(f"towers: unknown {unknown}; known {sorted(TOWERS)}")
     table, source = load_items(cfg.catalog)
     features_cfg = feature_config(cfg.catalog, source)
@@ -86,13 +77,7 @@ def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
     metrics = {"variants": variants, "n_items": int(len(data.item_ids)), "n_cold": int(len(data.cold)),
                "n_train": int(len(data.train)), "n_val": int(len(data.val)), "best_variant_cold": best,
                "train_seconds": timings, "token_stats": data.token_stats,
-               "definitions": {"category_hit@10": "share of the 10 nearest items with the same finest category",
-                               "sibling_confusion@10": "share of the 10 nearest items from a sibling category "
-                                                       "(same parent, different finest category)",
-                               "same_vs_sibling_gap": "mean cosine of same-category pairs minus sibling pairs",
-                               "ild@10": "mean pairwise 1 - Jaccard of attribute tokens within each top-10 list",
-                               "coverage@10": "share of the catalog appearing in at least one top-10 list",
-                               "warm": "queries trained on (sampled); cold: held out of all training"},
+               "definitions": DEFINITIONS,
                "config": {**to_dict(cfg), "features": asdict(features_cfg)}}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "histories.json", histories)

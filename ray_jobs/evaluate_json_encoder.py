@@ -19,24 +19,19 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from recsys.artifacts import latest_run, write_json
 from recsys.config import ConfigError, load_config
-from recsys.eval.json_alignment import JsonEvalConfig, evaluate_json_encoder
-from recsys.models.json_encoder import JsonEncoderConfig
-from recsys.train_loops.alignment import encode_features, load_encoder
-from recsys.vocab import AttributeVocabulary
-from ray_jobs.cli import run_main
-from ray_jobs.train_json_encoder import TrainJsonEncoderConfig, prepare
+from recsys.data.json_features import TrainJsonEncoderConfig, prepare
+from recsys.eval.json_alignment import JsonEvalConfig
+from recsys.models.json_encoder import CHECKPOINT_FILE, VOCAB_FILE, has_json_encoder, load_json_encoder
+from ray_jobs.common.cli import run_main
 
 
 def evaluate_run(run_dir: Path, out_dir: Path | None = None, items: str | None = None,
                  embeddings: str | None = None, evaluation: JsonEvalConfig | None = None) -> dict:
-    checkpoint, vocab_path = run_dir / "checkpoints" / "best_model.pt", run_dir / "checkpoints" / "vocab.json"
     summary_path = run_dir / "training_summary.json"
-    if not (checkpoint.is_file() and vocab_path.is_file() and summary_path.is_file()):
-        raise ConfigError(f"{run_dir}: expected checkpoints/best_model.pt, checkpoints/vocab.json and "
+    if not (has_json_encoder(run_dir) and summary_path.is_file()):
+        raise ConfigError(f"{run_dir}: expected {CHECKPOINT_FILE}, {VOCAB_FILE} and "
                           f"training_summary.json of a train_json_encoder run")
     summary = json.loads(summary_path.read_text())
     if summary.get("objective") == "json_views":
@@ -45,18 +40,15 @@ def evaluate_run(run_dir: Path, out_dir: Path | None = None, items: str | None =
     # The run's own inputs unless told otherwise, so the validation split is the one it held out.
     cfg = replace(cfg, items=items or summary["items"], embeddings=embeddings or summary["image_embeddings"],
                   evaluation=evaluation or cfg.evaluation, init_from=None)
-    encoder_cfg = JsonEncoderConfig(**torch.load(checkpoint, map_location="cpu", weights_only=True)["encoder"])
-    data = prepare(cfg, AttributeVocabulary.load(vocab_path), encoder_cfg)
+    encoder, vocab = load_json_encoder(run_dir)
+    data = prepare(cfg, vocab, encoder.config)  # the run's vocabulary and architecture
     out_dir = out_dir or run_dir / "evaluation" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    queries = encode_features(load_encoder(str(checkpoint)), data.val)
-    note = f"image encoder pretrained: {data.pretrained}"
-    metrics = evaluate_json_encoder(queries, data.val["target"], data.val_categories, data.val_item_ids,
-                                    data.val_images, data.val_records, out_dir, cfg.evaluation, note)
+    metrics = data.evaluate(encoder, out_dir, cfg.evaluation)
     write_json(out_dir / "inputs.json", {"run": str(run_dir), "items": str(data.items_dir),
                                          "image_embeddings": str(data.embeddings_dir)})
     for direction in ("json_to_image", "image_to_json"):
         full, inbatch = metrics[direction]["full"], metrics[direction][f"inbatch{cfg.evaluation.inbatch}"]
-        print(f"{direction} ({note}): full gallery ({full['n_queries']}) top1 {full['top1']:.3f} top5 "
+        print(f"{direction} ({data.note}): full gallery ({full['n_queries']}) top1 {full['top1']:.3f} top5 "
               f"{full['top5']:.3f} top10 {full['top10']:.3f} mrr {full['mrr']:.3f}; in-batch-"
               f"{cfg.evaluation.inbatch} top1 {inbatch['top1']:.3f} top5 {inbatch['top5']:.3f}")
     print(f"report: {out_dir / 'metrics.json'}")

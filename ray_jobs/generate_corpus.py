@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, generate_corpus
-from ray_jobs.cli import load_stage_config, run_main
+from ray_jobs.common.cli import load_stage_config, run_main
 
 
 def run(config: SyntheticCorpusConfig, progress: bool = True) -> dict:

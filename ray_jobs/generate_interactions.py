@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from recsys.data.synthetic_interactions import SyntheticInteractionsConfig, write_interactions
-from ray_jobs.cli import load_stage_config, run_main
+from ray_jobs.common.cli import load_stage_config, run_main
 
 
 def run(config: SyntheticInteractionsConfig) -> dict:

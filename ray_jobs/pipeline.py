@@ -18,7 +18,7 @@ from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
 from ray_jobs import embed, generate_corpus, preprocess, train_json_encoder, train_users
-from ray_jobs.cli import load_stage_config, run_main
+from ray_jobs.common.cli import load_stage_config, run_main
 
 
 @dataclass
@@ -65,6 +65,11 @@ def run(cfg: PipelineConfig) -> dict:
             print("[6/6] train_users: stand-in interaction log over the embedded items, user tower and reranker "
                   "on Ray Train")
             results["train_users"] = train_users.run(replace(cfg.train_users, embed_run=results["embed"]["run_dir"]))
+    _print_results(results, run_dir)
+    return results
+
+
+def _print_results(results: dict, run_dir: Path) -> None:
     print("\nDone. Results:")
     print(f"  canonical items (parquet): {run_dir / 'items'}")
     print(f"  quarantine:                {run_dir / 'quarantine.parquet'}")
@@ -98,7 +103,6 @@ def run(cfg: PipelineConfig) -> dict:
         print(f"    ({users['note']})")
     if "embed" in results and "train_json_encoder" in results:
         print("\nServe it: python -m serve_app.demo --config configs/serve.yaml")
-    return results
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -25,7 +25,7 @@ from recsys.data.preprocessing import (distribution, items_of, list_label_files,
                                        quarantine_of, reconcile)
 from recsys.data.schema import QUARANTINE_SCHEMA
 from recsys.plots import bar_panels
-from ray_jobs.cli import init_ray, load_stage_config, run_main
+from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 
 
 @dataclass
@@ -73,9 +73,13 @@ def run(cfg: PreprocessConfig) -> dict:
     n_blocks = min(len(files), max(8, len(files) // cfg.files_per_block))
     outcomes = (ray.data.from_items([{"path": p} for p in files], override_num_blocks=n_blocks)
                 .map_batches(_process, fn_kwargs={"options": options}, batch_size=cfg.files_per_batch,
-                             batch_format="pyarrow")
-                .materialize())
+                             batch_format="pyarrow"))
+    outcomes.set_name("preprocess")  # the console's progress bar: "Dataset preprocess_0 ..."
+    outcomes = outcomes.materialize()
     processed_at = time.perf_counter()
+    # Writing and collecting the parsed rows take a second: no progress bars of their own (the
+    # datasets derived from ``outcomes`` run with its context).
+    outcomes.context.enable_progress_bars = False
     items = outcomes.filter(expr="outcome == 'item'").map_batches(items_of, batch_format="pyarrow")
     items.write_parquet(str(run_dir / "items"), min_rows_per_file=cfg.rows_per_shard)
     # One pass for everything small: bookkeeping columns of every row (quarantine rows in full).

@@ -15,42 +15,21 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
+from recsys.data.item_catalog import feature_config, load_items, prepare_items
 from recsys.eval.item_space import projection_plot
-from recsys.models.item_towers import TOWERS, ItemTowerConfig
+from recsys.models.item_towers import (ADAPTER_FILE, FEATURIZER_FILE, ITEM_VECTORS_FILE, TOWERS, TOWER_FILE,
+                                       write_item_vectors)
 from recsys.plots import line_panels
-from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
-from ray_jobs.cli import init_ray, load_stage_config, run_main
-from ray_jobs.item_tower_trainer import (CatalogConfig, SplitConfig, feature_config, fit_metric_adapter, fit_tower,
-                                         load_items, prepare_items, warm_cold_report)
-from ray_jobs.trainer import ScalingSettings
+from recsys.train_loops.item_tower import TrainItemTowerConfig
+from ray_jobs.common.cli import init_ray, load_stage_config, run_main
+from ray_jobs.common.item_tower_trainer import fit_metric_adapter, fit_tower, warm_cold_report
 
-
-@dataclass
-class TrainItemTowerConfig:
-    catalog: CatalogConfig = field(default_factory=CatalogConfig)
-    tower_name: str = "unified"
-    tower: ItemTowerConfig = field(default_factory=ItemTowerConfig)
-    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    adapter_dim: int = 128
-    split: SplitConfig = field(default_factory=SplitConfig)
-    scaling: ScalingSettings = field(default_factory=ScalingSettings)
-    output_root: str = "artifacts/item_tower"
-    run_name: str | None = None   # fixed run directory name: re-running it resumes from its checkpoints
-    k: int = 10
-
-
-def vector_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+__all__ = ["TrainItemTowerConfig", "main", "run"]  # the config: recsys.train_loops.item_tower
 
 
 def run(cfg: TrainItemTowerConfig) -> dict:
@@ -67,17 +46,14 @@ def run(cfg: TrainItemTowerConfig) -> dict:
     tower = fit_tower(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.scaling, run_dir / "stage1")
     adapter = fit_metric_adapter(data, tower["vectors"], cfg.adapter, cfg.scaling, run_dir / "stage2",
                                  f"adapter_{cfg.adapter.sampler}", cfg.adapter_dim)
-    checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
-    shutil.copy(tower["best_model"], checkpoints / "tower.pt")
-    shutil.copy(adapter["best_model"], checkpoints / "adapter.pt")
-    data.featurizer.save(checkpoints / "featurizer.json")
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    shutil.copy(tower["best_model"], run_dir / TOWER_FILE)
+    shutil.copy(adapter["best_model"], run_dir / ADAPTER_FILE)
+    data.featurizer.save(run_dir / FEATURIZER_FILE)
     cold = np.zeros(len(data.item_ids), dtype=bool)
     cold[data.cold] = True
-    pq.write_table(pa.table({"item_id": data.item_ids.astype(str), "category": data.categories.astype(str),
-                             "cold": cold, "vector_512": vector_column(tower["vectors"]),
-                             "vector": vector_column(adapter["vectors"])}),
-                   run_dir / "item_vectors.parquet")
+    vectors_path = write_item_vectors(run_dir / ITEM_VECTORS_FILE, data.item_ids, data.categories, cold,
+                                      tower["vectors"], adapter["vectors"])
     metrics = {"tower": cfg.tower_name, "n_items": int(len(data.item_ids)), "n_cold": int(len(data.cold)),
                "train_seconds": round(time.perf_counter() - started, 1), "metric": "inner product (L2-normalised)",
                "tower_512": warm_cold_report(data, tower["vectors"], cfg.k, cfg.split),
@@ -93,13 +69,13 @@ def run(cfg: TrainItemTowerConfig) -> dict:
     projection_plot(adapter["vectors"], data.categories, data.cold, run_dir / "projection.png",
                     f"{cfg.tower_name} + adapter: item space (t-SNE sample); x = cold-start items", seed=cfg.split.seed)
     write_manifest(run_dir, "train_item_tower", {"items": cfg.catalog.catalog or cfg.catalog.items or "latest preprocess"},
-                   {"item_vectors": str(run_dir / "item_vectors.parquet"), "tower": str(checkpoints / "tower.pt"),
-                    "adapter": str(checkpoints / "adapter.pt")})
+                   {"item_vectors": str(vectors_path), "tower": str(run_dir / TOWER_FILE),
+                    "adapter": str(run_dir / ADAPTER_FILE)})
     for name, report in (("tower 512-d", metrics["tower_512"]), ("adapter 128-d", metrics["adapter_128"])):
         for split, values in report.items():
             print(f"{name} {split}: category_hit@10 {values['category_hit@10']:.3f} sibling_confusion@10 "
                   f"{values['sibling_confusion@10']:.3f} gap {values['same_vs_sibling_gap']:.3f}")
-    print(f"item vectors: {run_dir / 'item_vectors.parquet'}")
+    print(f"item vectors: {vectors_path}")
     return metrics | {"run_dir": str(run_dir)}
 
 

@@ -18,6 +18,21 @@ import yaml
 from recsys.config import config_hash, to_dict
 
 
+class ModelFiles:
+    """Mixin of a served model's file dataclasses (user tower, reranker): they hold ``directory``,
+    ``checkpoint`` (relative to it) and ``item_vectors_file`` (a .npy matrix beside it)."""
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.directory) / self.checkpoint
+
+    def item_vectors(self):
+        """The saved item-vector matrix as float32 (row order: the model's item index)."""
+        import numpy as np
+
+        return np.load(Path(self.directory) / self.item_vectors_file).astype(np.float32)
+
+
 def new_run_dir(root: str | Path, config: Any, run_name: str | None = None) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(root).resolve() / (run_name or f"{stamp}-{config_hash(config)}")

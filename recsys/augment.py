@@ -5,6 +5,8 @@
 - Synonym replacement: a value is swapped for a synonym from a small table, so a query phrased with
   another common term still lands nearby (RE fields are hashed, so synonyms need no vocabulary).
 Copies are drawn once, seeded, and added to the training pairs with the original's target.
+STD fields have finite vocabularies: build them from ``vocabulary_records`` so that a synonym
+augmentation can produce has an id of its own (not UNKNOWN), in training and in a query using it.
 """
 from __future__ import annotations
 
@@ -36,6 +38,22 @@ def _swap(value, synonyms: Mapping[str, list[str]], rate: float, rng: random.Ran
     if isinstance(value, str) and value in synonyms and rng.random() < rate:
         return rng.choice(synonyms[value])
     return value
+
+
+def vocabulary_records(records: Sequence[Mapping], fields: Sequence[str],
+                       config: JsonAugmentConfig) -> list[Mapping]:
+    """The training records plus, when augmentation is on, one record per synonym of a value they
+    hold, so a vocabulary built from them knows every value ``augment_records`` can write."""
+    if not config.copies or config.synonym_rate <= 0:
+        return list(records)
+    present = {name: set() for name in fields}
+    for record in records:
+        for name in fields:
+            value = record.get(name)
+            present[name].update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+    extra = [{name: synonym} for name in fields for value in sorted(present[name])
+             for synonym in config.synonyms.get(value, [])]
+    return list(records) + extra
 
 
 def augment_records(records: Sequence[Mapping], categories: Sequence[str], fields: Sequence[str],

@@ -191,7 +191,7 @@ class VectorIndex:
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} item ids")
         if len(vectors) == 0:
             raise ValueError("no vectors to index")
-        _check_unique(ids)
+        check_unique(ids)
         config = config.resolved(*vectors.shape)
         index = _faiss_index(config, vectors.shape[1])
         if config.kind == "ivfpq":
@@ -210,7 +210,7 @@ class VectorIndex:
         vectors = check_unit_vectors(vectors, ids, dim=self.dim, tolerance=self.config.norm_tolerance)
         if len(vectors) != len(ids):
             raise ValueError(f"{len(vectors)} vectors but {len(ids)} item ids")
-        _check_unique(ids)
+        check_unique(ids)
         present = [i for i in ids.tolist() if i in self._live_rows]
         if present:
             raise ValueError(f"{len(present)} item id(s) already in the index, e.g. {present[:5]}; "
@@ -247,13 +247,7 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> Hits:
         """Top-k live items per query by inner product. ``ef_search``/``nprobe`` override the config
         for this call. Query norms scale the scores but never change the ranking."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None, :]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries: expected shape (Q, {self.dim}), got {queries.shape}")
-        if not np.isfinite(queries).all():
-            raise ValueError(f"queries: row {int(np.flatnonzero(~np.isfinite(queries).all(1))[0])} contains NaN or inf")
+        queries = check_queries(queries, self.dim)
         scores, rows = self.index.search(queries, k, params=self._params(ef_search, nprobe))
         found = rows >= 0
         ids = np.where(found, self.item_ids[np.where(found, rows, 0)] if len(self.item_ids) else "", "")
@@ -350,7 +344,20 @@ class VectorIndex:
         return cls(index, item_ids, config, removed, meta.get("source_vectors"), meta.get("built_utc"))
 
 
-def _check_unique(ids: np.ndarray) -> None:
+def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """Queries as a contiguous (Q, dim) float32 matrix (one vector becomes one row), finite; else a
+    ValueError naming the problem. Shared by every index backend."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None, :]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(f"queries: expected shape (Q, {dim}), got {queries.shape}")
+    if not np.isfinite(queries).all():
+        raise ValueError(f"queries: row {int(np.flatnonzero(~np.isfinite(queries).all(1))[0])} contains NaN or inf")
+    return queries
+
+
+def check_unique(ids: np.ndarray) -> None:
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dupes = unique[counts > 1].tolist()

@@ -1,4 +1,4 @@
-"""Hard-negative batching for metric learning on the category hierarchy, and triplet components.
+"""Hard-negative batching for metric learning on the category hierarchy.
 
 :class:`HierarchicalBatchSampler` builds every batch from sibling categories: it draws a few parent
 categories, several child categories inside each parent, then ``samples_per_child`` items per
@@ -26,12 +26,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import TripletMarginLoss
-from pytorch_metric_learning.miners import TripletMarginMiner
 from torch.utils.data import Sampler
-
-TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
 
 class HierarchicalBatchSampler(Sampler[list[int]]):
@@ -121,19 +116,3 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
         for _ in range(self.num_batches):
             yield self._batch(rng)
 
-
-def triplet_components(margin: float = 0.2, type_of_triplets: str = "semihard"
-                       ) -> tuple[TripletMarginLoss, TripletMarginMiner]:
-    """PML triplet loss and its miner over one shared distance (L2 on normalised embeddings).
-
-    Use as ``loss_fn(emb, labels, miner(emb, labels))``; "semihard" (negatives farther than the
-    positive but inside the margin) is the stable default, "hard" mines negatives closer than the
-    positive.
-    """
-    if type_of_triplets not in TRIPLET_TYPES:
-        raise ValueError(f"type_of_triplets must be one of {TRIPLET_TYPES}, got {type_of_triplets!r}")
-    if margin <= 0:
-        raise ValueError(f"margin must be > 0, got {margin}")
-    distance = LpDistance(normalize_embeddings=True, p=2)
-    return (TripletMarginLoss(margin=margin, distance=distance),
-            TripletMarginMiner(margin=margin, type_of_triplets=type_of_triplets, distance=distance))

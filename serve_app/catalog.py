@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.data.schema import attributes_to_dict
+from recsys.data.vectors import read_vectors
 from recsys.index import IndexConfig, VectorIndex
 from serve_app.store import ItemStore
 
@@ -68,13 +68,9 @@ def trend_values(item: dict, field: str) -> list[str]:
 
 
 def load_vectors(path: str | Path, view_column: str | None = "view", view_value=0) -> dict[str, np.ndarray]:
-    table = pq.read_table(path)
-    if "vector" in table.column_names:
-        table = table.filter(table["vector"].is_valid())
-    if view_column and view_column in table.column_names:
-        table = table.filter(pc.equal(table[view_column], view_value))
-    ids = table["item_id"].to_pylist()
-    vectors = np.stack(table["vector"].to_numpy(zero_copy_only=False)).astype(np.float32) if ids else None
+    """item_id -> vector of an embeddings parquet (``recsys.data.vectors``: the embed job's format),
+    rows of ``view_column == view_value`` only (the original crop, or one text source)."""
+    ids, vectors = read_vectors(path, where={view_column: view_value} if view_column else None)
     return {i: vectors[n] for n, i in enumerate(ids)}
 
 

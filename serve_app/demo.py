@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import requests
 import yaml
 
+from recsys import logs
 from serve_app.config import ServeAppConfig, load_serve_yaml, resolve_paths
 from serve_app.versions import newest_version, pin_version, version_label
 
@@ -93,10 +94,12 @@ def run_demo(config: ServeAppConfig, deployments: dict, host: str = "127.0.0.1",
 
     from serve_app.app import build_app
 
+    logs.route_ray_logs()  # Serve sets up its driver logger on import: to the log file when quiet
+
     config = resolve_paths(config)
     version = newest_version(config)
     pin_version(config, version)  # serve what the pipeline just made, whatever an earlier reload pinned
-    print(f"serving version {version_label(version)}")
+    print("serving version: " + ", ".join(f"{key} {name}" for key, name in version_label(version).items() if name))
     serve.start(http_options={"host": host, "port": port})
     try:
         serve.run(build_app(config, deployments), name=app_name, route_prefix="/", blocking=False)
@@ -129,15 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="default: http_options.host of the config")
     parser.add_argument("--port", type=int, default=None, help="default: http_options.port of the config")
     parser.add_argument("--check", action="store_true", help="call a few endpoints and exit")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and Serve's logs here, not in the log file")
     args = parser.parse_args(argv)
     config, deployments = load_serve_yaml(args.config)
     http = (yaml.safe_load(Path(args.config).read_text()) or {}).get("http_options") or {}
     import ray
 
     if not ray.is_initialized():
-        # The replicas' request logs stay in Ray's log directory (/tmp/ray/session_latest/logs/serve),
-        # so the URL and curl lines are what the terminal shows. RAY_ADDRESS joins a running cluster.
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local"}), log_to_driver=False)
+        # The replicas' request logs stay in Ray's log directory (/tmp/ray/session_latest/logs/serve)
+        # and Ray's and Serve's own lines go to the log file, so the URL and curl lines are what the
+        # terminal shows. RAY_ADDRESS joins a running cluster.
+        if not args.verbose:
+            logs.quiet_console("serve_demo")
+        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local"}), log_to_driver=args.verbose)
+        logs.ray_started()
     statuses = run_demo(config, deployments, args.host or http.get("host", "127.0.0.1"),
                         args.port or int(http.get("port", 8000)), args.check)
     return 0 if statuses is None or all(s == 200 for s in statuses.values()) else 1

@@ -5,18 +5,20 @@ Each deployment loads the part it needs:
 - :class:`UserModel` (QueryEncoder): the user store (``users.parquet``: history, profile, context
   text) and the user tower, which encodes a stored user or one described in a request (history
   item ids, profile fields, a context vector) into the tower's item space.
-- :class:`UserSources` (Retriever): the candidate sources of ``recsys.retrieval`` over that space
-  (the user tower's vectors, ItemKNN transitions and popularity fitted on the store's histories),
-  merged by ``recsys.retrieval.recommender.run_stage`` exactly as in training.
+- :class:`UserSources` (Retriever): the candidate sources the run was trained with
+  (``recsys.retrieval.sources.build_sources`` from its config.yaml: the user tower's vectors,
+  ItemKNN transitions and popularity fitted on the store's histories), merged by
+  ``recsys.retrieval.recommender.run_stage`` exactly as in training.
 - :class:`LearnedReranker` (Reranker): the run's DeepFM / listwise model and the request-time
   features it was trained on (``recsys.data.candidate_lists.build_lists`` on a one-user list).
 
+The run's files are read with the library's readers (``recsys.retrieval.user_model``,
+``recsys.models.user_tower.load_user_model``, ``recsys.models.rerankers.load_reranker_artifact``).
 The users and their interactions are a synthetic stand-in (see ``ray_jobs.train_users``); every
 response says so in ``note``.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -25,30 +27,24 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recsys.data.candidate_lists import RERANKER_FILE
+from recsys.retrieval.user_model import RERANKER_DIR, USER_TOWER_DIR, USERS_FILE, read_user_model, served_sources
 from serve_app.errors import InputError
 
 MAX_HISTORY = 200
-STORE = "users.parquet"
-TOWER_META = Path("user_tower") / "user_model.json"
-RERANKER_META = Path("reranker") / "reranker.json"
 RRF_K = 60  # reciprocal-rank fusion constant of the untrained fallback order
 
 
-def read_meta(run_dir: str | Path, relative: Path, required: bool = True) -> dict | None:
-    """A JSON file of the run (``TOWER_META`` / ``RERANKER_META``); None if absent and not ``required``."""
-    path = Path(run_dir) / relative
-    if path.is_file():
-        return json.loads(path.read_text())
-    if required:
-        raise FileNotFoundError(f"{path} does not exist")
-    return None
+def has_reranker(run_dir: str | Path) -> bool:
+    """Whether the run has a learned reranker (``reranker/reranker.json``)."""
+    return (Path(run_dir) / RERANKER_DIR / RERANKER_FILE).is_file()
 
 
 class UserStore:
     """user_id -> {history (oldest first), age, style, context}."""
 
     def __init__(self, run_dir: str | Path):
-        frame = pq.read_table(Path(run_dir) / STORE).to_pandas()
+        frame = pq.read_table(Path(run_dir) / USERS_FILE).to_pandas()
         self.users: dict[str, dict] = {}
         for row in frame.to_dict("records"):
             user_id, history = str(row.pop("user_id")), row.pop("history")
@@ -81,18 +77,17 @@ class UserModel:
     """The user store and the user tower (QueryEncoder side)."""
 
     def __init__(self, run_dir: str | Path):
-        from recsys.models.user_tower import load_user_tower  # torch: only in the QueryEncoder's replicas
+        from recsys.models.user_tower import load_user_model  # torch: only in the QueryEncoder's replicas
 
         run_dir = Path(run_dir)
-        self.meta = read_meta(run_dir, TOWER_META)
+        self.files, self.tower = load_user_model(run_dir / USER_TOWER_DIR)
         self.run_dir = run_dir
         self.store = UserStore(run_dir)
-        self.tower = load_user_tower(str(run_dir / "user_tower" / self.meta["checkpoint"]))
-        self.token_of = {item: n + 1 for n, item in enumerate(self.meta["item_ids"])}
-        self.numeric: list[str] = list(self.meta.get("profile_numeric") or [])
-        self.categorical: dict[str, list[str]] = dict(self.meta.get("profile_categorical") or {})
+        self.token_of = {item: n + 1 for n, item in enumerate(self.files.item_ids)}
+        self.numeric: list[str] = list(self.files.profile_numeric)
+        self.categorical: dict[str, list[str]] = dict(self.files.profile_categorical)
         self.context_dim = int(self.tower.config.context_dim)
-        self.note = self.meta.get("note")
+        self.note = self.files.note
 
     def describe(self) -> dict:
         return {"users": len(self.store), "profile_numeric": self.numeric, "profile_categorical": self.categorical,
@@ -153,35 +148,36 @@ class UserSources:
     """Candidate sources over the user tower's item space (Retriever side)."""
 
     def __init__(self, run_dir: str | Path, n_per_source: int):
-        from recsys.retrieval.popularity import Popularity
-        from recsys.retrieval.transitions import TransitionKNN
+        from recsys.retrieval.sources import SourceInputs, build_sources
 
         run_dir = Path(run_dir)
-        meta = read_meta(run_dir, TOWER_META)
-        self.item_ids = np.asarray(meta["item_ids"], dtype=object)
-        self.index_of = {item: n for n, item in enumerate(meta["item_ids"])}
-        self.item_vectors = np.load(run_dir / "user_tower" / meta["item_vectors"]).astype(np.float32)
+        files = read_user_model(run_dir / USER_TOWER_DIR)
+        self.item_ids = np.asarray(files.item_ids, dtype=object)
+        self.index_of = {item: n for n, item in enumerate(files.item_ids)}
+        self.item_vectors = files.item_vectors()
         self.n_per_source = n_per_source
-        self.note = meta.get("note")
+        self.note = files.note
+        self.config = served_sources(run_dir)
         sequences = [self.indices(h) for h in UserStore(run_dir).histories()]
-        self.popularity = Popularity.fit(sequences, len(self.item_ids))
-        self.transitions = TransitionKNN.fit(sequences, len(self.item_ids))
+        # the history-based sources once; the user tower joins per request (build_sources' ``fitted``)
+        self.fitted = build_sources(self.config, SourceInputs(sequences, len(self.item_ids)))
+        self.popularity = self.fitted["mostpop"]
 
     def indices(self, history: list[str]) -> np.ndarray:
         return np.array([self.index_of[i] for i in history if i in self.index_of], dtype=np.int64)
 
     def candidates(self, user_vector: np.ndarray, history: list[str], k: int = 0) -> dict:
-        """Merged candidates of the three sources, each proposing max(``k``, ``n_per_source``) items,
+        """Merged candidates of the run's sources (user tower, ItemKNN, popularity), each proposing max(``k``, ``n_per_source``) items,
         the user's history removed, in the lists' input order of training (user-tower score,
         descending): ids, per-source scores (``score_<source>``: 0 when that source did not propose
         it), the sources' reciprocal-rank fusion (the untrained fallback order) and the items'
         interaction counts in the store (the reranker's popularity feature)."""
-        from recsys.retrieval.dense import DenseSource
         from recsys.retrieval.recommender import CandidateConfig, run_stage
+        from recsys.retrieval.sources import SourceInputs, build_sources
 
         n = max(k, self.n_per_source)
-        sources = {"user_tower": DenseSource(np.asarray(user_vector, dtype=np.float32)[None], self.item_vectors),
-                   "itemknn": self.transitions, "mostpop": self.popularity}
+        user = SourceInputs([], len(self.item_ids), np.asarray(user_vector, dtype=np.float32)[None], self.item_vectors)
+        sources = build_sources(self.config, user, self.fitted)
         found = run_stage(sources, self.popularity, [self.indices(history)], None,
                           CandidateConfig(n_per_source=n)).candidates
         keep = ~np.isin(found.item, self.indices(history))
@@ -200,21 +196,19 @@ class LearnedReranker:
     """The run's trained reranker and its request-time features (Reranker side)."""
 
     def __init__(self, run_dir: str | Path):
-        from recsys.data.candidate_lists import DenseScaler, ItemIndex
-        from recsys.train_loops.rerankers import load_reranker
+        from recsys.data.candidate_lists import ItemIndex
+        from recsys.models.rerankers import load_reranker_artifact
 
         run_dir = Path(run_dir)
-        meta = read_meta(run_dir, RERANKER_META)
-        root = run_dir / RERANKER_META.parent
-        self.kind = meta["kind"]
+        files, self.model = load_reranker_artifact(run_dir / RERANKER_DIR)
+        self.kind = files.kind
         self.run = run_dir.name
-        self.model = load_reranker(str(root / meta["checkpoint"]))
-        self.index = ItemIndex(meta["item_ids"])
-        self.feature_names: list[str] = meta["feature_names"]
-        self.score_columns: list[str] = meta["score_columns"]
-        self.scaler = DenseScaler(np.asarray(meta["scaler_mean"], np.float32), np.asarray(meta["scaler_std"], np.float32))
-        self.max_history = int(meta["max_history"])
-        self.item_vectors = np.load(root / meta["item_vectors"]).astype(np.float32)
+        self.index = ItemIndex(files.item_ids)
+        self.feature_names: list[str] = files.feature_names
+        self.score_columns: list[str] = files.score_columns
+        self.scaler = files.scaler
+        self.max_history = files.max_history
+        self.item_vectors = files.item_vectors()
 
     def score(self, item_ids: list[str], scores: dict[str, np.ndarray], popularity: np.ndarray,
               history: list[str]) -> np.ndarray:

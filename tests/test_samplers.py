@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from recsys.samplers import HierarchicalBatchSampler, triplet_components
+from recsys.losses.metric import triplet_components
+from recsys.samplers import HierarchicalBatchSampler
 
 # [fine, coarse]: parent 0 (Topwear) has children 10, 11, 12; parent 1 (Bottomwear) 20, 21;
 # parents 2 and 3 have one child each (30, 40). Child 12 has only 2 items (< samples_per_child).

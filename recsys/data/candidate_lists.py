@@ -20,6 +20,12 @@ without vectors); ``in_history``; ``retrieved`` (1 for every listed candidate; 0
 catalog negatives DeepFM samples in training, so they never look like retrieved items).
 
 The item side (tokens, categories, vectors) is indexed the same way, by :class:`ItemIndex`.
+
+A trained reranker is served with what builds these features for one user at request time:
+:func:`write_reranker_files` / :func:`read_reranker_files` (``reranker.json``: item index, feature
+names, score columns, scaler, history length; ``item_vectors.npy``: the cosine feature's vectors),
+the one reader/writer pair of the training job and serving (the model itself:
+``recsys.models.rerankers.load_reranker_artifact``).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.artifacts import ModelFiles
 from recsys.data.result import AdapterError, read_table_file
 
 SPLITS = ("val", "test")
@@ -118,6 +125,62 @@ class DenseScaler:
 
     def transform(self, dense: np.ndarray) -> np.ndarray:
         return ((dense - self.mean) / self.std).astype(np.float32)
+
+
+RERANKER_FILE = "reranker.json"
+ITEM_VECTORS_FILE = "item_vectors.npy"
+
+
+@dataclass
+class RerankerFiles(ModelFiles):
+    directory: Path
+    kind: str                          # deepfm | listwise
+    checkpoint: str                    # relative to directory
+    item_ids: list[str]                # the ItemIndex order
+    feature_names: list[str]
+    score_columns: list[str]
+    scaler: DenseScaler
+    max_history: int
+    item_vectors_source: str = ""
+    item_vectors_file: str = ITEM_VECTORS_FILE
+
+
+def write_reranker_files(directory: str | Path, kind: str, checkpoint: str | Path, item_ids: list[str],
+                         feature_names: list[str], score_columns: list[str], scaler: DenseScaler, max_history: int,
+                         vectors: np.ndarray, vectors_source: str) -> Path:
+    """reranker.json (item index, dense features and their scaling) + item_vectors.npy (cosine feature)."""
+    from recsys.artifacts import write_json
+
+    directory = Path(directory)
+    np.save(directory / ITEM_VECTORS_FILE, np.asarray(vectors, dtype=np.float32))
+    return write_json(directory / RERANKER_FILE, {
+        "kind": kind, "checkpoint": str(Path(checkpoint).resolve().relative_to(directory.resolve())),
+        "item_ids": list(item_ids), "feature_names": feature_names, "score_columns": score_columns,
+        "scaler_mean": np.asarray(scaler.mean).tolist(), "scaler_std": np.asarray(scaler.std).tolist(),
+        "max_history": max_history, "item_vectors": ITEM_VECTORS_FILE, "item_vectors_source": vectors_source})
+
+
+def read_artifact_json(path: Path, required: bool = True) -> dict | None:
+    """A served artifact's JSON description; None when absent and not ``required``."""
+    import json
+
+    if path.is_file():
+        return json.loads(path.read_text())
+    if required:
+        raise FileNotFoundError(f"{path} does not exist")
+    return None
+
+
+def read_reranker_files(directory: str | Path, required: bool = True) -> RerankerFiles | None:
+    """What :func:`write_reranker_files` wrote; None when absent and not ``required``."""
+    directory = Path(directory)
+    meta = read_artifact_json(directory / RERANKER_FILE, required)
+    if meta is None:
+        return None
+    scaler = DenseScaler(np.asarray(meta["scaler_mean"], np.float32), np.asarray(meta["scaler_std"], np.float32))
+    return RerankerFiles(directory, meta["kind"], meta["checkpoint"], list(meta["item_ids"]),
+                         list(meta["feature_names"]), list(meta["score_columns"]), scaler, int(meta["max_history"]),
+                         meta.get("item_vectors_source", ""), meta.get("item_vectors", ITEM_VECTORS_FILE))
 
 
 def popularity(histories, index: ItemIndex) -> np.ndarray:

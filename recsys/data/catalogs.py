@@ -13,7 +13,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -190,14 +190,21 @@ def load_item_catalog(path: str | Path, hierarchy: Sequence[str] | None = None, 
     their attributes); anything else needs ``hierarchy`` and uses :func:`load_generic_catalog`."""
     path = Path(path)
     columns = set(_columns(path))
-    if set(FPI_REQUIRED) <= columns:
-        return load_fashion_product_images(path)
-    if set(HM_REQUIRED) <= columns:
-        return load_hm_articles(path)
+    for required, adapter in KNOWN_CATALOGS:
+        if set(required) <= columns:
+            return adapter(path)
     if not hierarchy:
         raise AdapterError(f"{path}: not a Fashion Product Images or H&M articles table (columns "
                            f"{sorted(columns)}); name its category columns with --hierarchy c1,c2,...")
     return load_generic_catalog(path, hierarchy, std_fields, re_fields, id_col, title_col, description_col)
+
+
+# Catalog formats recognised by their columns (first match wins): a new retailer format is its
+# adapter function above, one line here, its feature preset (recsys.data.item_features.PRESETS) and a test.
+KNOWN_CATALOGS: tuple[tuple[tuple[str, ...], Callable[[Path], AdapterResult]], ...] = (
+    (FPI_REQUIRED, load_fashion_product_images),
+    (HM_REQUIRED, load_hm_articles),
+)
 
 
 def _columns(path: Path) -> list[str]:

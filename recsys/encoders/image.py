@@ -1,28 +1,42 @@
-"""Frozen open_clip image encoder: model and weights named in config.
+"""Frozen image encoder: model and weights named in config, each model with its own preprocessing.
 
-- FashionCLIP: ``model: hf-hub:patrickjohncyh/fashion-clip`` (needs the Hugging Face hub or its cache).
-- Any open_clip architecture with a pretrained tag or a local checkpoint: ``model: ViT-B-32``,
-  ``pretrained: /path/to/open_clip_model.safetensors``.
+Two backends, chosen by ``backend`` (``auto`` picks from the name or the directory contents):
+
+- ``open_clip``: built-in names with a pretrained tag or checkpoint file (``model: ViT-B-32``,
+  ``pretrained: /path/to/open_clip_model.safetensors``), ``hf-hub:`` repos that carry an
+  ``open_clip_config.json`` (Marqo's ``hf-hub:Marqo/marqo-fashionCLIP`` / ``marqo-fashionSigLIP``),
+  and local directories holding ``open_clip_config.json`` + weights (``local-dir:/path`` or the path).
+- ``transformers_clip``: transformers ``CLIPModel`` checkpoints, a hub id or a local directory, with
+  the ``CLIPImageProcessor`` saved beside them. FashionCLIP is published this way:
+  ``model: patrickjohncyh/fashion-clip``.
 - Offline default (this machine has no weights): ``ViT-M-32`` with weights drawn from a fixed seed.
   It is a stand-in: its vectors are deterministic and 512-d but carry no learned visual meaning,
   and every report that shows its numbers says ``pretrained: none (stand-in)``.
+
+Preprocessing is batched: the per-image steps that must see each picture (resize, crop) run in PIL
+exactly as the model's own transform does; tensor conversion and normalisation run once per batch
+(per-image ``ToTensor`` cost as much as a third of the ViT-M-32 forward pass on 2 CPUs).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 STAND_IN = "none (stand-in)"
+BACKENDS = ("auto", "open_clip", "transformers_clip")
+LOCAL_DIR = "local-dir:"
 
 
 @dataclass
 class ImageEncoderConfig:
-    model: str = "ViT-M-32"
+    model: str = "ViT-M-32"          # open_clip name / hf-hub: / local-dir:, or a transformers CLIP id or dir
     pretrained: str | None = None    # open_clip tag or checkpoint path; None = seeded random weights
+    backend: str = "auto"            # open_clip | transformers_clip | auto (from the name or directory)
     seed: int = 0
     batch_size: int = 32
     device: str | None = None        # None: cuda when available
@@ -38,42 +52,155 @@ class AugmentConfig:
     seed: int = 0
 
 
+def resolve_backend(config: ImageEncoderConfig) -> str:
+    """``auto``: open_clip for ``hf-hub:``/``local-dir:`` names, directories with an open_clip
+    config and built-in names; transformers for directories with a ``config.json`` and for hub
+    ids (``org/name``) that are not open_clip schemas."""
+    if config.backend not in BACKENDS:
+        raise ValueError(f"image.backend: {config.backend!r}, expected one of {BACKENDS}")
+    if config.backend != "auto":
+        return config.backend
+    name = config.model
+    if name.startswith(("hf-hub:", LOCAL_DIR)):
+        return "open_clip"
+    path = Path(name)
+    if path.is_dir():
+        if (path / "open_clip_config.json").is_file():
+            return "open_clip"
+        if (path / "config.json").is_file():
+            return "transformers_clip"
+        raise ValueError(f"image.model {name!r}: a directory with neither open_clip_config.json nor config.json")
+    return "transformers_clip" if "/" in name else "open_clip"
+
+
 def pretrained_label(config: ImageEncoderConfig) -> str:
+    """What the vectors' weights are, as every report prints it."""
+    if resolve_backend(config) == "transformers_clip":
+        return config.model  # a CLIPModel checkpoint always carries its trained weights
     if config.pretrained:
         return config.pretrained
-    return "hf-hub" if config.model.startswith("hf-hub:") else STAND_IN
+    if config.model.startswith("hf-hub:"):
+        return "hf-hub"
+    if config.model.startswith(LOCAL_DIR) or Path(config.model).is_dir():
+        return config.model.removeprefix(LOCAL_DIR)
+    return STAND_IN
+
+
+class BatchedTransform:
+    """An open_clip/torchvision eval transform split in two: the PIL steps before ``ToTensor`` run
+    per image; ``ToTensor`` + ``Normalize`` run as one tensor op over the batch (same arithmetic).
+    Transforms of any other shape fall back to the per-image transform."""
+
+    def __init__(self, transform: Callable):
+        steps = list(getattr(transform, "transforms", []))
+        names = [type(step).__name__ for step in steps]
+        at = next((i for i, name in enumerate(names) if name in ("ToTensor", "MaybeToTensor")), None)
+        self.reference = transform
+        self.fast = at is not None and names[at + 1:] == ["Normalize"]
+        if self.fast:
+            self.pil_steps = steps[:at]
+            normalize = steps[at + 1]
+            self.mean = torch.tensor(normalize.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            self.std = torch.tensor(normalize.std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def _pil(self, image: Image.Image) -> Image.Image:
+        for step in self.pil_steps:
+            image = step(image)
+        return image
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> (N, C, H, W) float32 pixels."""
+        if not self.fast:
+            return torch.stack([self.reference(im) for im in images])
+        prepared = [self._pil(im) for im in images]
+        if len({(im.mode, im.size) for im in prepared}) != 1 or prepared[0].mode != "RGB":
+            return torch.stack([self.reference(im) for im in images])
+        pixels = torch.from_numpy(np.stack([np.asarray(im) for im in prepared])).permute(0, 3, 1, 2)
+        return pixels.float().div_(255).sub_(self.mean).div_(self.std).contiguous()
+
+
+class _OpenClip:
+    def __init__(self, config: ImageEncoderConfig):
+        import open_clip
+
+        name = config.model
+        if not name.startswith(("hf-hub:", LOCAL_DIR)) and Path(name).is_dir():
+            name = LOCAL_DIR + name  # a local open_clip directory, named by its path alone
+        torch.manual_seed(config.seed)  # the stand-in's random weights are the same on every worker
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=config.pretrained)
+        except Exception as exc:  # a hub download without network, a missing checkpoint, ...
+            hint = (" A transformers CLIPModel repository (no open_clip_config.json, e.g. "
+                    "patrickjohncyh/fashion-clip) loads with backend: transformers_clip and the id without "
+                    "hf-hub:." if name.startswith("hf-hub:") else "")
+            raise RuntimeError(f"image encoder {config.model!r} (pretrained={config.pretrained!r}) could not be "
+                               f"loaded by open_clip: {exc}. Offline, use an architecture name with pretrained: "
+                               f"null (stand-in), a local checkpoint path or a local directory.{hint}") from exc
+        self.model, self.preprocess = model, preprocess
+        self.pixels = BatchedTransform(preprocess)
+        self.dim = int(model.visual.output_dim)
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+
+class _TransformersClip:
+    def __init__(self, config: ImageEncoderConfig):
+        from transformers import CLIPImageProcessor, CLIPModel
+
+        try:
+            self.model = CLIPModel.from_pretrained(config.model)
+            self.processor = CLIPImageProcessor.from_pretrained(config.model)
+        except Exception as exc:
+            raise RuntimeError(f"image encoder {config.model!r} could not be loaded as a transformers CLIPModel "
+                               f"with its CLIPImageProcessor: {exc}. Offline, point image.model at a local "
+                               f"directory (save_pretrained) or a populated Hugging Face cache.") from exc
+        self.dim = int(self.model.config.projection_dim)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.pixels([image])[0]
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        output = self.model.get_image_features(pixel_values=pixels)
+        # transformers 5 returns the model output with the projected features as pooler_output; 4.x a tensor
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 class ImageEncoder:
     def __init__(self, config: ImageEncoderConfig = ImageEncoderConfig()):
-        import open_clip
-
         self.config = config
+        self.backend = resolve_backend(config)
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch.manual_seed(config.seed)  # the stand-in's random weights are the same on every worker
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(config.model, pretrained=config.pretrained)
-        except Exception as exc:  # a hub download without network, a missing checkpoint, ...
-            raise RuntimeError(f"image encoder {config.model!r} (pretrained={config.pretrained!r}) could not be "
-                               f"loaded: {exc}. Offline, use an architecture name with pretrained: null "
-                               f"(stand-in) or a local checkpoint path.") from exc
-        self.model = model.to(self.device).eval()
-        self.preprocess = preprocess
+        self._impl = _OpenClip(config) if self.backend == "open_clip" else _TransformersClip(config)
+        self.model = self._impl.model.to(self.device).eval()
+        self.preprocess = self._impl.preprocess  # the model's own per-image transform (reference)
         self.pretrained = pretrained_label(config)
 
     @property
     def dim(self) -> int:
-        return int(self.model.visual.output_dim)
+        return self._impl.dim
 
-    @torch.no_grad()
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> the model's input pixels, preprocessed as a batch."""
+        return self._impl.pixels([im if im.mode == "RGB" else im.convert("RGB") for im in images])
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """Preprocessed pixels -> (N, dim) float32 L2-normalised vectors (the model pass alone)."""
+        outputs = []
+        for start in range(0, len(pixels), self.config.batch_size):
+            with torch.autocast(device_type="cuda", enabled=self.device == "cuda"):
+                vectors = self._impl.features(pixels[start:start + self.config.batch_size].to(self.device))
+            outputs.append(torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.dim), dtype=np.float32)
+
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         """PIL images -> (N, dim) float32 L2-normalised vectors."""
-        outputs = []
-        for start in range(0, len(images), self.config.batch_size):
-            pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images[start:start + self.config.batch_size]])
-            with torch.autocast(device_type="cuda", enabled=self.device == "cuda"):
-                vectors = self.model.encode_image(pixels.to(self.device))
-            outputs.append(torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy())
+        outputs = [self.encode_pixels(self.pixels(images[start:start + self.config.batch_size]))
+                   for start in range(0, len(images), self.config.batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, self.dim), dtype=np.float32)
 
 

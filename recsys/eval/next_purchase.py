@@ -14,18 +14,33 @@
 - :func:`evaluate_lists` scores top-k lists with ``recsys.metrics.ranking`` (MAP@k, Kaggle
   definition, and Recall@k) and keeps the per-customer AP for :func:`paired_bootstrap`.
 - :func:`candidate_features` gives the ranker its features for (customer, candidate) pairs.
+- The recipe ``ray_jobs.evaluate_next_purchase`` runs: :class:`NextPurchaseConfig`, :func:`read_inputs`,
+  :func:`tower_inputs` (what the user tower may learn from), :func:`stage_candidates` (the E2
+  candidate stage: repurchase, user tower and ItemKNN from ``recsys.retrieval.sources``, recent
+  popularity, MostPop; merged with features) and :func:`ranked_lists`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from recsys.config import ConfigError, to_dict
 from recsys.metrics.bootstrap import bootstrap_means
 from recsys.metrics.ranking import average_precision_at_k, recall_at_k
+from recsys.models.user_tower import UserTowerConfig
+from recsys.retrieval.candidates import CandidateSet, merge, top_n
+from recsys.retrieval.ranker import RankerConfig
 from recsys.retrieval.repurchase import NEVER, Repurchase
+from recsys.retrieval.sources import SourceInputs, SourcesConfig, build_sources
+from recsys.retrieval.transitions import TransitionConfig
+from recsys.train_loops.user_tower import UserTowerTrainConfig
+from recsys.train_loops.scaling import ScalingSettings
 
 COLUMNS = ("customer_id", "article_id", "t_dat")
 
@@ -309,3 +324,261 @@ def candidate_features(rows: np.ndarray, items: np.ndarray, arrays: StageArrays,
         out[f"same_{name}_share"], out[f"same_{name}_days_since"] = share, np.log1p(since).astype(np.float32)
     # unknown (no age, item of unknown group) -> -1: every ranker kind takes the features as they are
     return {name: np.nan_to_num(value, nan=-1.0).astype(np.float32) for name, value in out.items()}
+
+
+# ---------------------------------------------------------------------- the E2 recipe
+
+@dataclass
+class PurchaseSourcesConfig:
+    """E2's candidate sources: how many items each proposes."""
+    repurchase: int = 100        # most recent own purchases proposed
+    user_tower: int = 50
+    itemknn: int = 50
+    recent: int = 50             # items bought most in the recent_days before the target day
+    recent_days: int = 7
+    mostpop: int = 12
+    chunk_size: int = 256        # customers scored at once
+
+
+@dataclass
+class NextPurchaseConfig:
+    """E2's settings."""
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)  # Ray Train workers of the stage's fits
+    data_dir: str = "../shared/data/hm_pse_subset"
+    transactions: str = "transactions.parquet"
+    customers: str | None = "customers.parquet"      # age (optional; missing file: no age feature)
+    articles: str | None = "articles.parquet"        # product_type_no where known (optional)
+    out: str = "artifacts/eval/next_purchase"
+    k: int = 12
+    recent_window: int = 30                          # RecentPop's window (days before the test day)
+    expected_counts: dict[str, int] | None = None    # fail unless the split has exactly these counts
+    ranker_stages: int = 6                           # validation stages the ranker learns from (1, 2, .. days earlier)
+    user_tower: UserTowerConfig = field(default_factory=UserTowerConfig)
+    train: UserTowerTrainConfig = field(default_factory=UserTowerTrainConfig)
+    itemknn: TransitionConfig = field(default_factory=TransitionConfig)
+    sources: PurchaseSourcesConfig = field(default_factory=PurchaseSourcesConfig)
+    ranker: RankerConfig = field(default_factory=lambda: RankerConfig(kind="gbdt", k=12))
+    bootstrap: int = 10_000
+    seed: int = 0
+
+
+def _optional(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def read_inputs(cfg: NextPurchaseConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]:
+    root = Path(cfg.data_dir)
+    path = root / cfg.transactions
+    if not path.is_file():
+        raise ConfigError(f"transactions file {path} does not exist (data_dir={cfg.data_dir})")
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"article_id": str})
+    frame["article_id"] = frame["article_id"].astype(str)
+    frame["customer_id"] = frame["customer_id"].astype(str)
+    customers = _optional(root / cfg.customers) if cfg.customers else None
+    articles = _optional(root / cfg.articles) if cfg.articles else None
+    return (frame, pd.read_parquet(customers) if customers else None,
+            pd.read_parquet(articles, columns=["article_id", "product_type_no"]) if articles else None)
+
+
+def run_name(cfg: NextPurchaseConfig, frame: pd.DataFrame) -> str:
+    """The tower resumes only a run with the same tower settings on the same log."""
+    settings = {key: to_dict(cfg)[key] for key in ("user_tower", "train", "seed")}
+    stamp = f"{len(frame)}:{pd.util.hash_pandas_object(frame[['customer_id', 'article_id']], index=False).sum()}"
+    digest = hashlib.sha1((json.dumps(settings, sort_keys=True, default=str) + stamp).encode()).hexdigest()
+    return f"user_tower-{digest[:10]}"
+
+
+def tower_inputs(stages: dict[str, PurchaseStage], arrays: dict[str, StageArrays], targets: dict[str, list[set[int]]],
+                 seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """What the tower may learn from: each test-stage customer's purchases before the earliest target
+    day any ranker stage gives them (the ranker's labels must be news to the tower), and, to pick the
+    checkpoint, one article of that earliest target day. Returns (training sequences, validation
+    histories, validation targets)."""
+    test = arrays["test"]
+    earliest = np.full(test.n_customers, np.iinfo(np.int64).max)
+    first_target: dict[int, set[int]] = {}
+    for name in [s for s in stages if s != "test"]:        # val1, val2, ...: deeper stages come later
+        rows = np.searchsorted(stages["test"].customers, stages[name].customers)
+        earlier = arrays[name].ref_day < earliest[rows]
+        earliest[rows[earlier]] = arrays[name].ref_day[earlier]
+        first_target.update({int(r): targets[name][i] for i, r in enumerate(rows) if earlier[i]})
+    keep = test.day < earliest[test.customer]
+    kept = StageArrays(test.customer[keep], test.item[keep], test.day[keep], test.price[keep], test.ref_day,
+                       test.n_customers)
+    sequences = kept.sequences()
+    rng = np.random.default_rng(seed)
+    rows = [r for r in sorted(first_target) if first_target[r] and len(sequences[r])]
+    return (sequences, [sequences[r] for r in rows],
+            np.array([rng.choice(sorted(first_target[r])) for r in rows], dtype=np.int64))
+
+
+def stage_candidates(cfg: NextPurchaseConfig, arrays: StageArrays, n_items: int, user_vectors: np.ndarray,
+                     item_vectors: np.ndarray, customer_age: np.ndarray | None, groups: dict[str, np.ndarray],
+                     progress: str) -> tuple[CandidateSet, np.ndarray]:
+    """Merged candidates with features for every customer of a stage, and the stage's MostPop list."""
+    from tqdm.auto import tqdm
+
+    src = cfg.sources
+    sequences = arrays.sequences()
+    repurchase = arrays.repurchase(n_items)
+    fitted = build_sources(SourcesConfig(sources=["user_tower", "itemknn"], itemknn=cfg.itemknn),
+                           SourceInputs(sequences, n_items, user_vectors, item_vectors))
+    tower, transitions = fitted["user_tower"], fitted["itemknn"]
+    timeline = ItemTimeline.fit(arrays, n_items)
+    profile = CustomerProfile.fit(arrays, customer_age)
+    affinities = {name: GroupAffinity(arrays, codes) for name, codes in groups.items()}
+    mostpop = most_popular(arrays, n_items, max(src.mostpop, cfg.k))
+    recent_cache: dict[int, np.ndarray] = {}
+    parts = []
+    for start in tqdm(range(0, arrays.n_customers, src.chunk_size), desc=progress, mininterval=2):
+        rows = np.arange(start, min(start + src.chunk_size, arrays.n_customers))
+        histories = [sequences[r] for r in rows]
+        raw = {"repurchase": repurchase.scores(histories, rows), "user_tower": tower.scores(histories, rows),
+               "itemknn": transitions.scores(histories)}
+        proposals = {"repurchase": top_n(raw["repurchase"], src.repurchase, None, raw["repurchase"] > 0),
+                     "user_tower": top_n(raw["user_tower"], src.user_tower),
+                     "itemknn": top_n(transitions.tie_break(raw["itemknn"], np.zeros(n_items)), src.itemknn, None,
+                                      raw["itemknn"] > 0)}
+        recent = []
+        for ref in arrays.ref_day[rows]:
+            if ref not in recent_cache:
+                recent_cache[ref] = timeline.top_recent(int(ref), src.recent_days, src.recent)
+            recent.append(recent_cache[ref])
+        width = max(1, max(len(r) for r in recent))
+        recent_items = np.full((len(rows), width), -1, np.int64)
+        for local, items in enumerate(recent):
+            recent_items[local, :len(items)] = items
+        proposals["recent"] = (recent_items, -np.tile(np.arange(width, dtype=np.float32), (len(rows), 1)))
+        top = mostpop[:src.mostpop]
+        proposals["mostpop"] = (np.tile(top, (len(rows), 1)), -np.tile(np.arange(len(top), dtype=np.float32),
+                                                                       (len(rows), 1)))
+        part = merge(rows, proposals, max(src.repurchase, src.user_tower, src.itemknn, src.recent), n_items)
+        local = part.row - start
+        part.features = candidate_features(part.row, part.item, arrays, repurchase, timeline, profile, affinities)
+        part.features["user_tower_score"] = raw["user_tower"][local, part.item].astype(np.float32)
+        part.features["itemknn_score"] = np.log1p(raw["itemknn"][local, part.item]).astype(np.float32)
+        last_basket = transitions.scores(histories, weights=[1.0])
+        part.features["itemknn_last_score"] = np.log1p(last_basket[local, part.item]).astype(np.float32)
+        for name in ("user_tower", "itemknn", "recent"):
+            part.features[f"{name}_rank"] = part.rank[name].astype(np.float32)
+        part.features["n_sources"] = np.sum([part.proposed[n] for n in proposals], axis=0).astype(np.float32)
+        parts.append(part)
+    return CandidateSet.concat(parts), mostpop
+
+
+def ranked_lists(candidates: CandidateSet, scores: np.ndarray, n_customers: int, mostpop: np.ndarray,
+                 k: int) -> list[np.ndarray]:
+    """Per customer, the candidates by ranker score (best first), cut at k, MostPop fill."""
+    order = np.lexsort((candidates.item, -scores, candidates.row))
+    rows, items = candidates.row[order], candidates.item[order]
+    bounds = np.searchsorted(rows, np.arange(n_customers + 1))
+    return [fill(items[bounds[u]:bounds[u + 1]][:k], mostpop, k) for u in range(n_customers)]
+
+
+def candidate_labels(candidates: CandidateSet, targets: list[set[int]]) -> np.ndarray:
+    return np.array([item in targets[row] for row, item in zip(candidates.row, candidates.item)], dtype=np.int8)
+
+
+def purchase_stages(frame: pd.DataFrame, ranker_stages: int, where: str = "the log") -> dict[str, PurchaseStage]:
+    """The test stage and the validation stages val1 (one purchase day earlier), val2, ... the ranker
+    learns from (up to ``ranker_stages``)."""
+    stages = {"test": last_day_split(frame)}
+    previous = stages["test"]
+    for depth in range(1, max(1, ranker_stages) + 1):     # val1 = one purchase day earlier, ...
+        previous = last_day_split(previous.history)
+        if not len(previous.customers):
+            break
+        stages[f"val{depth}"] = previous
+    if "val1" not in stages:
+        raise ConfigError(f"{where}: no customer buys on 3 or more days: nothing to train a ranker on")
+    return stages
+
+
+def customer_and_item_groups(customers_table: pd.DataFrame | None, articles_table: pd.DataFrame | None,
+                             stages: dict[str, PurchaseStage], catalogue: Catalogue
+                             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per stage the customers' ages (where the customers table has them) and the items' group keys."""
+    customer_age = {}
+    if customers_table is not None and "age" in customers_table:
+        ages = customers_table.assign(customer_id=customers_table["customer_id"].astype(str)).drop_duplicates(
+            "customer_id").set_index("customer_id")["age"]
+        customer_age = {s: pd.to_numeric(ages.reindex(stages[s].customers), errors="coerce").to_numpy() for s in stages}
+    mapping = ({"product_type": dict(zip(articles_table["article_id"].astype(str), articles_table["product_type_no"]))}
+               if articles_table is not None else {})
+    groups = group_keys(catalogue.item_ids, mapping)
+    return customer_age, groups
+
+
+def fit_stage_ranker(config: RankerConfig, candidates: dict[str, CandidateSet], labels: dict[str, np.ndarray],
+                     stages: dict[str, PurchaseStage]):
+    """The ranker trained on every validation stage's candidates; (ranker, scores of val1 and test)."""
+    from recsys.retrieval.ranker import CandidateRanker
+
+    val_names = [s for s in stages if s != "test"]
+    names = sorted(candidates["test"].features)
+    matrix = lambda s: np.stack([candidates[s].features[n] for n in names], axis=1)  # noqa: E731
+    # every validation stage's customers are their own groups (row offsets keep them apart)
+    offsets = np.cumsum([0] + [len(stages[s].customers) for s in val_names])
+    ranker = CandidateRanker(config, names).fit(
+        np.concatenate([matrix(s) for s in val_names]), np.concatenate([labels[s] for s in val_names]),
+        np.concatenate([candidates[s].row + offset for s, offset in zip(val_names, offsets)]))
+    return ranker, {s: ranker.predict(matrix(s)) for s in ("val1", "test")}
+
+
+def e2_report(cfg: NextPurchaseConfig, stages: dict, arrays: dict, catalogue: Catalogue, lists: dict,
+              candidates: dict, labels: dict, scores: dict, stage_mostpop: dict, counts: dict, ranker,
+              fitted: dict) -> tuple[dict, dict, dict]:
+    """metrics.json of E2: (report, {method: MAP@k / Recall@k}, model vs Repurchase + MostPop)."""
+    from recsys.train_loops.user_tower import SCORE
+
+    k = cfg.k
+    evaluated = {name: evaluate_lists(value, stages["test"].targets, catalogue.item_ids, k)
+                 for name, value in lists.items()}
+    metrics = {name: {f"map@{k}": round(v[f"map@{k}"], 4), f"recall@{k}": round(v[f"recall@{k}"], 4)}
+               for name, v in evaluated.items()}
+    comparison = paired_bootstrap(evaluated["two-stage recommender (model)"]["per_customer_ap"],
+                                  evaluated["Repurchase + MostPop"]["per_customer_ap"], cfg.bootstrap, cfg.seed)
+    val_model = evaluate_lists(ranked_lists(candidates["val1"], scores["val1"], arrays["val1"].n_customers,
+                                            stage_mostpop["val1"], k), stages["val1"].targets, catalogue.item_ids, k)
+    val_rep_lists = repurchase_popular(arrays["val1"].repurchase(catalogue.n_items), stage_mostpop["val1"], k)
+    val_rep = evaluate_lists(val_rep_lists, stages["val1"].targets, catalogue.item_ids, k)
+
+    def recall_of(stage, mask=None):
+        hit = labels[stage].astype(bool) if mask is None else labels[stage].astype(bool) & mask
+        found = np.bincount(candidates[stage].row[hit], minlength=len(stages[stage].customers))
+        sizes = np.array([max(len(t), 1) for t in stages[stage].targets])
+        return round(float(np.mean(found / sizes)), 4)
+
+    report = {"methods": metrics, "model_vs_repurchase": {k2: (round(v, 5) if isinstance(v, float) else v)
+                                                         for k2, v in comparison.items()},
+              "counts": counts,
+              "candidates": {"per_customer": {s: round(len(candidates[s]) / len(stages[s].customers), 1)
+                                              for s in stages},
+                             "target_recall": {s: {"merged": recall_of(s),
+                                                   **{n: recall_of(s, candidates[s].proposed[n])
+                                                      for n in candidates[s].proposed}} for s in stages},
+                             "positives": {s: int(labels[s].sum()) for s in stages}},
+              f"validation_stage_val1_map@{k}": {
+                  "model (in-sample: the ranker is trained on these targets)": round(val_model[f"map@{k}"], 4),
+                  "Repurchase + MostPop": round(val_rep[f"map@{k}"], 4)},
+              "ranker": ranker.summary(),
+              "user_tower_training": {"best_epoch": fitted["best_metrics"]["epoch"],
+                                      "epochs_run": len(fitted["history"]),
+                                      f"best_{SCORE}": round(fitted["best_metrics"][SCORE], 4),
+                                      "checkpoint": fitted["best_model"]},
+              "protocol": ("E2: dedupe (customer, article, day); test = articles of each customer's last purchase day, "
+                           "training = rows strictly before it; customers with both; ranking every article seen in "
+                           f"training; MAP@{k} (Kaggle) and Recall@{k}. Ranker and tower trained on the validation "
+                           "stage (each customer's last training day as target)."),
+              "config": to_dict(cfg)}
+    return report, metrics, comparison
+
+
+def print_e2_summary(report: dict, metrics: dict, comparison: dict, k: int, out_dir: Path) -> None:
+    from recsys.eval.report import print_metric_table
+
+    print_metric_table(metrics, [f"map@{k}", f"recall@{k}"], [f"MAP@{k}", f"Recall@{k}"], name_width=34)
+    print(f"model - Repurchase+MostPop AP: {comparison['mean_difference']:+.4f} "
+          f"(95% CI {comparison['ci_low']:+.4f} .. {comparison['ci_high']:+.4f})")
+    print(f"timings (s): {report['timings_s']}")
+    print(f"report: {out_dir / 'metrics.json'}; plot {out_dir / 'comparison.png'}")

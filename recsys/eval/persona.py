@@ -25,7 +25,7 @@ dominant profile values of their members (:func:`describe_personas`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recsys.metrics.hits import category_hit_flags, chance_hit_at_k, hit_flags, top_k
-from recsys.models.persona import band_label
+from recsys.models.persona import ProductFeaturizer, ProfileFeaturizer, band_label
 from recsys.plots import plt, save_figure, use_korean_font
 
 UNKNOWN_LABEL = "unknown"
@@ -307,3 +307,142 @@ def persona_chart(block: Mapping, names: Sequence[str], sizes: Sequence[int], pa
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- the protocol's data, from config
+
+HM = "../shared/data/hm_pse_subset"
+RANKERS = ("model", "model_pop_ties", "most_popular", "persona_popular")
+
+
+@dataclass
+class PersonaDataConfig:
+    customers: str = f"{HM}/customers.parquet"
+    articles: str = f"{HM}/articles.parquet"
+    transactions: str = f"{HM}/transactions.parquet"
+
+
+@dataclass
+class CustomerFieldsConfig:
+    categorical: list[str] = field(default_factory=lambda: ["club_member_status", "fashion_news_frequency"])
+    numeric: list[str] = field(default_factory=lambda: ["age"])
+    numeric_encoding: str = "zscore"             # zscore | bucket (band tokens from `bands`)
+    bands: dict[str, list[float]] = field(default_factory=lambda: {"age": [25, 35, 45, 55, 65]})
+    suffixes: dict[str, str] = field(default_factory=lambda: {"club_member_status": "club",
+                                                              "fashion_news_frequency": "news"})
+
+
+@dataclass
+class ProductFieldsConfig:
+    fields: list[str] = field(default_factory=lambda: ["category", "index_group_name", "garment_group_name",
+                                                       "colour_group_name", "price_bucket"])
+    price_buckets: int = 5
+    category_field: str = "category"             # what category_hit@k compares
+    colour_by: str = "index_group_name"          # product colouring in tsne.png
+
+
+@dataclass
+class PersonaEvalConfig:
+    k: int = 3
+    personas: int = 6
+    tsne_sample: int = 1000                      # customers and products each
+    seed: int = 42
+
+
+@dataclass
+class PersonaData:
+    """A purchase log prepared for the two-tower and the protocol: split, candidates, featurizers and
+    the numpy columns of the loop's datasets (``recsys.train_loops.persona``)."""
+    split: "PurchaseSplit"
+    users: list[str]
+    user_index: dict[str, int]
+    profiles: dict[str, dict]
+    candidates: list[str]             # every article bought in training, in id order
+    product_records: list[dict]
+    item_category: dict[str, str]
+    profile_featurizer: ProfileFeaturizer
+    product_featurizer: ProductFeaturizer
+    c_ids: np.ndarray
+    c_num: np.ndarray | None          # None when there are no numeric customer fields
+    datasets: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def sizes(self) -> dict:
+        """The towers' input sizes (the loop's ``customer_sizes``, ``n_numeric``, ``product_sizes``)."""
+        return {"customer_sizes": self.profile_featurizer.sizes(), "n_numeric": self.profile_featurizer.n_numeric,
+                "product_sizes": self.product_featurizer.sizes()}
+
+
+def prepare_persona_data(customers: pa.Table, articles: pa.Table, transactions: pa.Table,
+                         customer: CustomerFieldsConfig, product: ProductFieldsConfig) -> PersonaData:
+    """Profiles, items and purchases -> the last-day split, candidates, fitted featurizers and datasets.
+    Raises ValueError when the split has no training purchases or no validation customers."""
+    # Only the configured fields: the featurizer rejects any other key (a typo in a served profile must fail).
+    inputs = customer.categorical + customer.numeric
+    profiles = {u: {f: p[f] for f in inputs if f in p} for u, p in profiles_from_users(customers).items()}
+    records = item_records(articles, list(dict.fromkeys(product.fields + [product.category_field, product.colour_by])))
+    purchases = purchases_frame(transactions, set(records))
+    split = split_last_day(purchases)
+    if split.train.empty or split.val.empty:
+        raise ValueError(f"the split needs training purchases and customers with >= 3 purchase days for "
+                         f"validation; got {split.summary()}")
+    # Candidates: every article bought in training, in id order (equal scores break ties by id).
+    candidates = sorted(split.train["item_id"].unique())
+    candidate_index = {a: i for i, a in enumerate(candidates)}
+    prices = mean_prices(split.train)
+    purchases_in_train = split.train["item_id"].value_counts().to_dict()
+    product_records = [{"article_id": a, **records[a], "price": prices.get(a), "purchases": purchases_in_train[a]}
+                       for a in candidates]
+    item_category = {a: str(r.get(product.category_field)) for a, r in records.items()}
+    category_ids = {c: i for i, c in enumerate(sorted(set(item_category.values())))}
+
+    users = sorted(set(profiles) | set(purchases["user_id"]))
+    user_index = {u: i for i, u in enumerate(users)}
+    train_users = sorted(set(split.train["user_id"]))
+    profile_featurizer = ProfileFeaturizer.fit([profiles.get(u, {}) for u in train_users], customer.categorical,
+                                               customer.numeric, customer.bands, customer.numeric_encoding)
+    product_featurizer = ProductFeaturizer.fit(product_records, product.fields, product.price_buckets)
+    c_ids, c_num = profile_featurizer.transform([profiles.get(u, {}) for u in users])
+    c_num = c_num if profile_featurizer.n_numeric else None
+
+    def pairs(frame, candidates_only: bool) -> dict[str, np.ndarray]:
+        user = frame["user_id"].map(user_index).to_numpy(np.int64)
+        columns = {"user": user, "c_ids": c_ids[user],
+                   "item": frame["item_id"].map(lambda a: candidate_index.get(a, -1)).to_numpy(np.int64),
+                   "category": frame["item_id"].map(lambda a: category_ids[item_category[a]]).to_numpy(np.int64)}
+        if c_num is not None:
+            columns["c_num"] = c_num[user]
+        return {key: value[columns["item"] >= 0] for key, value in columns.items()} if candidates_only else columns
+
+    items = {"i_ids": product_featurizer.transform(product_records),
+             "category": np.array([category_ids[item_category[a]] for a in candidates], np.int64)}
+    return PersonaData(split, users, user_index, profiles, candidates, product_records, item_category,
+                       profile_featurizer, product_featurizer, c_ids, c_num,
+                       {"train": pairs(split.train, True), "items": items, "val": pairs(split.val, False)})
+
+
+def evaluate_rankers(split, candidates: list[str], candidate_category: list[str], item_category: dict[str, str],
+              persona_of: dict[str, int], names: list[str], customer_vectors: np.ndarray, user_index: dict[str, int],
+              product_vectors: np.ndarray, k: int) -> dict:
+    """Warm and cold customers' last purchase day: the model (pure, and with popularity breaking its
+    exact ties), MostPop and PersonaPop on the same candidates, plus chance."""
+    candidate_index = {a: i for i, a in enumerate(candidates)}
+    train_items = split.train["item_id"].map(candidate_index).to_numpy()
+    train_personas = split.train["user_id"].map(persona_of).to_numpy()
+    most_popular = popularity_scores(train_items, len(candidates))
+    popularity_order = np.lexsort((np.arange(len(candidates)), -most_popular))  # most bought first, then id
+    by_persona = persona_popularity_scores(train_items, train_personas, len(names), len(candidates))
+    category = np.array(candidate_category)
+    evaluation = {}
+    for population, population_users in (("warm", split.warm_users), ("cold", split.cold_users)):
+        held_out = HeldOut.build(split.test, population_users, candidate_index, item_category, persona_of)
+        rows = np.array([user_index[u] for u in held_out.users], dtype=np.int64)
+        model_scores = customer_vectors[rows] @ product_vectors.T
+        rankers = {"model": (model_scores, None), "model_pop_ties": (model_scores, popularity_order),
+                   "most_popular": (np.broadcast_to(most_popular, (len(rows), len(candidates))), None),
+                   "persona_popular": (by_persona[held_out.personas], None)}
+        evaluation[population] = {"n_customers": len(held_out.users),
+                                  "chance": chance_report(held_out, len(candidates), names, k),
+                                  **{name: ranking_report(scores, held_out, category, names, k, order)
+                                     for name, (scores, order) in rankers.items()}}
+    return evaluation

@@ -15,8 +15,9 @@ Title input (``title_mode``): "tokens" adds the hashed title words (``title_*`` 
 of NaN or a missing key mean "no title").
 
 Stage 1 (SimCSE): :func:`simcse_views` masks a batch two complementary ways (STD-heavy vs
-RE-heavy); :func:`simcse_loss` is NT-Xent over the two views. Stage 2 trains :class:`MetricAdapter`
-(512 -> 128) with triplets from ``recsys.samplers``.
+RE-heavy); the loss is NT-Xent over the two views (``recsys.losses.contrastive.nt_xent``).
+Stage 2 trains :class:`MetricAdapter` (512 -> 128) with triplets (``recsys.losses.metric``) over
+batches of ``recsys.samplers``.
 
 Padding never changes an output: there are no positional encodings, attention ignores masked
 keys, pooling ignores masked tokens, and a row with no valid token in a group gets a zero result
@@ -25,16 +26,26 @@ instead of the NaN of a softmax over nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.data.vectors import column_matrix, vector_column
 from recsys.models.json_encoder import masked_mean
 
 TITLE_MODES = ("none", "tokens", "vector")
+FEATURE_PREFIXES = ("std_", "re_", "title_")
+# A train_item_tower run directory: what later stages (build_index, rerankers, evaluate_seq) read.
+TOWER_FILE = "checkpoints/tower.pt"
+ADAPTER_FILE = "checkpoints/adapter.pt"
+FEATURIZER_FILE = "checkpoints/featurizer.json"
+ITEM_VECTORS_FILE = "item_vectors.parquet"
 
 
 @dataclass
@@ -263,17 +274,62 @@ def simcse_views(batch: Mapping[str, torch.Tensor], generator: torch.Generator, 
     return view_a, view_b
 
 
-def simcse_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
-    """NT-Xent over two views: row i of ``z_a`` and row i of ``z_b`` are the only positive pair.
 
-    Cross-entropy over the 2B x 2B similarity matrix without its diagonal: the same value as
-    pytorch-metric-learning's ``NTXentLoss`` with labels ``arange(B)`` twice (tests check this),
-    which we do not call in training because its pair-based form builds an O(B^3) tensor (2.9 s
-    per step at B = 256 on a 2-core CPU, milliseconds here).
-    """
-    z = torch.cat([z_a, z_b])
-    scores = (z @ z.T) / temperature
-    scores = scores.masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device), float("-inf"))
-    n = len(z_a)
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(scores, targets)
+
+# --- inference: trained towers and adapters, and the item vectors they export ---------------------
+
+def load_tower(state_path: str | Path, device="cpu") -> nn.Module:
+    """A trained tower from its ``state.pt`` (weights only)."""
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    model = build_item_tower(state["tower"], ItemTowerConfig(**state["tower_config"]), state["vocab_size"],
+                             state["n_fields"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def load_adapter(state_path: str | Path, device="cpu") -> MetricAdapter:
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    model = MetricAdapter(state["in_dim"], state["out_dim"], state["hidden_dim"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def encode_items(model: nn.Module, features: Mapping[str, np.ndarray], device="cpu",
+                 batch_size: int = 2048) -> np.ndarray:
+    """Tower outputs for every row of item-feature arrays, eval mode."""
+    model.eval()
+    keys = [k for k in features if k.startswith(FEATURE_PREFIXES)]
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features[keys[0]]), batch_size):
+            batch = batch_to_tensors({k: features[k][start:start + batch_size] for k in keys}, device=device)
+            out.append(model(batch).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def adapt(adapter: nn.Module, vectors: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    adapter.eval()
+    with torch.no_grad():
+        return np.concatenate([adapter(torch.as_tensor(vectors[s:s + batch_size])).numpy()
+                               for s in range(0, len(vectors), batch_size)])
+
+
+def write_item_vectors(path: str | Path, item_ids, categories, cold: np.ndarray, tower_vectors: np.ndarray,
+                       adapted_vectors: np.ndarray) -> Path:
+    """``item_vectors.parquet``: item_id, category, cold, vector_512 (the tower's) and vector (the
+    adapter's L2-normalised output that indexes use; inner product is the metric)."""
+    path = Path(path)
+    pq.write_table(pa.table({"item_id": np.asarray(item_ids).astype(str), "category": np.asarray(categories).astype(str),
+                             "cold": np.asarray(cold, dtype=bool), "vector_512": vector_column(tower_vectors),
+                             "vector": vector_column(adapted_vectors)}), path)
+    return path
+
+
+def read_item_vectors(path: str | Path, column: str = "vector") -> tuple[np.ndarray, np.ndarray]:
+    """(item ids as str, (N, d) float32 vectors) of an ``item_vectors.parquet`` (``column``: vector
+    for the adapter's, vector_512 for the tower's); a run directory reads its ITEM_VECTORS_FILE."""
+    path = Path(path)
+    table = pq.read_table(path / ITEM_VECTORS_FILE if path.is_dir() else path, columns=["item_id", column])
+    matrix = column_matrix(table, column)
+    return np.asarray(table["item_id"].to_pylist(), dtype=str), (matrix if matrix is not None else
+                                                                 np.zeros((0, 0), np.float32))

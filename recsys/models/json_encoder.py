@@ -4,10 +4,15 @@ Every field gets its own embedding table. A single-valued field is one lookup; a
 (materials, details, styles) is a masked mean over its values' embeddings, so one code path serves
 both (a single value is a list of length one). The pooled field vectors are concatenated and an MLP
 maps them to the output space.
+
+A trained encoder is a run directory's ``checkpoints/best_model.pt`` (weights, architecture and
+vocabulary sizes) plus ``checkpoints/vocab.json``: :func:`save_vocabulary` / :func:`load_json_encoder`
+are the one writer/reader pair the training jobs, the evaluation and the Serve QueryEncoder use.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -16,6 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.vocab import AttributeVocabulary
+
+CHECKPOINT_FILE = "checkpoints/best_model.pt"
+VOCAB_FILE = "checkpoints/vocab.json"
 
 
 @dataclass
@@ -82,3 +90,50 @@ def orthonormal_lift(source_dim: int, target_dim: int, seed: int = 0) -> np.ndar
     gaussian = np.random.default_rng(seed).normal(size=(target_dim, source_dim))
     q, _ = np.linalg.qr(gaussian)
     return q.astype(np.float32)
+
+
+# --- inference: a trained encoder and its vocabulary -----------------------------------------------
+
+def encode_features(model: nn.Module, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Featurized rows (``ids/<field>``, ``mask/<field>`` arrays) -> encoder outputs, eval mode."""
+    model.eval()
+    inner = getattr(model, "module", model)  # inside DistributedDataParallel while training
+    batch = {k: torch.as_tensor(v) for k, v in features.items() if k.startswith(("ids/", "mask/"))}
+    with torch.no_grad():
+        return model(*split_features(batch, inner.fields)).numpy()
+
+
+def load_encoder(state_path: str | Path, device="cpu") -> JsonEncoder:
+    """A trained encoder from a checkpoint's ``state.pt`` (weights only, no pickled code)."""
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    model = JsonEncoder(JsonEncoderConfig(**state["encoder"]), state["vocab_sizes"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def encoder_config(state_path: str | Path) -> JsonEncoderConfig:
+    """The architecture a checkpoint was trained with (to featurize for it without loading weights)."""
+    return JsonEncoderConfig(**torch.load(state_path, map_location="cpu", weights_only=True)["encoder"])
+
+
+def save_vocabulary(run_dir: str | Path, vocab: AttributeVocabulary) -> Path:
+    """Write the vocabulary beside the run's checkpoint (the training job's half of the pair)."""
+    path = Path(run_dir) / VOCAB_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vocab.save(path)
+    return path
+
+
+def json_encoder_files(run_dir: str | Path) -> tuple[Path, Path]:
+    """(checkpoint, vocabulary) paths of a trained JSON-encoder run directory."""
+    return Path(run_dir) / CHECKPOINT_FILE, Path(run_dir) / VOCAB_FILE
+
+
+def has_json_encoder(run_dir: str | Path) -> bool:
+    return all(path.is_file() for path in json_encoder_files(run_dir))
+
+
+def load_json_encoder(run_dir: str | Path, device="cpu") -> tuple[JsonEncoder, AttributeVocabulary]:
+    """The trained encoder of a run directory and the vocabulary it was trained with."""
+    checkpoint, vocab = json_encoder_files(run_dir)
+    return load_encoder(checkpoint, device), AttributeVocabulary.load(vocab)

@@ -11,7 +11,8 @@ The cosmetics study's model, generalised to any profile fields and any item fiel
   article's mean transaction price, with the bucket edges stored.
 - :class:`FieldTower`: Embedding(16) per token field (+ the numeric inputs) -> concat -> MLP(64 -> 32)
   -> L2. :class:`PersonaTwoTower` is a customer tower and a product tower of that shape.
-- :func:`triplet_loss`: customer anchor, purchased product positive, sampled non-purchased negative.
+- :func:`triplet_loss` (``recsys.losses.persona``): customer anchor, purchased product positive,
+  sampled non-purchased negative.
 - :class:`PersonaRecommender`: ``recommend(profile)`` for a visitor with no id and no history.
 
 Every fitted statistic (vocabularies, z-score mean/std, price edges) is saved with the model
@@ -259,14 +260,6 @@ class PersonaTwoTower(nn.Module):
         return self.customer(customer_ids, customer_numeric), self.product(product_ids)
 
 
-def triplet_loss(margin: float = 1.0) -> nn.Module:
-    """torch's ``nn.TripletMarginLoss`` on explicit (customer, bought product, not-bought product)
-    triplets. Not pytorch-metric-learning's: that one derives triplets from class labels inside one
-    embedding batch, while here anchor and positive come from different towers and "bought" is a
-    many-to-many relation, not a class. Euclidean distance on unit vectors (0..2), margin 1.0."""
-    return nn.TripletMarginLoss(margin=margin, p=2)
-
-
 def sample_negatives(users: np.ndarray, candidates: np.ndarray, bought: np.ndarray, n_items: int, per_positive: int,
                      rng: np.random.Generator, retries: int = 100) -> np.ndarray:
     """(len(users), per_positive) product indices drawn uniformly from ``candidates``, redrawn where
@@ -361,6 +354,25 @@ class PersonaRecommender:
         records = pq.read_table(run_dir / cls.PRODUCTS_FILE).to_pylist()
         return cls(load_model(run_dir / cls.MODEL_FILE), ProfileFeaturizer.from_dict(featurizers["profile"]),
                    ProductFeaturizer.from_dict(featurizers["product"]), records, personas=personas)
+
+    @classmethod
+    def save(cls, run_dir: str | Path, profiles: ProfileFeaturizer, products: ProductFeaturizer,
+             product_records: Sequence[Mapping], personas: Personas | None = None) -> dict[str, str]:
+        """Write what :meth:`load` reads besides the checkpoint (``MODEL_FILE``, copied there by the
+        training job): featurizers, the candidates' records and the personas. Returns {what: path}."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from recsys.artifacts import write_json
+
+        run_dir = Path(run_dir)
+        paths = {"featurizer": run_dir / cls.FEATURIZER_FILE, "products": run_dir / cls.PRODUCTS_FILE,
+                 "personas": run_dir / cls.PERSONAS_FILE}
+        write_json(paths["featurizer"], {"profile": profiles.to_dict(), "product": products.to_dict()})
+        pq.write_table(pa.Table.from_pylist(list(product_records)), paths["products"])
+        if personas is not None:
+            write_json(paths["personas"], personas.to_dict())
+        return {name: str(path) for name, path in paths.items() if path.exists()}
 
     def embed(self, profiles: Sequence[Mapping]) -> np.ndarray:
         ids, numeric = self.profiles.transform(profiles)

@@ -7,25 +7,27 @@
   second order (every pair of field vectors) + DNN over the concatenated fields.
 - :class:`ListwiseReranker`: a transformer encoder over the whole candidate list (no positional
   encoding, so the order of the input list carries no information unless the retrieval rank is
-  given as a dense feature). Trained with :func:`listwise_loss`: softmax cross-entropy for the
-  target plus ``diversity_weight`` x the expected pairwise similarity under the (sharpened) score
-  softmax, so probability mass on near-duplicates costs.
+  given as a dense feature). Trained with ``recsys.losses.ranking.ListwiseLoss``: softmax
+  cross-entropy for the target plus ``diversity_weight`` x the expected pairwise similarity under
+  the (sharpened) score softmax, so probability mass on near-duplicates costs.
 - :func:`mmr` / :func:`mmr_lists`: maximal marginal relevance, the untrained diversity baseline.
 
 Both trained models share :class:`ItemUserEmbedder`, whose token table lives in the same STD+RE id
 space as the item towers' ``tokens`` table (:func:`init_from_item_tower` copies it). The
 item -> tokens/category lookups are buffers of the model, so a model scores item ids alone and its
-``state.pt`` carries everything needed to rebuild it.
+``state.pt`` carries everything needed to rebuild it: :func:`load_reranker`, :func:`score_lists`
+(inference) and :func:`load_reranker_artifact` (a served reranker with its feature contract).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from recsys.data.candidate_lists import RerankerFiles, read_reranker_files
 from recsys.models.json_encoder import masked_mean
 
 
@@ -205,49 +207,41 @@ def init_from_item_tower(model: nn.Module, tower: nn.Module, freeze: bool = Fals
     return model
 
 
-# --- listwise objective --------------------------------------------------------------------------
+# --- inference ----------------------------------------------------------------------------------
 
-def listwise_softmax_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-list softmax cross-entropy of the positive(s) (B,); lists without a positive give 0."""
-    logp = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-    positive = (labels > 0) & mask
-    n_pos = positive.sum(dim=-1)
-    loss = -(logp.masked_fill(~positive, 0.0)).sum(dim=-1) / n_pos.clamp(min=1)
-    return torch.where(n_pos > 0, loss, torch.zeros_like(loss))
-
-
-def expected_pairwise_similarity(scores: torch.Tensor, similarity: torch.Tensor, mask: torch.Tensor,
-                                 temperature: float = 1.0) -> torch.Tensor:
-    """Expected similarity of two different candidates drawn from p = softmax(scores / temperature)
-    over the valid candidates: sum_{i != j} p_i p_j S_ij / sum_{i != j} p_i p_j (B,).
-
-    The normaliser keeps it a similarity (in [-1, 1]) however peaked p is; without it the term
-    would be minimised by putting all mass on one item, which the relevance loss already wants,
-    and it would say nothing about the rest of the top. A lower temperature focuses it on the top
-    of the list."""
-    p = torch.softmax(scores.masked_fill(~mask, float("-inf")) / temperature, dim=-1)
-    off_diagonal = 1 - torch.eye(similarity.shape[-1], device=similarity.device)
-    pairs = torch.einsum("bi,ij,bj->b", p, off_diagonal, p)  # = 1 - sum_i p_i^2
-    return torch.einsum("bi,bij,bj->b", p, similarity * off_diagonal, p) / pairs.clamp(min=1e-6)
+def load_reranker(state_path: str | Path, device="cpu") -> nn.Module:
+    """A trained reranker from its checkpoint (the item lookups are in the weights), eval mode."""
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    weights = state["model"]
+    model = build_reranker(state["reranker"], state["model_config"], torch.zeros_like(weights["embedder.item_tokens"]),
+                           torch.zeros_like(weights["embedder.item_category"]), state["vocab_size"],
+                           state["n_categories"], state["n_dense"])
+    model.load_state_dict(weights)
+    return model.eval()
 
 
-def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                  similarity: torch.Tensor | None = None, diversity_weight: float = 0.0,
-                  temperature: float = 1.0) -> torch.Tensor:
-    """Mean over lists of softmax CE (lists with a positive) + weight x expected pairwise similarity
-    (every list: diversity needs no label)."""
-    mask = mask.bool()
-    has_positive = ((labels > 0) & mask).any(dim=-1)
-    relevance = listwise_softmax_loss(scores, labels, mask).sum() / has_positive.sum().clamp(min=1)
-    if similarity is None or diversity_weight <= 0:
-        return relevance
-    return relevance + diversity_weight * expected_pairwise_similarity(scores, similarity, mask, temperature).mean()
+def load_reranker_artifact(directory: str | Path, device="cpu") -> tuple[RerankerFiles, nn.Module]:
+    """A served reranker (``recsys.data.candidate_lists.write_reranker_files``): its feature
+    contract and the model."""
+    files = read_reranker_files(directory)
+    return files, load_reranker(files.checkpoint_path, device)
 
 
-def list_similarity(vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, L, d) item vectors -> (B, L, L) cosine similarities, 0 where either side is padding."""
-    unit = F.normalize(vectors, dim=-1) * mask.unsqueeze(-1)
-    return unit @ unit.transpose(1, 2)
+def list_tensors(rows: dict[str, np.ndarray], which, device="cpu") -> dict[str, torch.Tensor]:
+    """Rows ``which`` of list columns (items, mask, dense, history, ...) as tensors."""
+    return {k: torch.as_tensor(v[which], device=device) for k, v in rows.items()}
+
+
+def score_lists(model: nn.Module, rows: dict[str, np.ndarray], device="cpu", batch_lists: int = 64) -> np.ndarray:
+    """(U, L) scores of every candidate, eval mode; padding scores -inf."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows["items"]), batch_lists):
+            b = list_tensors(rows, slice(start, start + batch_lists), device)
+            scores = model(b["items"], b["history"], b["dense"], b["mask"])
+            out.append(scores.masked_fill(~b["mask"].bool(), float("-inf")).float().cpu().numpy())
+    return np.concatenate(out)
 
 
 # --- maximal marginal relevance ------------------------------------------------------------------

@@ -25,21 +25,24 @@ unit direction after normalisation; on a long-tailed log (H&M: 41% of test targe
 training) thousands of such items outscored the real candidates by chance and the tower fell
 below MostPop.
 
-:func:`sampled_softmax_loss`: InfoNCE of every position's state against its next item, with the
-batch's unique next items plus uniformly sampled items as the candidates (unique, so a repeated
-item is never its own negative), optionally with the log-Q correction (subtract the log of how
-often each candidate is expected among the candidates: popular items are in-batch negatives far
-more often than their share of true preferences).
+Training objective: :func:`recsys.losses.sampled_softmax.sampled_softmax_loss` (next-item InfoNCE
+over sampled candidates, optional log-Q correction). Serving: :func:`save_user_model` /
+:func:`load_user_model` write and read the served files (``user_model.json``, see
+``recsys.retrieval.user_model``).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recsys.losses.sampled_softmax import sampled_softmax_loss
+from recsys.retrieval.user_model import UserModelFiles, read_user_model, write_user_model
 
 PAD = 0
 FUSIONS = ("gated", "concat")
@@ -227,28 +230,6 @@ class UserTower(nn.Module):
         return self.item_vectors(torch.arange(1, self.n_items + 1, device=self.positions.weight.device))
 
 
-def sampled_softmax_loss(model: UserTower, batch: Mapping[str, torch.Tensor], targets: torch.Tensor,
-                         negatives: torch.Tensor | None = None, popularity: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-item InfoNCE over every position with a target (``targets`` (B, L) tokens, 0 = none).
-    Candidates: the batch's unique targets plus ``negatives`` (uniformly sampled tokens).
-    ``popularity`` ((n_items + 1,) probabilities of each token being a target) turns on the log-Q
-    correction: logits minus log(expected times sampled) = log(P * p_i) in batch, log(S / n_items)
-    for the uniform samples."""
-    states = model.states(batch)
-    keep = targets != PAD
-    queries, positives = states[keep], targets[keep]
-    in_batch = torch.unique(positives)                                   # sorted
-    extra = negatives[~torch.isin(negatives, in_batch)] if negatives is not None else positives[:0]
-    candidates = torch.cat([in_batch, extra])
-    logits = queries @ model.item_vectors(candidates).T / model.config.temperature
-    if popularity is not None:
-        expected_in_batch = torch.log(len(positives) * popularity[in_batch].clamp(min=1e-12))
-        expected_extra = torch.full((len(extra),), float(np.log(max(len(negatives), 1) / model.n_items)),
-                                    device=logits.device) if negatives is not None else expected_in_batch[:0]
-        logits = logits - torch.cat([expected_in_batch, expected_extra])
-    return F.cross_entropy(logits, torch.searchsorted(in_batch, positives))
-
-
 # ---------------------------------------------------------------------- data layout
 
 def zscore_stats(numeric: np.ndarray) -> tuple[list[float], list[float]]:
@@ -337,3 +318,20 @@ def load_user_tower(path: str, device="cpu") -> UserTower:
     if unexpected or set(missing) - {"items.id_mask"}:        # checkpoints before the mask load unmasked
         raise RuntimeError(f"{path}: checkpoint does not match the tower (missing {missing}, unexpected {unexpected})")
     return model.eval()
+
+
+def save_user_model(directory: str | Path, model: UserTower, checkpoint: str | Path, item_ids: Sequence[str],
+                    categorical_values: Mapping[str, list[str]], text_model: str | None = None,
+                    context_source: str = "title", note: str | None = None) -> Path:
+    """The served user tower: its item vectors and ``user_model.json`` (checkpoint relative to
+    ``directory``, item ids in token order, profile fields and their vocabularies, context input)."""
+    return write_user_model(directory, item_matrix(model), checkpoint, list(item_ids),
+                            list(model.config.profile_numeric), dict(categorical_values),
+                            {"source": context_source, "text_model": text_model, "dim": model.config.context_dim},
+                            model.config.max_len, note)
+
+
+def load_user_model(directory: str | Path, device="cpu") -> tuple[UserModelFiles, UserTower]:
+    """What :func:`save_user_model` wrote: the files' description and the tower in eval mode."""
+    files = read_user_model(directory)
+    return files, load_user_tower(str(files.checkpoint_path), device)

@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from recsys.losses import InfoNCE
-from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
+from recsys.losses.contrastive import InfoNCEConfig
+from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.metrics.retrieval import evaluate_pairs
-from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, split_features
+# Inference helpers live beside the model; re-exported for the loop's older callers.
+from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, load_encoder, split_features
 from recsys.vocab import UNKNOWN_ID
 
 
@@ -41,6 +42,10 @@ class AlignmentTrainConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"train.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+    @property
+    def loss(self) -> InfoNCEConfig:
+        return InfoNCEConfig(self.temperature)
 
 
 OBJECTIVES = ("align", "json_views")
@@ -100,7 +105,7 @@ def train_alignment_loop(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(JsonEncoder(enc_cfg, loop_config["vocab_sizes"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
-    loss_fn = InfoNCE(cfg.temperature)
+    loss_fn = cfg.loss.build()
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -155,24 +160,6 @@ def train_alignment_loop(loop_config: dict) -> None:
         if progress:
             progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"],
                                 {"loss": metrics["train_loss"], "top5": metrics["val_top5"], "mrr": metrics["val_mrr"]})
-            print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val top1 "
+            log_epoch(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val top1 "
                   f"{metrics['val_top1']:.4f} top5 {metrics['val_top5']:.4f} mrr {metrics['val_mrr']:.4f}  "
-                  f"{metrics['elapsed_s']}s", flush=True)
-
-
-def encode_features(model: torch.nn.Module, features: dict[str, np.ndarray]) -> np.ndarray:
-    """Featurized rows (``ids/<field>``, ``mask/<field>`` arrays) -> encoder outputs, eval mode."""
-    model.eval()
-    batch = {k: torch.as_tensor(v) for k, v in features.items() if k.startswith(("ids/", "mask/"))}
-    with torch.no_grad():
-        return model(*split_features(batch, unwrap(model).fields)).numpy()
-
-
-def load_encoder(state_path: str, device="cpu") -> JsonEncoder:
-    """A trained encoder from a checkpoint's ``state.pt`` (weights only, no pickled code)."""
-    state = torch.load(state_path, map_location=device, weights_only=True)
-    model = JsonEncoder(JsonEncoderConfig(**state["encoder"]), state["vocab_sizes"])
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
+                  f"{metrics['elapsed_s']}s")

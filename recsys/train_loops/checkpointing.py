@@ -8,12 +8,30 @@ alone rebuilds the model.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
 
 import torch
 
 STATE_FILE = "state.pt"
+TRAIN_LOGGER = "fashionrec.train"
+_train_log = logging.getLogger(TRAIN_LOGGER)
+_train_log.setLevel(logging.INFO)
+
+
+def log_epoch(line: str) -> None:
+    """One line per epoch for the run's log: the progress bar is the console's view of training.
+
+    In a Ray Train worker the line reaches the driver with the worker's output (recsys.logs sends it
+    to the command's log file); where nothing set up logging at all, it is printed, as it used to be.
+    """
+    if not _train_log.hasHandlers():
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        _train_log.addHandler(handler)
+    _train_log.info(line)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

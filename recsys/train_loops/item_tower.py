@@ -3,8 +3,8 @@
 - Stage 1 (:func:`simcse_loop`): a tower (concat / coarse_to_fine / unified) pretrained with SimCSE
   on STD/RE tokens: two complementary masked views of each item are positives, NT-Xent.
 - Stage 2 (:func:`adapter_loop`): a :class:`MetricAdapter` (512 -> 128) on the frozen tower's
-  vectors, triplet margin loss with a hard-negative miner, batches from the hierarchical sampler
-  (sibling categories together) or uniform random batches (the ablation's control).
+  vectors, triplet margin loss with a hard-negative miner (``recsys.losses.metric``), batches from
+  the hierarchical sampler (sibling categories together) or uniform random batches (the control).
 
 Each worker reads its shard of ``train`` (Ray Data) into memory once and builds its own batches:
 the hierarchical sampler needs to see labels across the shard, which a streaming iterator cannot
@@ -14,19 +14,22 @@ validation items (the selection metric) and the same-vs-sibling cosine gap.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from recsys.metrics.neighbours import category_hit, same_vs_sibling_gap, top_k_neighbours
-from recsys.models.item_towers import (ItemTowerConfig, MetricAdapter, batch_to_tensors, build_item_tower,
-                                       simcse_loss, simcse_views)
-from recsys.samplers import HierarchicalBatchSampler, triplet_components
-from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
+from recsys.data.item_catalog import CatalogConfig, SplitConfig
+from recsys.losses.contrastive import NTXentConfig
+from recsys.losses.metric import TripletConfig
+from recsys.models.item_towers import (FEATURE_PREFIXES, ItemTowerConfig, MetricAdapter, adapt, batch_to_tensors,
+                                       build_item_tower, encode_items, simcse_views)
+from recsys.models.registry import architecture, named_config
+from recsys.samplers import HierarchicalBatchSampler
+from recsys.train_loops.scaling import ScalingSettings
+from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.optim import optimizer_step
-
-FEATURE_PREFIXES = ("std_", "re_", "title_")
 
 
 @dataclass
@@ -42,6 +45,11 @@ class SimCSEConfig:
     feature_dropout: float = 0.1
     title_drop: float = 0.3
     seed: int = 0
+
+    @property
+    def loss(self) -> NTXentConfig:
+        """The loss the loop builds: NT-Xent over the two views at ``temperature``."""
+        return NTXentConfig(self.temperature)
 
 
 @dataclass
@@ -66,6 +74,50 @@ class AdapterConfig:
     def batch_size(self) -> int:
         return self.parents_per_batch * self.children_per_parent * self.samples_per_child
 
+    @property
+    def loss(self) -> TripletConfig:
+        """The loss + miner the loop builds (pytorch-metric-learning)."""
+        return TripletConfig(self.margin, self.triplets)
+
+
+@dataclass
+class TrainItemTowerConfig:
+    """``ray_jobs.train_item_tower``: one tower, stage 1 + stage 2, exported item vectors."""
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    tower_name: str = "unified"
+    tower: ItemTowerConfig | str = field(default_factory=ItemTowerConfig)  # or a configs/models.yaml name
+    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    adapter_dim: int = 128
+    split: SplitConfig = field(default_factory=SplitConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    output_root: str = "artifacts/item_tower"
+    run_name: str | None = None   # fixed run directory name: re-running it resumes from its checkpoints
+    k: int = 10
+
+    def __post_init__(self):
+        if isinstance(self.tower, str):  # a named block: its architecture and which tower it is
+            self.tower_name = architecture(self.tower, "item_tower")["tower"]
+            self.tower = named_config(self.tower, ItemTowerConfig, "item_tower", drop=("tower",))
+
+
+@dataclass
+class ItemTowerEvalConfig:
+    """``ray_jobs.evaluate_item_towers``: towers x (no adapter | adapter per sampler) on one catalog."""
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    towers: list[str] = field(default_factory=lambda: ["concat", "coarse_to_fine", "unified"])
+    tower: ItemTowerConfig | str = field(default_factory=ItemTowerConfig)  # or a configs/models.yaml name
+    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    samplers: list[str] = field(default_factory=lambda: ["random", "hierarchical"])
+    split: SplitConfig = field(default_factory=SplitConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    k: int = 10
+
+    def __post_init__(self):
+        if isinstance(self.tower, str):  # the shared size settings of a named block
+            self.tower = named_config(self.tower, ItemTowerConfig, "item_tower", drop=("tower",))
+
 
 def shard_to_numpy(shard) -> dict[str, np.ndarray]:
     """A worker's whole dataset shard as numpy columns."""
@@ -74,26 +126,6 @@ def shard_to_numpy(shard) -> dict[str, np.ndarray]:
         for key, value in batch.items():
             parts.setdefault(key, []).append(value)
     return {key: np.concatenate(values) for key, values in parts.items()}
-
-
-def encode_items(model: torch.nn.Module, features: dict[str, np.ndarray], device="cpu",
-                 batch_size: int = 2048) -> np.ndarray:
-    """Tower outputs for every row of item-feature arrays, eval mode."""
-    model.eval()
-    keys = [k for k in features if k.startswith(FEATURE_PREFIXES)]
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(features[keys[0]]), batch_size):
-            batch = batch_to_tensors({k: features[k][start:start + batch_size] for k in keys}, device=device)
-            out.append(model(batch).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def adapt(adapter: torch.nn.Module, vectors: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    adapter.eval()
-    with torch.no_grad():
-        return np.concatenate([adapter(torch.as_tensor(vectors[s:s + batch_size])).numpy()
-                               for s in range(0, len(vectors), batch_size)])
 
 
 def validation_metrics(vectors: np.ndarray, fine: np.ndarray, parent: np.ndarray, k: int = 10) -> dict:
@@ -129,6 +161,7 @@ def simcse_loop(loop_config: dict) -> None:
                                                            loop_config["vocab_size"], loop_config["n_fields"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    loss_fn = cfg.loss.build()
     start_epoch, best, history = restore(model, optimizer, scheduler, device)
     train = shard_to_numpy(ray.train.get_dataset_shard("train"))
     val = shard_to_numpy(ray.train.get_dataset_shard("val"))
@@ -146,7 +179,7 @@ def simcse_loop(loop_config: dict) -> None:
             batch = batch_to_tensors({k: train[k] for k in keys}, order[start:start + cfg.batch_size], device)
             view_a, view_b = simcse_views(batch, generator, cfg.re_drop, cfg.std_drop, cfg.feature_dropout,
                                           cfg.title_drop)
-            loss = simcse_loss(model(view_a), model(view_b), cfg.temperature)
+            loss = loss_fn(model(view_a), model(view_b))
             losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         scheduler.step()
         vectors = encode_items(unwrap(model), val, device)
@@ -160,7 +193,7 @@ def simcse_loop(loop_config: dict) -> None:
                       "vocab_size": loop_config["vocab_size"], "n_fields": loop_config["n_fields"]})
         if progress:
             progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"], _shown(metrics))
-            print(_epoch_line(stage, epoch, cfg.epochs, metrics), flush=True)
+            log_epoch(_epoch_line(stage, epoch, cfg.epochs, metrics))
 
 
 def adapter_loop(loop_config: dict) -> None:
@@ -175,7 +208,7 @@ def adapter_loop(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(MetricAdapter(loop_config["in_dim"], loop_config["out_dim"], cfg.hidden_dim))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
-    loss_fn, miner = triplet_components(cfg.margin, cfg.triplets)
+    loss_fn, miner = cfg.loss.build()
     start_epoch, best, history = restore(model, optimizer, scheduler, device)
     train = shard_to_numpy(ray.train.get_dataset_shard("train"))
     val = shard_to_numpy(ray.train.get_dataset_shard("val"))
@@ -221,20 +254,4 @@ def adapter_loop(loop_config: dict) -> None:
                       "hidden_dim": cfg.hidden_dim})
         if progress:
             progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"], _shown(metrics))
-            print(_epoch_line(stage, epoch, cfg.epochs, metrics), flush=True)
-
-
-def load_tower(state_path: str, device="cpu") -> torch.nn.Module:
-    """A trained tower from its ``state.pt`` (weights only)."""
-    state = torch.load(state_path, map_location=device, weights_only=True)
-    model = build_item_tower(state["tower"], ItemTowerConfig(**state["tower_config"]), state["vocab_size"],
-                             state["n_fields"])
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
-def load_adapter(state_path: str, device="cpu") -> MetricAdapter:
-    state = torch.load(state_path, map_location=device, weights_only=True)
-    model = MetricAdapter(state["in_dim"], state["out_dim"], state["hidden_dim"])
-    model.load_state_dict(state["model"])
-    return model.eval()
+            log_epoch(_epoch_line(stage, epoch, cfg.epochs, metrics))

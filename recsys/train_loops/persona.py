@@ -18,15 +18,19 @@ steps of 1/n and is mostly zero early on, AUC moves with every pair.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from recsys.metrics.hits import category_hit_at_k, hit_at_k, top_k
-from recsys.models.persona import (PersonaModelConfig, PersonaTwoTower, encode, model_state_extra, sample_negatives,
-                                   triplet_loss)
-from recsys.train_loops.checkpointing import report_epoch, restore, unwrap
+from recsys.eval.persona import CustomerFieldsConfig, PersonaDataConfig, PersonaEvalConfig, ProductFieldsConfig
+from recsys.losses.persona import PersonaLossConfig
+from recsys.models.persona import PersonaModelConfig, PersonaTwoTower, encode, model_state_extra, sample_negatives
+from recsys.models.registry import named_config
+from recsys.train_loops.checkpointing import log_epoch, report_epoch, restore, unwrap
+from recsys.train_loops.scaling import ScalingSettings
 
 
 @dataclass
@@ -44,6 +48,29 @@ class PersonaTrainConfig:
         allowed = ("val_auc", f"val_hit@{self.k}", f"val_category_hit@{self.k}")
         if self.select_on not in allowed:
             raise ValueError(f"train.select_on: expected one of {allowed}, got {self.select_on!r}")
+
+    @property
+    def loss(self) -> PersonaLossConfig:
+        return PersonaLossConfig(self.margin)
+
+
+@dataclass
+class TrainPersonaConfig:
+    """``ray_jobs.train_persona``: data, fields, model, training and the protocol's settings."""
+    data: PersonaDataConfig = field(default_factory=PersonaDataConfig)
+    customer: CustomerFieldsConfig = field(default_factory=CustomerFieldsConfig)
+    product: ProductFieldsConfig = field(default_factory=ProductFieldsConfig)
+    model: PersonaModelConfig | str = field(default_factory=PersonaModelConfig)  # or a configs/models.yaml name
+    train: PersonaTrainConfig = field(default_factory=PersonaTrainConfig)
+    evaluation: PersonaEvalConfig = field(default_factory=PersonaEvalConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    example_profile: dict[str, Any] = field(default_factory=dict)   # printed with its top 5 at the end
+    output_root: str = "artifacts/persona"
+    run_name: str | None = None                  # fixed run directory name: re-running it resumes
+
+    def __post_init__(self):
+        if isinstance(self.model, str):
+            self.model = named_config(self.model, PersonaModelConfig, "persona")
 
 
 def train_epoch(model: torch.nn.Module, optimizer, loss_fn, train: dict[str, np.ndarray], item_ids: np.ndarray,
@@ -127,7 +154,7 @@ def persona_loop(loop_config: dict) -> None:
                                                           extra["product_sizes"], model_cfg))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # constant lr; kept for resume
-    loss_fn = triplet_loss(cfg.margin)
+    loss_fn = cfg.loss.build()
     start_epoch, best, history = restore(model, optimizer, scheduler, device)
     train = shard_to_numpy(ray.train.get_dataset_shard("train"))
     items = shard_to_numpy(ray.train.get_dataset_shard("items"))
@@ -146,4 +173,4 @@ def persona_loop(loop_config: dict) -> None:
         history.append(metrics)
         report_epoch(metrics, history, model, optimizer, scheduler, best, extra)
         if rank == 0:
-            print(_epoch_line(epoch, cfg.epochs, metrics, cfg.k), flush=True)
+            log_epoch(_epoch_line(epoch, cfg.epochs, metrics, cfg.k))

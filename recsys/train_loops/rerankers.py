@@ -5,13 +5,15 @@ user list (items, mask, label, standardized dense features, history); ``items`` 
 lookups, row ``index`` = item index (tokens, category, popularity = log1p count, and optionally
 ``vector``, the item-tower vectors the listwise diversity term measures similarity with).
 
-- :func:`deepfm_loop`: pointwise BCE. Each epoch every training list with its target listed gives
+- :func:`deepfm_loop`: pointwise BCE (``recsys.losses.ranking.pointwise_loss``). Each epoch every
+  training list with its target listed gives
   the target, ``list_negatives`` other candidates of the same list (the hard negatives retrieval
   let through) and ``catalog_negatives`` random catalog items (dense features of a non-retrieved
   item: ``retrieved`` = 0), scored as one small list per user so the history is pooled once.
-- :func:`listwise_loop`: one list per user, :func:`recsys.models.rerankers.listwise_loss`
+- :func:`listwise_loop`: one list per user, ``recsys.losses.ranking.ListwiseLoss``
   (softmax CE + diversity term).
 
+Inference (``load_reranker``, ``score_lists``) lives beside the models in ``recsys.models.rerankers``.
 Both select checkpoints by validation NDCG@10 over whole validation lists (a target missing from
 a list counts as a miss, as in the final report).
 """
@@ -22,14 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from recsys.eval.rerankers import list_target_ranks
 from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
-from recsys.models.rerankers import build_reranker, init_from_item_tower, list_similarity, listwise_loss
-from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
+from recsys.losses.ranking import ListwiseLoss, ListwiseLossConfig, pointwise_loss
+from recsys.models.rerankers import build_reranker, init_from_item_tower, list_tensors, score_lists
+from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.optim import optimizer_step
-from recsys.train_loops.item_tower import load_tower, shard_to_numpy
+from recsys.models.item_towers import load_tower
+from recsys.train_loops.item_tower import shard_to_numpy
 
 
 @dataclass
@@ -56,23 +59,6 @@ class ListwiseTrainConfig:
     diversity_temperature: float = 1.0  # < 1 focuses the penalty on the top of the list
     freeze_tokens: bool = False
     seed: int = 0
-
-
-def tensors(rows: dict[str, np.ndarray], which, device) -> dict[str, torch.Tensor]:
-    return {k: torch.as_tensor(v[which], device=device) for k, v in rows.items()}
-
-
-def score_lists(model: torch.nn.Module, rows: dict[str, np.ndarray], device="cpu", batch_lists: int = 64
-                ) -> np.ndarray:
-    """(U, L) scores of every candidate, eval mode; padding scores -inf."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(rows["items"]), batch_lists):
-            b = tensors(rows, slice(start, start + batch_lists), device)
-            scores = model(b["items"], b["history"], b["dense"], b["mask"])
-            out.append(scores.masked_fill(~b["mask"].bool(), float("-inf")).float().cpu().numpy())
-    return np.concatenate(out)
 
 
 def validation_metrics(model, rows, device) -> dict:
@@ -124,8 +110,8 @@ def _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, devi
     if progress:
         progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"],
                             {"loss": metrics["train_loss"], "ndcg@10": metrics["val_ndcg@10"]})
-        print(f"{stage} epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val ndcg@10 "
-              f"{metrics['val_ndcg@10']:.4f}  hr@10 {metrics['val_hr@10']:.4f}  {metrics['elapsed_s']}s", flush=True)
+        log_epoch(f"{stage} epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  val ndcg@10 "
+              f"{metrics['val_ndcg@10']:.4f}  hr@10 {metrics['val_hr@10']:.4f}  {metrics['elapsed_s']}s")
     return best
 
 
@@ -177,9 +163,9 @@ def deepfm_loop(loop_config: dict) -> None:
         order = rng.permutation(len(samples["items"]))
         losses, lr = [], optimizer.param_groups[0]["lr"]
         for start in range(0, len(order), cfg.batch_lists):
-            b = tensors(samples, order[start:start + cfg.batch_lists], device)
+            b = list_tensors(samples, order[start:start + cfg.batch_lists], device)
             logits = model(b["items"], b["history"], b["dense"], b["mask"])
-            loss = F.binary_cross_entropy_with_logits(logits[b["mask"]], b["label"][b["mask"]])
+            loss = pointwise_loss(logits, b["label"], b["mask"])
             losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         best = _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best,
                              optimizer, scheduler, progress, stage)
@@ -194,6 +180,7 @@ def listwise_loop(loop_config: dict) -> None:
     cfg = ListwiseTrainConfig(**loop_config["train"])
     device, items, model, optimizer, scheduler, start_epoch, best, history, train, val = _setup(loop_config, cfg)
     vectors = torch.as_tensor(items["vector"], device=device) if "vector" in items else None
+    objective = ListwiseLoss(ListwiseLossConfig(cfg.diversity_weight, cfg.diversity_temperature))
     rank, started, stage = ray.train.get_context().get_world_rank(), time.time(), "[listwise]"
     progress = EpochProgress(stage, cfg.epochs, start_epoch) if rank == 0 else None
     for epoch in range(start_epoch, cfg.epochs):
@@ -202,15 +189,14 @@ def listwise_loop(loop_config: dict) -> None:
         order = rng.permutation(len(train["items"]))
         losses, lr = [], optimizer.param_groups[0]["lr"]
         for start in range(0, len(order), cfg.batch_lists):
-            b = tensors(train, order[start:start + cfg.batch_lists], device)
+            b = list_tensors(train, order[start:start + cfg.batch_lists], device)
             mask = b["mask"].bool()
             scores = model(b["items"], b["history"], b["dense"], mask)
-            similarity = None
-            if cfg.diversity_weight > 0:
+            item_vectors = None
+            if objective.needs_vectors:
                 item_vectors = (vectors[b["items"]] if vectors is not None else
                                 unwrap(model).embedder.item_fields(b["items"]).sum(dim=-2).detach())
-                similarity = list_similarity(item_vectors, mask)
-            loss = listwise_loss(scores, b["label"], mask, similarity, cfg.diversity_weight, cfg.diversity_temperature)
+            loss = objective(scores, b["label"], mask, item_vectors)
             losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         best = _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best,
                              optimizer, scheduler, progress, stage)
@@ -218,13 +204,3 @@ def listwise_loop(loop_config: dict) -> None:
 
 LOOPS = {"deepfm": deepfm_loop, "listwise": listwise_loop}
 
-
-def load_reranker(state_path: str, device="cpu") -> torch.nn.Module:
-    """A trained reranker from its ``state.pt`` (the item lookups are in the weights)."""
-    state = torch.load(state_path, map_location=device, weights_only=True)
-    weights = state["model"]
-    model = build_reranker(state["reranker"], state["model_config"], torch.zeros_like(weights["embedder.item_tokens"]),
-                           torch.zeros_like(weights["embedder.item_category"]), state["vocab_size"],
-                           state["n_categories"], state["n_dense"])
-    model.load_state_dict(weights)
-    return model.eval()

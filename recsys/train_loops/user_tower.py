@@ -1,6 +1,6 @@
 """Ray Train worker loop for the user tower: next-item prediction at every sequence position.
 
-Datasets (numpy columns, see ``ray_jobs.evaluate_seq``):
+Datasets (numpy columns, :func:`sequence_datasets`; E3's split: :func:`tower_datasets`):
 
 - ``train`` (split across workers): ``items``/``targets`` (W, max_len) tokens, causal windows of
   the training sequences (``recsys.models.user_tower.training_windows``), plus the owner's
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from recsys.eval.sequential import SequenceSplit
 from recsys.metrics.ranking import rank_summary, target_ranks
 from recsys.models.user_tower import (USER_KEYS, UserTower, UserTowerConfig, encode_users, item_matrix, pad_right,
                                       state_extra, to_tensors, training_windows)
-from recsys.train_loops.checkpointing import EpochProgress, report_epoch, restore, unwrap
+from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.item_tower import shard_to_numpy
 
 SCORE = "val_hr@10"
@@ -48,32 +49,43 @@ class UserTowerTrainConfig:
     seed: int = 0
 
 
+def sequence_datasets(train_sequences: Sequence[np.ndarray], val_histories: Sequence[np.ndarray],
+                      val_targets: np.ndarray, n_items: int, max_len: int,
+                      train_columns: dict[str, np.ndarray] | None = None,
+                      val_columns: dict[str, np.ndarray] | None = None,
+                      item_vectors: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The loop's datasets from plain per-user sequences, whatever the protocol.
+    ``train_columns``/``val_columns``: optional per-user arrays (``context``, ``profile_*``), rows =
+    ``train_sequences`` / ``val_histories``."""
+    inputs, targets, owner = training_windows(train_sequences, max_len)
+    train = {"items": inputs, "targets": targets, **{k: v[owner] for k, v in (train_columns or {}).items()}}
+    val = {"items": pad_right(val_histories, max_len), "target": np.asarray(val_targets, dtype=np.int64),
+           **(val_columns or {})}
+    seen = {"row": np.repeat(np.arange(len(val_histories)), [len(h) for h in val_histories]),
+            "item": (np.concatenate(list(val_histories)) if len(val_histories) else np.zeros(0)).astype(np.int64)}
+    flat = np.concatenate(list(train_sequences)) if len(train_sequences) else np.zeros(0, np.int64)
+    items = {"count": np.bincount(flat.astype(np.int64), minlength=n_items).astype(np.int64)}
+    if item_vectors is not None:
+        items["vector"] = np.asarray(item_vectors, dtype=np.float32)
+    return {"train": train, "val": val, "val_seen": seen, "items": items}
+
+
 def tower_datasets(split: SequenceSplit, max_len: int, val_max_users: int | None = None, seed: int = 0,
                    user_columns: dict[str, np.ndarray] | None = None, item_vectors: np.ndarray | None = None
                    ) -> dict[str, dict[str, np.ndarray]]:
-    """The loop's datasets for protocol E3: trained on what the validation stage may see
+    """:func:`sequence_datasets` for protocol E3: trained on what the validation stage may see
     (``split.training_sequences("val")``), validated on the validation targets of up to
     ``val_max_users`` evaluated users (a seeded sample; None: all). ``user_columns``: optional
     per-user arrays (``context``, ``profile_numeric``, ``profile_categorical``), row = split user."""
     user_columns = user_columns or {}
-    sequences = split.training_sequences("val")
-    inputs, targets, owner = training_windows(sequences, max_len)
-    train = {"items": inputs, "targets": targets, **{k: v[owner] for k, v in user_columns.items()}}
     rows = split.eval_rows
     pick = np.arange(len(rows))
     if val_max_users and len(rows) > val_max_users:
         pick = np.sort(np.random.default_rng(seed).permutation(len(rows))[:val_max_users])
     history = split.history("val")
-    history = [history[i] for i in pick]
-    val = {"items": pad_right(history, max_len), "target": split.targets("val")[pick],
-           **{k: v[rows[pick]] for k, v in user_columns.items()}}
-    seen = {"row": np.repeat(np.arange(len(history)), [len(h) for h in history]),
-            "item": np.concatenate(history).astype(np.int64)}
-    flat = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
-    items = {"count": np.bincount(flat, minlength=split.n_items).astype(np.int64)}
-    if item_vectors is not None:
-        items["vector"] = np.asarray(item_vectors, dtype=np.float32)
-    return {"train": train, "val": val, "val_seen": seen, "items": items}
+    return sequence_datasets(split.training_sequences("val"), [history[i] for i in pick],
+                             split.targets("val")[pick], split.n_items, max_len, user_columns,
+                             {k: v[rows[pick]] for k, v in user_columns.items()}, item_vectors)
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 50
@@ -165,7 +177,7 @@ def user_tower_loop(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         if should_stop(history, cfg.patience):
             if rank == 0:
-                print(f"[user tower] stopping: no better {SCORE} for {cfg.patience} epochs", flush=True)
+                log_epoch(f"[user tower] stopping: no better {SCORE} for {cfg.patience} epochs")
             break
         model.train()
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
@@ -192,4 +204,4 @@ def user_tower_loop(loop_config: dict) -> None:
         if progress:
             progress.epoch_done(epoch, cfg.epochs, metrics["elapsed_s"],
                                 {"loss": metrics["train_loss"], "HR@10": metrics[SCORE]})
-            print(_epoch_line(epoch, cfg.epochs, metrics), flush=True)
+            log_epoch(_epoch_line(epoch, cfg.epochs, metrics))

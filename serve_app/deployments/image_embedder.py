@@ -1,4 +1,4 @@
-"""ImageEmbedder: uploaded image bytes -> 512-d vector in the indexed item space (open_clip).
+"""ImageEmbedder: uploaded image bytes -> vector in the indexed item space (open_clip or transformers CLIP).
 
 The encoder is the one the embed run used (its ``config.yaml``), unless ``image.model`` in the
 serve config names another, so an uploaded photo is comparable with the item vectors. Offline the
@@ -26,8 +26,10 @@ def encoder_config(config: ServeAppConfig, version: dict):
     from_run = embed_run_config(version).get("image") or {}
     known = {f.name for f in fields(ImageEncoderConfig)}
     settings = {k: v for k, v in from_run.items() if k in known}
-    for key in ("model", "pretrained", "seed"):
-        value = getattr(config.image, key)
+    if config.image.model is not None:
+        settings["backend"] = "auto"  # another model: its backend is found from its own name
+    for key in ("model", "pretrained", "seed", "backend"):
+        value = getattr(config.image, key, None)  # serve settings may name no backend
         if value is not None:
             settings[key] = value
     settings["batch_size"] = 8

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.vocab import AttributeVocabulary
 from serve_app.attributes import describe, validate_attributes
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
@@ -23,11 +22,9 @@ MAX_TEXT_CHARS = 500
 
 class _Models:
     def __init__(self, config: ServeAppConfig, version: dict, previous: "_Models | None"):
-        from recsys.train_loops.alignment import load_encoder  # torch: only in this deployment's replicas
+        from recsys.models.json_encoder import load_json_encoder  # torch: only in this deployment's replicas
 
-        checkpoints = Path(version["json_encoder_run"]) / "checkpoints"
-        self.encoder = load_encoder(str(checkpoints / "best_model.pt"))
-        self.vocab = AttributeVocabulary.load(checkpoints / "vocab.json")
+        self.encoder, self.vocab = load_json_encoder(version["json_encoder_run"])
         self.encoder_config = self.encoder.config
         self.text_model = None
         self.text = None
@@ -61,8 +58,7 @@ class QueryEncoder(Versioned):
 
     def encode_attributes(self, attributes) -> dict:
         """-> {"vector": (512,), "record": validated query, "unknown_values": {field: [values]}}."""
-        from recsys.models.json_encoder import featurize
-        from recsys.train_loops.alignment import encode_features
+        from recsys.models.json_encoder import encode_features, featurize
 
         self.follow_pin()
         models = self.models

@@ -20,7 +20,7 @@ import numpy as np
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
 from serve_app.errors import InputError
-from serve_app.users import RERANKER_META, LearnedReranker, read_meta
+from serve_app.users import LearnedReranker, has_reranker
 
 
 def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, mmr_lambda: float) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +65,7 @@ class Reranker(Versioned):
 
     def _load(self, version: dict) -> LearnedReranker | None:
         users_run = version.get("users_run")
-        if (self.config.reranker.name == "mmr" or not users_run
-                or read_meta(users_run, RERANKER_META, required=False) is None):
+        if self.config.reranker.name == "mmr" or not users_run or not has_reranker(users_run):
             return None
         return LearnedReranker(users_run)
 

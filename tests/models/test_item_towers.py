@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from recsys.data.item_features import ItemFeatureConfig, featurize_items, records_to_items
+from recsys.losses.contrastive import nt_xent
 from recsys.models.item_towers import (TOWERS, ItemTowerConfig, MetricAdapter, ResidualPyramidHead,
-                                       UnifiedTower, batch_to_tensors, build_item_tower, simcse_loss,
+                                       UnifiedTower, batch_to_tensors, build_item_tower,
                                        simcse_views)
 
 ROWS = records_to_items([
@@ -187,7 +188,7 @@ def test_simcse_loss_equals_hand_computed_nt_xent():
         sim = [sum(x * y for x, y in zip(z[i], z[k])) / t for k in range(2 * n)]
         denominator = sum(math.exp(sim[k]) for k in range(2 * n) if k != i)
         losses.append(-(sim[pos] - math.log(denominator)))
-    assert simcse_loss(z_a, z_b, temperature=t).item() == pytest.approx(sum(losses) / len(losses), abs=1e-5)
+    assert nt_xent(z_a, z_b, temperature=t).item() == pytest.approx(sum(losses) / len(losses), abs=1e-5)
 
 
 def test_simcse_step_on_views_lowers_the_loss():
@@ -199,7 +200,7 @@ def test_simcse_step_on_views_lowers_the_loss():
     views = simcse_views(batch, generator, feature_dropout=0.0)
     losses = []
     for _ in range(10):
-        loss = simcse_loss(tower(views[0]), tower(views[1]), temperature=0.1)
+        loss = nt_xent(tower(views[0]), tower(views[1]), temperature=0.1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -215,4 +216,4 @@ def test_simcse_loss_matches_pytorch_metric_learning_nt_xent():
     z_b = F.normalize(torch.randn(12, 16, generator=rng), dim=-1)
     labels = torch.arange(12)
     reference = NTXentLoss(temperature=0.07)(torch.cat([z_a, z_b]), torch.cat([labels, labels]))
-    assert simcse_loss(z_a, z_b, temperature=0.07).item() == pytest.approx(reference.item(), rel=1e-5)
+    assert nt_xent(z_a, z_b, temperature=0.07).item() == pytest.approx(reference.item(), rel=1e-5)

@@ -9,7 +9,8 @@ import torch
 
 from recsys.models.persona import (FieldTower, PersonaModelConfig, PersonaRecommender, Personas, PersonaTwoTower,
                                    ProductFeaturizer, ProfileFeaturizer, band_label, encode, model_state_extra,
-                                   price_bucket, price_bucket_edges, sample_negatives, triplet_loss)
+                                   price_bucket, price_bucket_edges, sample_negatives)
+from recsys.losses.persona import triplet_loss
 from recsys.train_loops.persona import PersonaTrainConfig, train_epoch
 from recsys.vocab import UNKNOWN_ID
 
@@ -218,3 +219,20 @@ def test_field_tower_without_numeric_inputs():
     tower = FieldTower([3, 3], 0, PersonaModelConfig(output_dim=8))
     out = encode(tower, np.array([[1, 2], [2, 1]]))
     assert out.shape == (2, 8) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def test_recommender_save_and_load_round_trip(tiny, tmp_path):
+    recommender, parts = tiny
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": parts["model"].state_dict(),
+                **model_state_extra(parts["config"], parts["profiles"].sizes(), parts["profiles"].n_numeric,
+                                    parts["products"].sizes())}, tmp_path / PersonaRecommender.MODEL_FILE)
+    saved = PersonaRecommender.save(tmp_path, parts["profiles"], parts["products"], PRODUCTS,
+                                    Personas(parts["centroids"], ["young", "older"]))
+    assert set(saved) == {"featurizer", "products", "personas"}
+    loaded = PersonaRecommender.load(tmp_path)
+    profile = {"age": 58, "club_member_status": "ACTIVE"}
+    ours, theirs = loaded.recommend(profile, 5), recommender.recommend(profile, 5)
+    assert [a for a, _ in ours] == [a for a, _ in theirs]
+    assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-6)
+    assert loaded.persona({"age": 20}) == "young"

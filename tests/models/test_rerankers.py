@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from recsys.models.item_towers import ItemTowerConfig, build_item_tower
+from recsys.losses.ranking import (expected_pairwise_similarity, list_similarity, listwise_loss,
+                                   listwise_softmax_loss)
 from recsys.models.rerankers import (DeepFM, DeepFMConfig, ItemUserEmbedder, ListwiseConfig, ListwiseReranker,
-                                     build_reranker, expected_pairwise_similarity, fm_second_order,
-                                     init_from_item_tower, list_similarity, listwise_loss, listwise_softmax_loss, mmr,
-                                     mmr_lists)
+                                     build_reranker, fm_second_order, init_from_item_tower, mmr, mmr_lists)
 
 # 5 items (+ padding row 0), 3 tokens each, in a vocabulary of 20 tokens; 2 categories.
 TOKENS = torch.tensor([[0, 0, 0], [1, 2, 0], [1, 3, 4], [5, 6, 0], [5, 6, 7], [8, 0, 0]])
@@ -139,3 +139,48 @@ def test_mmr_lists_matches_mmr_per_list_and_skips_padding():
         valid = np.flatnonzero(mask[u])
         expected = valid[mmr(relevance[u, valid], vectors[u, valid], 0.6, k=4)]
         assert batched[u].tolist() == expected.tolist()
+
+
+def test_the_served_reranker_round_trips(tmp_path):
+    """write_reranker_files / load_reranker_artifact: the feature contract and the model's scores."""
+    from dataclasses import asdict
+
+    from recsys.data.candidate_lists import DenseScaler, read_reranker_files, write_reranker_files
+    from recsys.models.rerankers import load_reranker_artifact, score_lists
+
+    torch.manual_seed(0)
+    model_config = asdict(DeepFMConfig(embedding_dim=8, hidden=[16]))
+    model = build_reranker("deepfm", model_config, TOKENS, CATEGORY, 20, 2, 3).eval()
+    checkpoint = tmp_path / "deepfm" / "checkpoints" / "best_model.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"reranker": "deepfm", "model_config": model_config, "vocab_size": 20, "n_categories": 2,
+                "n_dense": 3, "model": model.state_dict()}, checkpoint)
+    scaler = DenseScaler(np.array([0.5, 1.0, 2.0]), np.array([1.0, 2.0, 3.0]))
+    vectors = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    write_reranker_files(tmp_path, "deepfm", checkpoint, ["a", "b", "c", "d", "e"], ["f1", "f2", "popularity"],
+                         ["score_x"], scaler, 7, vectors, "random")
+    files, loaded = load_reranker_artifact(tmp_path)
+    assert files.kind == "deepfm" and files.checkpoint == "deepfm/checkpoints/best_model.pt"
+    assert files.item_ids == ["a", "b", "c", "d", "e"] and files.feature_names == ["f1", "f2", "popularity"]
+    assert files.score_columns == ["score_x"] and files.max_history == 7 and files.item_vectors_source == "random"
+    assert np.allclose(files.scaler.mean, scaler.mean) and np.allclose(files.scaler.std, scaler.std)
+    assert np.allclose(files.item_vectors(), vectors)
+    rows = {"items": np.array([[1, 2, 3, 0]]), "history": np.array([[4, 5]]), "mask": np.array([[1, 1, 1, 0]], bool),
+            "dense": np.random.default_rng(1).normal(size=(1, 4, 3)).astype(np.float32)}
+    assert np.allclose(score_lists(loaded, rows), score_lists(model, rows))
+    assert read_reranker_files(tmp_path / "missing", required=False) is None
+
+
+def test_listwise_loss_module_is_the_function_with_its_config():
+    from recsys.losses.ranking import ListwiseLoss, ListwiseLossConfig, pointwise_loss
+
+    torch.manual_seed(0)
+    scores, vectors = torch.randn(2, 4), torch.randn(2, 4, 3)
+    label = torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    loss = ListwiseLoss(ListwiseLossConfig(diversity_weight=2.0, temperature=0.5))
+    expected = listwise_loss(scores, label, mask, list_similarity(vectors, mask), 2.0, 0.5)
+    assert loss(scores, label, mask, vectors).item() == pytest.approx(expected.item())
+    assert ListwiseLoss()(scores, label, mask).item() == pytest.approx(listwise_loss(scores, label, mask).item())
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(scores[mask], label[mask].float())
+    assert pointwise_loss(scores, label.float(), mask).item() == pytest.approx(bce.item())

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recsys.losses.sampled_softmax import sampled_softmax_loss
 from recsys.models.user_tower import (UserTower, UserTowerConfig, encode_users, item_matrix, load_user_tower,
-                                      pad_right, sampled_softmax_loss, training_windows, zscore_stats)
+                                      pad_right, training_windows, zscore_stats)
 
 N_ITEMS = 12
 
@@ -194,3 +195,28 @@ def test_with_frozen_vectors_an_untrained_item_keeps_its_content_part():
     token = torch.tensor([[4]])                              # item 3
     expected = model.items.project(model.items.frozen[token])
     assert torch.allclose(model.items(token), expected)
+
+
+def test_the_served_user_model_round_trips(tmp_path):
+    """save_user_model / load_user_model (and the torch-free read_user_model serving's Retriever uses)."""
+    from recsys.models.user_tower import load_user_model, save_user_model, state_extra
+    from recsys.retrieval.user_model import read_user_model
+
+    torch.manual_seed(0)
+    config = UserTowerConfig(dim=8, max_len=4, layers=1, ffn_dim=16, context_dim=3, profile_numeric=["age"],
+                             profile_categorical=["style"], profile_cardinalities=[3])
+    model = UserTower(config, 5).eval()
+    checkpoint = tmp_path / "checkpoints" / "best_model.pt"
+    checkpoint.parent.mkdir()
+    torch.save({"model": model.state_dict(), **state_extra(model)}, checkpoint)
+    save_user_model(tmp_path, model, checkpoint, ["a", "b", "c", "d", "e"], {"style": ["x", "y"]}, "minilm",
+                    note="stand-in")
+    files = read_user_model(tmp_path)
+    assert files.checkpoint == "checkpoints/best_model.pt" and files.item_ids == ["a", "b", "c", "d", "e"]
+    assert files.profile_numeric == ["age"] and files.profile_categorical == {"style": ["x", "y"]}
+    assert files.context == {"source": "title", "text_model": "minilm", "dim": 3}
+    assert files.max_len == 4 and files.note == "stand-in"
+    assert np.allclose(files.item_vectors(), item_matrix(model))
+    loaded_files, tower = load_user_model(tmp_path)
+    assert loaded_files == files and np.allclose(item_matrix(tower), item_matrix(model))
+    assert read_user_model(tmp_path / "missing", required=False) is None

@@ -4,9 +4,9 @@ import time
 import numpy as np
 import pytest
 
-from ray_jobs.alignment_trainer import ScalingSettings, fit_alignment
-from recsys.models.json_encoder import JsonEncoderConfig, featurize
-from recsys.train_loops.alignment import AlignmentTrainConfig, load_encoder
+from ray_jobs.common.alignment_trainer import ScalingSettings, fit_alignment
+from recsys.models.json_encoder import JsonEncoderConfig, featurize, load_encoder
+from recsys.train_loops.alignment import AlignmentTrainConfig
 from recsys.vocab import AttributeVocabulary
 
 pytestmark = pytest.mark.ray

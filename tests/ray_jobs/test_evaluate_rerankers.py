@@ -18,7 +18,7 @@ from recsys.data.item_features import ItemFeaturizer
 from recsys.data.synthetic_candidates import write_synthetic_candidates
 from recsys.models.item_towers import ItemTowerConfig, build_item_tower
 from recsys.models.rerankers import build_reranker, init_from_item_tower
-from recsys.train_loops.item_tower import load_tower
+from recsys.models.item_towers import load_tower
 
 pytestmark = pytest.mark.ray
 

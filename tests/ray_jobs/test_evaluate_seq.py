@@ -72,7 +72,7 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
 def test_content_vectors_from_a_generic_catalog(log):
     """--items feeds the content source: TF-IDF rows in the log's item order (no Ray involved)."""
     items = pq.read_table(log["items"]).to_pandas()
-    cfg = evaluate_seq.EvaluateSeqConfig()
+    cfg = evaluate_seq.SequentialEvalConfig()
     cfg.item_vectors.catalog.hierarchy = ["group", "category"]
     cfg.item_vectors.catalog.std_fields = ["colour"]
     cfg.item_vectors.catalog.id_col = "wrong"

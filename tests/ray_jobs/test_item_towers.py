@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs import evaluate_item_towers, train_item_tower
-from ray_jobs.item_tower_trainer import CatalogConfig, SplitConfig
+from recsys.data.item_catalog import CatalogConfig, SplitConfig
 from recsys.models.item_towers import ItemTowerConfig
 from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
 

@@ -8,10 +8,11 @@ import pytest
 
 from ray_jobs import evaluate_json_encoder, pipeline
 from ray_jobs.embed import EmbedConfig
-from ray_jobs.evaluate_rerankers import RerankEvalConfig
+from recsys.ranking.rerankers import RerankEvalConfig
 from ray_jobs.preprocess import PreprocessConfig
 from ray_jobs.train_json_encoder import TrainJsonEncoderConfig
-from ray_jobs.train_users import TrainUsersConfig, UserLogConfig
+from ray_jobs.train_users import TrainUsersConfig
+from recsys.data.demo_users import UserLogConfig
 from recsys.data.synthetic import SyntheticCorpusConfig
 from recsys.encoders.image import ImageEncoderConfig
 from recsys.eval.json_alignment import JsonEvalConfig

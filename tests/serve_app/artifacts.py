@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ray_jobs.embed import EmbedConfig, vector_column
+from ray_jobs.embed import EmbedConfig
+from recsys.data.vectors import vector_column
 from ray_jobs.preprocess import PreprocessConfig
 from ray_jobs.train_json_encoder import TrainJsonEncoderConfig, item_records
 from recsys.artifacts import new_run_dir, write_json, write_manifest
@@ -112,18 +113,9 @@ def json_encoder_run(root: Path, items_dir: Path, seed: int, run_name: str) -> P
 
 def users_run(root: Path, embed: Path, n_users: int = 40, reranker: bool = True, run_name: str = "users-v1") -> Path:
     """A train_users run without training: the job's log and user table, untrained models."""
-    from ray_jobs.train_users import (
-        PROFILE_CATEGORICAL,
-        PROFILE_NUMERIC,
-        TrainUsersConfig,
-        UserLogConfig,
-        demo_items,
-        generate_log,
-        user_table,
-        write_reranker_files,
-        write_user_tower_files,
-    )
-    from recsys.data.candidate_lists import EXTRA_FEATURES, RANKER_FEATURES, DenseScaler
+    from recsys.data.candidate_lists import EXTRA_FEATURES, RANKER_FEATURES, DenseScaler, write_reranker_files
+    from recsys.data.demo_users import (PROFILE_CATEGORICAL, PROFILE_NUMERIC, TrainUsersConfig, UserLogConfig,
+                                        demo_items, generate_log, user_table, write_user_tower_files)
     from recsys.models.rerankers import DeepFMConfig, build_reranker
     from recsys.models.user_tower import UserTower, UserTowerConfig, state_extra
 

@@ -1,5 +1,5 @@
-"""Item-tower training glue shared by ``train_item_tower`` (one tower, exported vectors) and
-``evaluate_item_towers`` (the ablation): split, featurize, stage 1 and stage 2 on Ray Train.
+"""Catalog preparation for the item towers (and every stage that needs item features): which
+catalog, how items are split, and the featurized rows.
 
 Splits: a ``cold_fraction`` of items is held out of all training (vocabularies included: their
 unseen STD values map to UNKNOWN, as a brand-new product's would); of the rest, ``val_fraction``
@@ -7,22 +7,17 @@ selects checkpoints and the remainder trains.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.data.catalogs import load_item_catalog
-from recsys.encoders.text import TextEncoderConfig, encode_cached
-from recsys.data.item_features import PRESETS, ItemFeatureConfig, ItemFeaturizer, token_counts
 from recsys.config import ConfigError
-from recsys.metrics.neighbours import neighbour_report
-from recsys.models.item_towers import ItemTowerConfig
-from recsys.train_loops.item_tower import (AdapterConfig, SimCSEConfig, adapt, adapter_loop, encode_items,
-                                           load_adapter, load_tower, simcse_loop)
-from ray_jobs.trainer import ScalingSettings, fit_torch
+from recsys.data.catalogs import load_item_catalog
+from recsys.data.item_features import PRESETS, ItemFeatureConfig, ItemFeaturizer, token_counts
+from recsys.encoders.text import TextEncoderConfig, encode_cached
 
 
 @dataclass
@@ -128,41 +123,3 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     return ItemTowerData(np.array([r["item_id"] for r in rows]), features, featurizer, fine.astype(np.int64),
                          parent.astype(np.int64), np.array([p[depth - 1] for p in paths]),
                          token_sets, train, val, cold, source, token_counts(features))
-
-
-def fit_tower(data: ItemTowerData, tower: str, tower_cfg: ItemTowerConfig, simcse: SimCSEConfig,
-              scaling: ScalingSettings, storage_dir: Path) -> dict:
-    """Stage 1 on Ray Train; returns the fit result plus 512-d vectors for every item."""
-    fitted = fit_torch(simcse_loop, {"tower": tower, "tower_config": asdict(tower_cfg), "train": asdict(simcse),
-                                     "vocab_size": data.featurizer.vocab_size, "n_fields": data.featurizer.n_fields},
-                       {"train": data.rows(data.train), "val": data.rows(data.val)}, scaling, storage_dir,
-                       f"{tower}_simcse", "val_category_hit@10")
-    fitted["vectors"] = encode_items(load_tower(fitted["best_model"]), data.features)
-    return fitted
-
-
-def fit_metric_adapter(data: ItemTowerData, vectors: np.ndarray, adapter: AdapterConfig, scaling: ScalingSettings,
-                       storage_dir: Path, name: str, out_dim: int = 128) -> dict:
-    """Stage 2 on Ray Train over frozen tower vectors; returns the fit plus adapted vectors."""
-    def columns(rows):
-        return {"vector": vectors[rows], "fine": data.fine[rows], "parent": data.parent[rows]}
-
-    fitted = fit_torch(adapter_loop, {"train": asdict(adapter), "in_dim": vectors.shape[1], "out_dim": out_dim},
-                       {"train": columns(data.train), "val": columns(data.val)}, scaling, storage_dir, name,
-                       "val_category_hit@10")
-    fitted["vectors"] = adapt(load_adapter(fitted["best_model"]), vectors)
-    return fitted
-
-
-def warm_cold_report(data: ItemTowerData, vectors: np.ndarray, k: int, split: SplitConfig) -> dict:
-    """Neighbour metrics for warm (trained) and cold (held-out) query items against the whole catalog."""
-    warm = np.concatenate([data.train, data.val])
-    rng = np.random.default_rng(split.seed)
-    if len(warm) > split.max_eval_queries:
-        warm = np.sort(rng.choice(warm, split.max_eval_queries, replace=False))
-    out = {}
-    for name, rows in (("warm", warm), ("cold", data.cold)):
-        if len(rows):
-            out[name] = neighbour_report(vectors[rows], vectors, rows, data.fine, data.parent, data.token_sets,
-                                         k=k, seed=split.seed)
-    return out

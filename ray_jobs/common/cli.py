@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
+from recsys import logs
 from recsys.config import ConfigError, load_config, parse_overrides
 from recsys.data.result import AdapterError
 
 T = TypeVar("T")
+_command: str | None = None  # set by run_main: a command line run, whose console stays quiet
 
 
 def stage_parser(description: str, default_config: str) -> argparse.ArgumentParser:
@@ -17,12 +20,18 @@ def stage_parser(description: str, default_config: str) -> argparse.ArgumentPars
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, dotted keys for nested sections (repeatable)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's logs and the per-epoch lines here instead of in the command's log file")
     return parser
 
 
 def stage_config(args: argparse.Namespace, config_cls: type[T], extra: dict | None = None) -> T:
-    """The YAML config with ``--set`` overrides, then ``extra`` (values of a stage's own flags) on top."""
-    return load_config(args.config, config_cls, parse_overrides(args.overrides) | (extra or {}))
+    """The YAML config with ``--set`` overrides, then ``extra`` (values of a stage's own flags) on top.
+    On the command line (``run_main``) this also quiets the console (see ``recsys.logs``)."""
+    config = load_config(args.config, config_cls, parse_overrides(args.overrides) | (extra or {}))
+    if _command:
+        logs.quiet_console(_command, verbose=getattr(args, "verbose", False))
+    return config
 
 
 def load_stage_config(description: str, config_cls: type[T], default_config: str,
@@ -32,6 +41,9 @@ def load_stage_config(description: str, config_cls: type[T], default_config: str
 
 def run_main(main: Callable[[], object]) -> None:
     """Run a stage; bad input/config ends with one clear line and exit code 2, not a traceback."""
+    global _command
+    spec = getattr(sys.modules["__main__"], "__spec__", None)  # `python -m ray_jobs.embed` -> "embed"
+    _command = spec.name.rsplit(".", 1)[-1] if spec else Path(sys.argv[0]).stem
     try:
         main()
     except (ConfigError, AdapterError, FileExistsError) as exc:
@@ -52,7 +64,12 @@ def init_ray() -> None:
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(address="local")
+    quiet = logs.log_file() is not None
+    if quiet:
+        import ray.data  # configures its loggers on import
+
+        logs.route_ray_logs()
+        # One bar per dataset run, not one more per operator.
+        ray.data.DataContext.get_current().enable_operator_progress_bars = False
+    ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local"}))
+    logs.ray_started()  # worker output still comes to the driver: it carries the workers' progress bars

@@ -1,0 +1,145 @@
+"""Ray Train entry for JSON-encoder training (stage 1 and stage 2), shared by the K-Fashion
+training, the E1 evaluation and Tune, and the Ray Tune (ASHA) sweep over it.
+
+Ray 2.5x+ (Train V2): Tune runs a small driver function per trial that builds the TorchTrainer;
+the driver asks for a fraction of a CPU (0 is refused) and the training workers for the rest.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from recsys.data.json_features import TrainJsonEncoderConfig
+from recsys.models.json_encoder import JsonEncoderConfig
+from recsys.train_loops.alignment import AlignmentTrainConfig, train_alignment_loop
+from recsys.train_loops.scaling import ScalingSettings
+from ray_jobs.common.trainer import fit_torch
+
+__all__ = ["ScalingSettings", "SweepConfig", "fit_alignment", "sweep"]
+
+
+def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_sizes: dict[str, int],
+                  encoder: JsonEncoderConfig, training: AlignmentTrainConfig, scaling: ScalingSettings,
+                  storage_dir: Path, name: str, callbacks: list | None = None,
+                  init_model: str | None = None) -> dict:
+    """Train with TorchTrainer and copy the best checkpoint (by validation Top-5) to
+    ``storage_dir/checkpoints/best_model.pt``. Returns {"best_model", "history", "best_metrics"}.
+
+    Re-running with the same ``storage_dir`` and ``name`` resumes from the last checkpoint.
+    ``init_model``: a stage-1 ``state.pt`` the first epoch starts from.
+    """
+    return fit_torch(train_alignment_loop,
+                     {"encoder": asdict(encoder), "train": asdict(training), "vocab_sizes": vocab_sizes,
+                      "init_model": init_model},
+                     {"train": train, "val": val}, scaling, storage_dir, name, "val_top5", callbacks)
+
+
+@dataclass
+class SweepConfig:
+    data: TrainJsonEncoderConfig = field(default_factory=TrainJsonEncoderConfig)
+    output_root: str = "artifacts/tune"
+    temperatures: list[float] = field(default_factory=lambda: [0.05, 0.07, 0.1, 0.15])
+    batch_sizes: list[int] = field(default_factory=lambda: [32, 64, 128])
+    lr_min: float = 1e-4
+    lr_max: float = 3e-3
+    samples_per_temperature: int = 2
+    max_epochs: int = 6
+    grace_period: int = 1          # epochs every trial gets before ASHA may stop it
+    reduction_factor: int = 2
+    max_concurrent_trials: int = 1  # 2 CPUs here: one Train worker at a time
+    driver_cpus: float = 0.1
+    seed: int = 0
+
+
+def _trial(config: dict, train: dict, val: dict, vocab_sizes: dict, encoder: dict, training: dict,
+           scaling: dict, storage: str) -> None:
+    """One Tune trial = one Ray Train run with this trial's hyperparameters."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_training = AlignmentTrainConfig(**{**training, "temperature": config["temperature"],
+                                             "batch_size": config["batch_size"], "lr": config["lr"]})
+    trial_id = tune.get_context().get_trial_id()
+    fit_alignment(train, val, vocab_sizes, JsonEncoderConfig(**encoder), trial_training, ScalingSettings(**scaling),
+                  Path(storage) / trial_id, f"trial_{trial_id}", callbacks=[TuneReportCallback()])
+
+
+def _placement_groups() -> dict:
+    import ray.util
+
+    return ray.util.placement_group_table()
+
+
+def _release_orphaned_placement_groups(before: set[str]) -> int:
+    """Remove placement groups created during the sweep that still hold resources after it.
+
+    Seen with Ray 2.60 (Train V2 inside Tune): when ASHA stops a trial, its Ray Train worker
+    group's placement group stays reserved, so on a small cluster the next job waits for CPUs
+    that never come back. Every trial has finished when this runs, so nothing still uses them.
+    """
+    from ray._raylet import PlacementGroupID
+    from ray.util import remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+
+    released = 0
+    for pg_id, info in _placement_groups().items():
+        if pg_id not in before and info.get("state") in ("CREATED", "PENDING", "RESCHEDULING"):
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
+            released += 1
+    return released
+
+
+def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig, base: AlignmentTrainConfig,
+          scaling: ScalingSettings, cfg: SweepConfig, run_dir: Path) -> dict:
+    """Run the ASHA sweep and summarise it (library-level so tests can call it on toy data)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    param_space = {"temperature": tune.grid_search(list(cfg.temperatures)),
+                   "batch_size": tune.choice(list(cfg.batch_sizes)),
+                   "lr": tune.loguniform(cfg.lr_min, cfg.lr_max)}
+    trainable = tune.with_parameters(
+        _trial, train=train, val=val, vocab_sizes=vocab_sizes, encoder=asdict(encoder),
+        training=asdict(replace(base, epochs=cfg.max_epochs, seed=cfg.seed)), scaling=asdict(scaling),
+        storage=str(run_dir / "trials"))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"CPU": cfg.driver_cpus}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric="val_top5", mode="max", num_samples=cfg.samples_per_temperature,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=cfg.grace_period,
+                                    reduction_factor=cfg.reduction_factor)),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune_results")),
+    )
+    before = set(_placement_groups())
+    results = tuner.fit()
+    released = _release_orphaned_placement_groups(before)
+    if released:
+        print(f"released {released} placement group(s) left behind by trials ASHA stopped")
+    trials = []
+    for result in results:
+        if result.error or result.metrics is None:
+            trials.append({"config": result.config, "error": str(result.error)})
+            continue
+        history = result.metrics_dataframe
+        trials.append({"config": {k: result.config[k] for k in ("temperature", "batch_size", "lr")},
+                       "epochs_run": int(result.metrics["training_iteration"]),
+                       "stopped_early": int(result.metrics["training_iteration"]) < cfg.max_epochs,
+                       "val_top5": float(result.metrics["val_top5"]), "val_mrr": float(result.metrics["val_mrr"]),
+                       "best_val_top5": float(history["val_top5"].max()),
+                       "curve_val_top5": [float(v) for v in history["val_top5"]]})
+    finished = [t for t in trials if "error" not in t]
+    if not finished:
+        raise RuntimeError(f"every trial failed: {[t['error'] for t in trials]}")
+    best = max(finished, key=lambda t: t["best_val_top5"])
+    by_temperature = defaultdict(list)
+    for t in finished:
+        by_temperature[t["config"]["temperature"]].append(t["best_val_top5"])
+    return {"trials": trials, "best": best, "recommended_temperature": best["config"]["temperature"],
+            "best_val_top5_by_temperature": {str(k): max(v) for k, v in sorted(by_temperature.items())},
+            "n_trials": len(trials), "n_stopped_early": sum(t.get("stopped_early", False) for t in finished),
+            "max_epochs": cfg.max_epochs}

@@ -1,0 +1,1 @@
+"""Reranking recipes over retrieved candidate lists (models: ``recsys.models.rerankers``)."""

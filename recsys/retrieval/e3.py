@@ -1,0 +1,273 @@
+"""Protocol E3's recipe around ``recsys.eval.sequential`` (the split and metrics): the stage config,
+the inputs a run reads (the log, frozen item vectors, user profiles, the content source's vectors)
+and each stage's candidate sources (``recsys.retrieval.sources``). ``ray_jobs.evaluate_seq`` runs it
+on Ray (the user tower, the item tower); the sources, ranker and report are plain library calls.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.config import ConfigError, to_dict
+from recsys.data.interactions import load_interaction_log
+from recsys.data.item_catalog import CatalogConfig, SplitConfig, load_items
+from recsys.data.result import read_table_file
+from recsys.eval.sequential import SequenceSplit
+from recsys.models.item_towers import ItemTowerConfig
+from recsys.models.user_tower import UserTowerConfig, pad_right, zscore_stats
+from recsys.retrieval.content import attribute_vectors
+from recsys.retrieval.ranker import RankerConfig
+from recsys.retrieval.recommender import CandidateConfig
+from recsys.retrieval.sources import SourceInputs, SourcesConfig, build_sources
+from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
+from recsys.train_loops.user_tower import SCORE, UserTowerTrainConfig
+from recsys.train_loops.scaling import ScalingSettings
+
+
+@dataclass
+class ItemVectorsConfig:
+    path: str | None = None            # reuse an item_vectors.parquet (train_item_tower); else trained from --items
+    column: str = "vector"
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)   # --items sets catalog.catalog
+    tower_name: str = "unified"
+    tower: ItemTowerConfig = field(default_factory=ItemTowerConfig)
+    simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    adapter_dim: int = 128
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(cold_fraction=0.0))
+
+
+@dataclass
+class ProfileConfig:
+    user_col: str | None = None        # id column of --users; None: the log's --user-col
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SequentialEvalConfig(SourcesConfig):
+    """E3's settings (the candidate sources' come from :class:`SourcesConfig`)."""
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)  # Ray Train workers of the stage's fits
+    dedupe: bool = True
+    k: int = 10
+    user_tower: UserTowerConfig = field(default_factory=UserTowerConfig)
+    train: UserTowerTrainConfig = field(default_factory=UserTowerTrainConfig)
+    val_max_users: int | None = 5000   # validation users ranked every epoch (checkpoint selection)
+    bootstrap_samples: int = 2000      # paired bootstrap of the model against each baseline
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    item_vectors: ItemVectorsConfig = field(default_factory=ItemVectorsConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+
+
+def load_log(path: str, user_col: str, item_col: str, order_col: str, dedupe: bool) -> tuple[pd.DataFrame, dict]:
+    result = load_interaction_log(path, user_col, item_col, order_col)
+    frame = result.table.select(["user_id", "item_id", "timestamp", "position"]).to_pandas()
+    info = {"rows_read": result.records_read, "quarantined": result.quarantine.num_rows, "duplicates_dropped": 0}
+    if dedupe and frame["timestamp"].notna().any():
+        repeated = frame.duplicated(["user_id", "item_id", "timestamp"], keep="first")
+        info["duplicates_dropped"] = int(repeated.sum())
+        frame = frame[~repeated]
+    return frame, info
+
+
+def align_item_vectors(ids: np.ndarray, vectors: np.ndarray, item_ids: np.ndarray, source: str
+                       ) -> tuple[np.ndarray, dict]:
+    """(I, k) ``vectors`` in the log's item order (zeros where ``ids`` has no row) and their summary."""
+    where = {item: row for row, item in enumerate(ids)}
+    out = np.zeros((len(item_ids), vectors.shape[1]), dtype=np.float32)
+    known = np.array([where.get(item, -1) for item in item_ids])
+    out[known >= 0] = vectors[known[known >= 0]]
+    return out, {"source": source, "dim": int(vectors.shape[1]), "coverage": round(float((known >= 0).mean()), 4)}
+
+
+def profile_columns(cfg: ProfileConfig, users_path: str | None, user_col: str, user_ids: np.ndarray
+                    ) -> tuple[dict[str, np.ndarray], dict]:
+    """Per-user profile arrays in the split's user order, and the fields' sizes/statistics."""
+    if not users_path or not (cfg.numeric or cfg.categorical):
+        return {}, {}
+    id_col = cfg.user_col or user_col
+    frame = read_table_file(users_path, [id_col, *cfg.numeric, *cfg.categorical], "a users table")
+    ids = frame[id_col].astype(str).str.strip()
+    frame = frame.assign(_id=ids).drop_duplicates("_id").set_index("_id").reindex(user_ids)
+    columns, info = {}, {"numeric": cfg.numeric, "categorical": cfg.categorical, "cardinalities": []}
+    if cfg.numeric:
+        columns["profile_numeric"] = frame[cfg.numeric].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+        info["mean"], info["std"] = zscore_stats(columns["profile_numeric"])
+    if cfg.categorical:
+        ids = []
+        for name in cfg.categorical:
+            values = frame[name].astype("string").str.strip()
+            codes, uniques = pd.factorize(values.where(values.notna() & (values != ""), None))
+            ids.append(codes + 1)                                  # -1 (missing) -> 0
+            info["cardinalities"].append(int(len(uniques) + 1))
+        columns["profile_categorical"] = np.stack(ids, axis=1).astype(np.int64)
+    info["coverage"] = round(float(frame.notna().any(axis=1).mean()), 4)
+    return columns, info
+
+
+def content_vectors(cfg: SequentialEvalConfig, items_path: str | None, item_ids: np.ndarray,
+                    tower_vectors: np.ndarray | None) -> tuple[object | None, dict]:
+    """The content source's item vectors in the log's item order (None: no content source)."""
+    if not cfg.content.enabled:
+        return None, {"source": "off (content.enabled: false)"}
+    if cfg.content.vectors == "item_tower":
+        if tower_vectors is None:
+            return None, {"source": "none (content.vectors: item_tower needs --items or item_vectors.path)"}
+        return tower_vectors, {"source": "item tower vectors",
+                               "coverage": round(float((np.abs(tower_vectors).sum(1) > 0).mean()), 4)}
+    if not items_path:
+        return None, {"source": "none (no --items)"}
+    table, _ = load_items(CatalogConfig(**{**asdict(cfg.item_vectors.catalog), "catalog": items_path}))
+    columns = [c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "title")
+               if c in table.column_names]
+    matrix = attribute_vectors(table.select(columns).to_pylist(), item_ids, cfg.content.title)
+    if matrix.nnz == 0:
+        raise ConfigError(f"{items_path}: no catalog item matches an item of the log (generic catalogs: name the id "
+                          f"column with item_vectors.catalog.id_col, now {cfg.item_vectors.catalog.id_col!r})")
+    return matrix, {"source": f"attributes of {items_path} (TF-IDF)", "tokens": int(matrix.shape[1]),
+                    "coverage": round(float((matrix.getnnz(axis=1) > 0).mean()), 4)}
+
+
+def resolved_tower(cfg: SequentialEvalConfig, vectors: np.ndarray | None, columns: dict, profile_info: dict
+                   ) -> UserTowerConfig:
+    """The tower's config with the inputs this run has (frozen vectors, profile fields)."""
+    return UserTowerConfig(**{**asdict(cfg.user_tower),
+                              "item_vector_dim": 0 if vectors is None else int(vectors.shape[1]),
+                              "profile_numeric": cfg.profile.numeric if "profile_numeric" in columns else [],
+                              "profile_categorical": (cfg.profile.categorical if "profile_categorical" in columns
+                                                      else []),
+                              "profile_cardinalities": profile_info.get("cardinalities", [])})
+
+
+def stage_sources(cfg: SourcesConfig, split: SequenceSplit, stage: str, user_vectors: np.ndarray,
+                  item_vectors: np.ndarray, content) -> dict:
+    """The candidate sources fitted on what ``stage`` may see (``recsys.retrieval.sources``)."""
+    baskets = split.has_baskets
+    return build_sources(cfg, SourceInputs(split.training_sequences(stage), split.n_items, user_vectors, item_vectors,
+                                           split.basket_ids(f"train_{stage}") if baskets else None,
+                                           split.basket_ids(stage) if baskets else None, content))
+
+
+def user_arrays(histories, rows, columns: dict, max_len: int) -> dict:
+    return {"items": pad_right(histories, max_len), **{k: v[rows] for k, v in columns.items()}}
+
+
+def run_name(cfg: SequentialEvalConfig, *paths: str | None) -> str:
+    """Ray Train resumes a run of the same name: only the same tower settings on the same files
+    may (ranker or candidate settings do not retrain the tower)."""
+    tower_settings = {key: to_dict(cfg)[key] for key in ("dedupe", "user_tower", "train", "val_max_users",
+                                                          "item_vectors", "profile")}
+    stamp = "|".join(f"{Path(p).resolve()}:{Path(p).stat().st_size}" for p in paths if p)
+    digest = hashlib.sha1((json.dumps(tower_settings, sort_keys=True, default=str) + stamp).encode()).hexdigest()
+    return f"user_tower-{digest[:10]}"
+
+
+METRICS = ("hr@10", "ndcg@10", "mrr")
+
+
+def short(summary: dict) -> dict:
+    return {key: round(summary[key], 4) for key in METRICS}
+
+
+def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, history: dict, target: dict,
+                    seconds: dict) -> tuple[object, dict, dict]:
+    """The ranker trained on the validation stage's candidates; (ranker, its scores per stage, the
+    recommender's full-ranking target ranks per stage)."""
+    from recsys.retrieval.ranker import CandidateRanker
+    from recsys.retrieval.recommender import recommender_ranks
+    from recsys.timing import timed
+
+    with timed(seconds, "ranker"):
+        names = sorted(stages["val"].candidates.features)
+        matrix = lambda s: np.stack([stages[s].candidates.features[n] for n in names], axis=1)  # noqa: E731
+        ranker = CandidateRanker(cfg.ranker, names).fit(matrix("val"), stages["val"].labels,
+                                                        stages["val"].candidates.row)
+        scores = {s: ranker.predict(matrix(s)) for s in stages}
+    with timed(seconds, "ranking"):
+        ranks = {s: recommender_ranks(stages[s].candidates, scores[s], sources[s]["mostpop"], history[s], target[s],
+                                      cfg.candidates.chunk_size, progress=f"{s} recommender ranks") for s in stages}
+    return ranker, scores, ranks
+
+
+def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, model_ranks: dict, repeated: np.ndarray,
+              tower_cfg: UserTowerConfig, ranker, fitted: dict, data: dict) -> dict:
+    """metrics.json's numbers: the model, the user tower, the baselines and every source on the test
+    targets, the paired bootstrap against the baselines, validation-stage numbers, candidate recall
+    and the hits on repeated targets."""
+    from recsys.eval.sequential import paired_bootstrap
+    from recsys.metrics.ranking import rank_summary
+
+    n_users, n_items, k = len(split.eval_rows), split.n_items, cfg.k
+    test_ranks, val_ranks = stages["test"].ranks, stages["val"].ranks
+    report = {"model": short(rank_summary(model_ranks["test"], k)),
+              "user_tower": short(rank_summary(test_ranks["user_tower"], k)),
+              "baselines": {"mostpop": short(rank_summary(test_ranks["mostpop"], k)),
+                            "itemknn": short(rank_summary(test_ranks["itemknn"], k))},
+              "sources": {name: short(rank_summary(test_ranks[name], k)) for name in test_ranks},
+              "comparison": {f"model_vs_{name}": paired_bootstrap(model_ranks["test"], test_ranks[name], k,
+                                                                  cfg.bootstrap_samples)
+                             for name in ("itemknn", "mostpop")},
+              "n_users": int(n_users), "n_items": int(n_items),
+              "config": {**to_dict(cfg), "user_tower_resolved": asdict(tower_cfg)}}
+    report["validation"] = {"model (in-sample: the ranker is trained on these targets)":
+                            short(rank_summary(model_ranks["val"], k)),
+                            **{name: short(rank_summary(val_ranks[name], k)) for name in val_ranks}}
+    report["candidate_recall"] = {"n_per_source": cfg.candidates.n_per_source,
+                                  **{s: {key: round(v, 4) for key, v in stages[s].recall.items()}
+                                     for s in ("val", "test")}}
+    # The metric excludes the history but never the target, so a target the user already had can be
+    # hit by any method that scores history items; shown apart so a gain is not that artefact.
+    report["hits_on_repeated_test_targets"] = {
+        "repeated_targets": int(repeated.sum()),
+        **{name: {"hits@k": int(np.sum(ranks < k)), "of_which_repeated": int(np.sum((ranks < k) & repeated))}
+           for name, ranks in {"model": model_ranks["test"], **test_ranks}.items()}}
+    report["candidates_per_user"] = {s: round(len(stages[s].candidates) / n_users, 1) for s in ("val", "test")}
+    report["ranker"] = ranker.summary()
+    report["user_tower_training"] = {"best_epoch": fitted["best_metrics"]["epoch"],
+                                     "epochs_run": len(fitted["history"]),
+                                     f"best_{SCORE}": round(fitted["best_metrics"][SCORE], 4),
+                                     "checkpoint": fitted["best_model"]}
+    report["data"] = {**data, "test_targets_in_history": round(float(repeated.mean()), 4),
+                      "baskets": split.has_baskets}
+    report["protocol"] = ("E3 leave-last-out: order by the order column (ties: file order); test = last item, "
+                          "validation = second-to-last; users with >= 3 interactions; full ranking over all "
+                          f"{n_items} items with the user's history excluded (the target never); equal scores "
+                          "ordered by popularity")
+    return report
+
+
+def write_e3_outputs(out_dir: Path, split: SequenceSplit, stages: dict, ranker_scores: dict, report: dict) -> None:
+    """candidates.parquet and sequences.parquet (the reranker contract) and comparison.png."""
+    from recsys.plots import grouped_bars
+    from recsys.retrieval.export import write_candidates, write_sequences
+
+    rows = split.eval_rows
+    write_candidates(out_dir / "candidates.parquet",
+                     [(s, stages[s].candidates, stages[s].labels, ranker_scores[s]) for s in ("val", "test")],
+                     split.user_ids[rows], split.item_ids)
+    write_sequences(out_dir / "sequences.parquet", split.user_ids[rows], split.history("val"), split.history("test"),
+                    split.targets("val"), split.targets("test"), split.item_ids)
+    grouped_bars(_shown(report), out_dir / "comparison.png", f"E3 leave-last-out, {len(rows)} users, full ranking "
+                 f"over {split.n_items} items (test targets)")
+
+
+def _shown(report: dict) -> dict:
+    return {"recommender (model)": report["model"], "user tower": report["user_tower"],
+            "ItemKNN (transitions)": report["baselines"]["itemknn"], "MostPop": report["baselines"]["mostpop"]}
+
+
+def print_e3_summary(report: dict, out_dir: Path) -> None:
+    from recsys.eval.report import print_metric_table
+
+    print_metric_table(_shown(report), METRICS, ["HR@10", "NDCG@10", "MRR"], width=7)
+    for name, paired in report["comparison"].items():
+        print(f"{name}: " + ", ".join(f"{m} {paired[m]['difference']:+.4f} (95% CI {paired[m]['ci95'][0]:+.4f}.."
+                                      f"{paired[m]['ci95'][1]:+.4f})" for m in METRICS))
+    print(f"timings (s): {report['timings_s']}")
+    print(f"report: {out_dir / 'metrics.json'}; plot comparison.png; candidates.parquet, sequences.parquet")

@@ -1,0 +1,427 @@
+"""A vector index in PostgreSQL with pgvector, mirroring ``recsys.index.VectorIndex`` (the FAISS class).
+
+    dsn = ensure_server(PostgresConfig())
+    index = PgVectorIndex.build(vectors, item_ids, IndexConfig(kind="hnsw"), dsn=dsn, name="item_vectors",
+                                categories=categories)
+    hits = index.search(queries, k=100, filter=SearchFilter(categories=("shoes",)))
+    index.save(run_dir); PgVectorIndex.load(run_dir, dsn)      # or PgVectorIndex.open(dsn, "item_vectors")
+
+Same semantics as the FAISS class: inner product on unit vectors only (``METRIC_GUARD``), scores are
+cosines, rows are positions 0..N-1 in insertion order mapped to string item ids, ``remove`` is a soft
+delete (the row stays, searches skip it, a removed id may be added again as a new row), a live id is
+unique, and ``version`` is a content hash of rows, ids, removed flags and vectors. Kinds: ``exact`` (no
+vector index: a sequential scan, exact) and ``hnsw`` (``vector_ip_ops``); ``ivfpq`` is FAISS-only.
+
+One table per index: ``row`` (primary key), ``item_id``, ``removed``, ``category`` (optional, for
+filters) and ``embedding vector(dim)``, with constraints that repeat the Python checks (dimension, unit
+norm, NaN rejected by pgvector, one live row per id), so a writer that bypasses this class cannot corrupt
+it either. ``vector_index_meta`` records each index's kind, dim, config and build time. Every write is
+one transaction: a bad batch leaves nothing behind. Every value reaches SQL as a parameter and table
+names are checked identifiers, so ids and filters cannot inject SQL.
+
+pgvector's ``<#>`` is the NEGATIVE inner product (ascending order = best first), so scores are its negation.
+Filtered HNSW search uses iterative index scans (pgvector >= 0.8, ``hnsw.iterative_scan = relaxed_order``):
+the scan keeps walking the graph until k rows pass the filter (up to ``hnsw.max_scan_tuples``), so a
+filter that 1% of items pass still returns k results; results are re-sorted by score afterwards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from recsys.config import ConfigError
+from recsys.index import (METRIC_GUARD, Hits, IndexArtifactError, IndexConfig, check_queries, check_unique,
+                          check_unit_vectors)
+
+KINDS = ("exact", "hnsw")
+FORMAT_VERSION = 1
+BACKEND = "pgvector"
+META_FILE = "index_meta.json"
+META_TABLE = "vector_index_meta"
+COPY_BATCH = 10_000           # rows per COPY write; all batches of one call share one transaction
+MAX_EF_SEARCH = 1000          # pgvector's upper bound for hnsw.ef_search
+BUILD_MEMORY = "1GB"          # maintenance_work_mem for HNSW builds: a graph that fits builds several times faster
+_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which live items a search may return; None = no constraint. Both set: an item must pass both."""
+    item_ids: tuple[str, ...] | None = None     # only these items
+    categories: tuple[str, ...] | None = None   # only items whose category is one of these
+
+    def __post_init__(self):
+        for name in ("item_ids", "categories"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise TypeError(f"SearchFilter.{name}: a sequence of strings, not one string ({value!r})")
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in value))
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_name(name: str) -> str:
+    if not _TABLE_NAME.match(name) or name == META_TABLE:
+        raise ValueError(f"index name {name!r}: must match {_TABLE_NAME.pattern} and not be {META_TABLE!r} "
+                         "(it becomes a table name)")
+    return name
+
+
+def _check_config(config: IndexConfig) -> IndexConfig:
+    if config.kind not in KINDS:
+        raise ConfigError(f"pgvector index kind {config.kind!r}: expected one of {list(KINDS)} (ivfpq is FAISS-only)")
+    return config
+
+
+def _connect(dsn: str) -> psycopg.Connection:
+    conn = psycopg.connect(dsn, autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+class PgVectorIndex:
+    """An index table in PostgreSQL plus the config it was built with; holds one connection (thread-safe)."""
+
+    def __init__(self, dsn: str, name: str, config: IndexConfig, dim: int, source: str | None = None,
+                 built_utc: str | None = None):
+        self.dsn, self.name, self.config, self.source = dsn, _check_name(name), _check_config(config), source
+        self._dim = int(dim)
+        self.built_utc = built_utc or _utc_now()
+        self._table = sql.Identifier(name)
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- connection ------------------------------------------------------------------------------
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> PgVectorIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- building --------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, vectors: np.ndarray, item_ids: Sequence[str], config: IndexConfig | None = None,
+              source: str | None = None, progress: bool = False, *, dsn: str, name: str = "item_vectors",
+              categories: Sequence[str | None] | None = None, replace: bool = False) -> PgVectorIndex:
+        """Create table ``name`` with these vectors (and its HNSW index), in one transaction. An existing
+        index of that name is an error unless ``replace`` (then it is swapped atomically)."""
+        config = _check_config(config or IndexConfig())
+        ids, vectors, categories = _checked_batch(vectors, item_ids, categories, None, config)
+        if len(vectors) == 0:
+            raise ValueError("no vectors to index")
+        index = cls(dsn, name, config, vectors.shape[1], source)
+        t = index._table
+        with index._transaction() as cur:
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, kind text NOT NULL, "
+                        "dim integer NOT NULL CHECK (dim > 0), metric text NOT NULL CHECK (metric = "
+                        "'inner_product'), config jsonb NOT NULL, source text, built_utc text NOT NULL)")
+            cur.execute(f"LOCK TABLE {META_TABLE} IN SHARE ROW EXCLUSIVE MODE")  # concurrent builds of one name
+            if cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(name))).fetchone()[0] is not None:
+                if not replace:
+                    raise ValueError(f"index {name!r} already exists in the database; open() it, or build "
+                                     "with replace=True to rebuild it")
+                cur.execute(sql.SQL("DROP TABLE {}").format(t))
+            cur.execute(sql.SQL(
+                "CREATE TABLE {t} (row bigint PRIMARY KEY CHECK (row >= 0), "
+                "item_id text NOT NULL CHECK (item_id <> ''), removed boolean NOT NULL DEFAULT false, "
+                "category text, embedding vector({dim}) NOT NULL "
+                "CHECK (abs(vector_norm(embedding) - 1) <= {tol}))").format(
+                t=t, dim=sql.Literal(index.dim), tol=sql.Literal(config.norm_tolerance)))
+            cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (item_id) WHERE NOT removed").format(
+                sql.Identifier(f"{name}_live_item"), t))
+            cur.execute(sql.SQL("CREATE INDEX {} ON {} (category) WHERE NOT removed").format(
+                sql.Identifier(f"{name}_category"), t))
+            index._copy(cur, 0, ids, vectors, categories, progress)
+            if config.kind == "hnsw":  # after the load: building the graph once is faster than growing it
+                cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (BUILD_MEMORY,))
+                cur.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_ip_ops) "
+                                    "WITH (m = {m}, ef_construction = {ef})").format(
+                    sql.Identifier(f"{name}_hnsw"), t, m=sql.Literal(config.hnsw_m),
+                    ef=sql.Literal(config.ef_construction)))
+            cur.execute(sql.SQL("ANALYZE {}").format(t))  # planner statistics now, not when autovacuum runs
+            index.built_utc = _utc_now()
+            cur.execute(f"INSERT INTO {META_TABLE} (name, kind, dim, metric, config, source, built_utc) "
+                        "VALUES (%s, %s, %s, 'inner_product', %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                        "kind = EXCLUDED.kind, dim = EXCLUDED.dim, config = EXCLUDED.config, "
+                        "source = EXCLUDED.source, built_utc = EXCLUDED.built_utc",
+                        (name, config.kind, index.dim, json.dumps(dataclasses.asdict(config)), source,
+                         index.built_utc))
+        return index
+
+    @classmethod
+    def open(cls, dsn: str, name: str = "item_vectors") -> PgVectorIndex:
+        """Attach to an index built earlier (by any process) in this database."""
+        _check_name(name)
+        with _connect(dsn) as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (META_TABLE,)).fetchone()[0]
+            row = exists and conn.execute(f"SELECT kind, dim, metric, config, source, built_utc FROM {META_TABLE} "
+                                          "WHERE name = %s", (name,)).fetchone()
+        if not row:
+            raise KeyError(f"no pgvector index named {name!r} in this database; build it first")
+        kind, dim, metric, config, source, built_utc = row
+        if metric != "inner_product":
+            raise IndexArtifactError(f"index {name!r}: metric {metric!r}: {METRIC_GUARD}")
+        return cls(dsn, name, IndexConfig(**config), dim, source, built_utc)
+
+    def add(self, vectors: np.ndarray, item_ids: Sequence[str], progress: bool = False, *,
+            categories: Sequence[str | None] | None = None) -> None:
+        """Append new items as rows ntotal.. in one transaction. A live id is an error; a removed one may return."""
+        ids, vectors, categories = _checked_batch(vectors, item_ids, categories, self.dim, self.config)
+        if len(ids) == 0:
+            return
+        with self._transaction() as cur:
+            # One writer at a time: rows must stay 0..N-1 without gaps (readers are not blocked).
+            cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self._table))
+            present = [r[0] for r in cur.execute(sql.SQL(
+                "SELECT item_id FROM {} WHERE NOT removed AND item_id = ANY(%s) ORDER BY item_id LIMIT 5").format(
+                self._table), (ids.tolist(),))]
+            if present:
+                raise ValueError(f"item id(s) already in the index, e.g. {present}; remove() them first to "
+                                 "replace their vectors")
+            first = cur.execute(sql.SQL("SELECT coalesce(max(row) + 1, 0) FROM {}").format(self._table)).fetchone()[0]
+            self._copy(cur, first, ids, vectors, categories, progress)
+
+    def _copy(self, cur: psycopg.Cursor, first: int, ids: np.ndarray, vectors: np.ndarray,
+              categories: list[str | None], progress: bool) -> None:
+        from tqdm import tqdm
+
+        starts = range(0, len(ids), COPY_BATCH)
+        for start in tqdm(starts, desc=f"copy into {self.name}", unit="batch", disable=not progress or len(starts) < 2):
+            # Binary COPY: vectors travel as float32 bytes, no text round trip.
+            with cur.copy(sql.SQL("COPY {} (row, item_id, category, embedding) FROM STDIN WITH (FORMAT BINARY)")
+                          .format(self._table)) as copy:
+                copy.set_types(["int8", "text", "text", "vector"])
+                for i in range(start, min(start + COPY_BATCH, len(ids))):
+                    copy.write_row((first + i, str(ids[i]), categories[i], vectors[i]))
+
+    def remove(self, item_ids: Sequence[str]) -> int:
+        """Soft delete: search skips these items from now on. Unknown (or already removed) ids are an error
+        and then nothing is removed."""
+        wanted = [str(i) for i in item_ids]
+        with self._transaction() as cur:
+            done = {r[0] for r in cur.execute(sql.SQL(
+                "UPDATE {} SET removed = true WHERE NOT removed AND item_id = ANY(%s) RETURNING item_id").format(
+                self._table), (wanted,))}
+            unknown = [i for i in dict.fromkeys(wanted) if i not in done]
+            if unknown:
+                raise KeyError(f"{len(unknown)} item id(s) not in the index, e.g. {unknown[:5]}")
+        return len(done)
+
+    # -- searching -------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None, *,
+               filter: SearchFilter | None = None) -> Hits:
+        """Top-k live items per query by inner product (that pass ``filter``). ``ef_search`` overrides
+        the config for this call; ``nprobe`` is accepted for interface parity and unused (no IVF here)."""
+        queries = check_queries(queries, self.dim)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        where, params = [sql.SQL("NOT removed")], {"k": int(k)}
+        if filter is not None and filter.item_ids is not None:
+            where.append(sql.SQL("item_id = ANY(%(ids)s)"))
+            params["ids"] = list(filter.item_ids)
+        if filter is not None and filter.categories is not None:
+            where.append(sql.SQL("category = ANY(%(categories)s)"))
+            params["categories"] = list(filter.categories)
+        query = sql.SQL("SELECT row, item_id, -(embedding <#> %(q)s) FROM {} WHERE {} "
+                        "ORDER BY embedding <#> %(q)s LIMIT %(k)s").format(self._table, sql.SQL(" AND ").join(where))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), "", dtype=object)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        with self._transaction() as cur:
+            if self.kind == "hnsw":  # SET LOCAL via set_config: per transaction, never leaks to other calls
+                ef = min(MAX_EF_SEARCH, max(k, ef_search or self.config.ef_search))
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true), "
+                            "set_config('hnsw.iterative_scan', 'relaxed_order', true)", (str(ef),))
+            for qi, q in enumerate(queries):
+                found = cur.execute(query, {**params, "q": q}).fetchall()
+                # relaxed_order may return rows slightly out of order: sort by score (row breaks ties).
+                found.sort(key=lambda r: (-r[2], r[0]))
+                for j, (row, item_id, score) in enumerate(found):
+                    rows[qi, j], ids[qi, j], scores[qi, j] = row, item_id, score
+        return Hits(scores, ids.astype(str), rows)
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _scalar(self, query: sql.Composable, params: tuple = ()):
+        with self._transaction() as cur:
+            return cur.execute(query, params).fetchone()[0]
+
+    @property
+    def ntotal(self) -> int:
+        """Rows in the table, removed ones included."""
+        return int(self._scalar(sql.SQL("SELECT count(*) FROM {}").format(self._table)))
+
+    def __len__(self) -> int:
+        return int(self._scalar(sql.SQL("SELECT count(*) FROM {} WHERE NOT removed").format(self._table)))
+
+    def __contains__(self, item_id: str) -> bool:
+        return bool(self._scalar(sql.SQL("SELECT exists(SELECT 1 FROM {} WHERE NOT removed AND item_id = %s)")
+                                 .format(self._table), (str(item_id),)))
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Item id of every row, in row order (removed rows included), as in the FAISS class."""
+        return self._column("item_id").astype(str)
+
+    @property
+    def removed(self) -> np.ndarray:
+        return self._column("removed").astype(bool)
+
+    def _column(self, column: str) -> np.ndarray:
+        with self._transaction() as cur:
+            values = [r[0] for r in cur.execute(sql.SQL("SELECT {} FROM {} ORDER BY row").format(
+                sql.Identifier(column), self._table))]
+        return np.asarray(values, dtype=object)
+
+    def memory_bytes(self) -> int:
+        """Table + indexes on disk (the server caches what it uses in shared buffers)."""
+        return int(self._scalar("SELECT pg_total_relation_size(%s::regclass)", (self.name,)))
+
+    @property
+    def version(self) -> str:
+        """Content hash of kind, config, rows, ids, removed flags and vectors (16 hex chars)."""
+        with self._transaction() as cur:
+            table_hash = cur.execute(sql.SQL(
+                "SELECT coalesce(md5(string_agg(row::text || ',' || item_id || ',' || removed::text || ',' || "
+                "coalesce(category, '') || ',' || md5(embedding::text), E'\\n' ORDER BY row)), '') FROM {}").format(
+                self._table)).fetchone()[0]
+        digest = hashlib.sha256(json.dumps({"kind": self.kind, "dim": self.dim,
+                                            "config": dataclasses.asdict(self.config)}, sort_keys=True).encode())
+        digest.update(table_hash.encode())
+        return digest.hexdigest()[:16]
+
+    # -- artifact --------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> dict:
+        """Write index_meta.json naming the table and its content hash (the data stays in the database;
+        the DSN is not written: it may hold a password). Returns the meta."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._transaction() as cur:
+            n_items, n_removed = cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE removed) FROM {}")
+                                             .format(self._table)).fetchone()
+            pgvector_version = cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+        meta = {"format_version": FORMAT_VERSION, "backend": BACKEND, "table": self.name, "version": self.version,
+                "kind": self.kind, "metric": "inner_product", "dim": self.dim, "n_items": int(n_items),
+                "n_removed": int(n_removed), "config": dataclasses.asdict(self.config),
+                "source_vectors": self.source, "built_utc": self.built_utc, "saved_utc": _utc_now(),
+                "pgvector_version": pgvector_version, "files": {}}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+        return meta
+
+    @classmethod
+    def load(cls, directory: str | Path, dsn: str) -> PgVectorIndex:
+        """The index that ``save`` described, checked against the table: same kind, dim, row count and
+        content hash, or IndexArtifactError naming the difference."""
+        path = Path(directory) / META_FILE
+        if not path.is_file():
+            raise IndexArtifactError(f"{Path(directory)}: missing {META_FILE}; not a saved pgvector index")
+        meta = json.loads(path.read_text())
+        if meta.get("backend") != BACKEND:
+            raise IndexArtifactError(f"{path}: backend {meta.get('backend', 'faiss')!r}, expected {BACKEND!r}; "
+                                     "load it with recsys.index.VectorIndex")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise IndexArtifactError(f"{path}: format_version {meta.get('format_version')}, this code reads "
+                                     f"{FORMAT_VERSION}; rebuild the index")
+        if meta.get("metric") != "inner_product":
+            raise IndexArtifactError(f"{path}: metric {meta.get('metric')!r}: {METRIC_GUARD}")
+        try:
+            index = cls.open(dsn, meta["table"])
+        except KeyError as exc:
+            raise IndexArtifactError(f"{path}: {exc.args[0]}") from None
+        for what, in_meta, in_db in (("kind", meta["kind"], index.kind), ("dim", meta["dim"], index.dim),
+                                     ("n_items", meta["n_items"], index.ntotal),
+                                     ("version (content hash)", meta["version"], index.version)):
+            if in_meta != in_db:
+                index.close()
+                raise IndexArtifactError(f"{path} says {what} {in_meta} but table {meta['table']!r} has {in_db}; "
+                                         "the table changed after the save (or was rebuilt)")
+        return index
+
+
+class _Transaction:
+    """``with index._transaction() as cur``: the shared connection, locked and inside one transaction;
+    a broken connection is replaced on the next call."""
+
+    def __init__(self, index: PgVectorIndex):
+        self.index = index
+
+    def __enter__(self) -> psycopg.Cursor:
+        self.index._lock.acquire()
+        try:
+            if self.index._conn is None or self.index._conn.closed:
+                self.index._conn = _connect(self.index.dsn)
+            self._tx = self.index._conn.transaction()
+            self._tx.__enter__()
+            self._cur = self.index._conn.cursor()
+            return self._cur
+        except BaseException:
+            self.index._lock.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._cur.close()
+            self._tx.__exit__(*exc)
+        finally:
+            self.index._lock.release()
+        if exc[0] is not None and isinstance(exc[1], psycopg.Error):
+            _reraise_clearly(exc[1])
+
+
+def _reraise_clearly(error: psycopg.Error) -> None:
+    """Constraint violations as ValueError naming the problem (a writer raced us past the Python checks)."""
+    if isinstance(error, psycopg.errors.UniqueViolation):
+        raise ValueError(f"duplicate item id: another live row has it ({error.diag.message_detail})") from error
+    if isinstance(error, (psycopg.errors.CheckViolation, psycopg.DataError)):
+        raise ValueError(f"rejected by the database: {error.diag.message_primary}") from error
+
+
+def _checked_batch(vectors: np.ndarray, item_ids: Sequence[str], categories: Sequence[str | None] | None,
+                   dim: int | None, config: IndexConfig) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """The same checks as the FAISS class (shape, finite, unit norm, unique ids), before any SQL runs."""
+    ids = np.asarray(list(item_ids), dtype=str)
+    vectors = check_unit_vectors(vectors, ids, dim=dim, tolerance=config.norm_tolerance)
+    if len(vectors) != len(ids):
+        raise ValueError(f"{len(vectors)} vectors but {len(ids)} item ids")
+    if (ids == "").any():
+        raise ValueError(f"item ids: row {int(np.flatnonzero(ids == '')[0])} is empty")
+    check_unique(ids)
+    categories = [None] * len(ids) if categories is None else [None if c is None else str(c) for c in categories]
+    if len(categories) != len(ids):
+        raise ValueError(f"{len(categories)} categories but {len(ids)} item ids")
+    for what, values in (("item ids", ids.tolist()), ("categories", categories)):
+        bad = next((i for i, value in enumerate(values) if value is not None and "\x00" in value), None)
+        if bad is not None:  # PostgreSQL text cannot hold NUL
+            raise ValueError(f"{what}: row {bad} ({values[bad]!r}) contains a NUL byte")
+    return ids, vectors, categories
