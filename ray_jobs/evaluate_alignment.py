@@ -9,7 +9,7 @@ Writes DIR/metrics.json, DIR/comparison.png and, per trained variant, DIR/<varia
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,30 +17,18 @@ import numpy as np
 from recsys.artifacts import write_json
 from recsys.config import config_hash
 from recsys.data.result import read_table_file
-from recsys.encoders.text import TextEncoder, TextEncoderConfig, encode_cached
-from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
+from recsys.encoders.text import TextEncoder, encode_cached
+from recsys.eval.alignment import (AlignmentEvalConfig, attribute_text, default_fields, e1_split, find_brand_column,
                                    records_from_frame, target_labels)
 from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_ranks, ranking_summary
 from recsys.models.json_encoder import (JsonEncoderConfig, encode_features, featurize, load_encoder,
                                         orthonormal_lift, save_vocabulary)
 from recsys.plots import grouped_bars, training_charts
-from recsys.train_loops.alignment import AlignmentTrainConfig
-from recsys.train_loops.scaling import ScalingSettings
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.common.alignment_trainer import fit_alignment
 from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
 
 REPORTED = ("top1", "top5", "top10", "mrr")
-
-
-@dataclass
-class AlignmentEvalConfig:
-    encoder: JsonEncoderConfig = field(default_factory=lambda: JsonEncoderConfig(fields=[], multi_fields=[]))
-    train: AlignmentTrainConfig = field(default_factory=AlignmentTrainConfig)
-    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    scaling: ScalingSettings = field(default_factory=ScalingSettings)
-    split_seed: int = 42
-    val_fraction: float = 0.2
 
 
 def _short(summary: dict) -> dict:

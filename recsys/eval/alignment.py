@@ -5,10 +5,32 @@ so the command (``ray_jobs.evaluate_alignment``) and the tests use the same defi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from recsys.encoders.text import TextEncoderConfig
+from recsys.models.json_encoder import JsonEncoderConfig
+from recsys.models.registry import named_config
+from recsys.train_loops.alignment import AlignmentTrainConfig
+from recsys.train_loops.scaling import ScalingSettings
+
+@dataclass
+class AlignmentEvalConfig:
+    """``ray_jobs.evaluate_alignment``: the JSON encoder trained per field set against frozen title vectors."""
+    encoder: JsonEncoderConfig | str = field(default_factory=lambda: JsonEncoderConfig(fields=[], multi_fields=[]))  # or a configs/models.yaml name
+    train: AlignmentTrainConfig = field(default_factory=AlignmentTrainConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    split_seed: int = 42
+    val_fraction: float = 0.2
+
+    def __post_init__(self):
+        if isinstance(self.encoder, str):
+            self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")
+
 
 MAX_CATEGORICAL_VALUES = 1000  # more distinct values than this is free text, not a category
 
