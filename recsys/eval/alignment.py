@@ -17,6 +17,7 @@ from recsys.models.registry import named_config
 from recsys.train_loops.alignment import AlignmentTrainConfig
 from recsys.train_loops.scaling import ScalingSettings
 
+
 @dataclass
 class AlignmentEvalConfig:
     """``ray_jobs.evaluate_alignment``: the JSON encoder trained per field set against frozen title vectors."""
