@@ -46,7 +46,7 @@ test-quick: setup
 bench-preprocess: setup
 	$(PY) -m bench.preprocess --config configs/bench_preprocess.yaml
 
-# Image embedding: the Ray Data job vs the model pass alone on the same crops, time breakdown (~6 min).
+# Image embedding: the Ray Data job vs the model pass alone on the same crops, time breakdown (~10 min).
 bench-embed: setup
 	$(PY) -m bench.embed --config configs/bench_embed.yaml
 

@@ -23,6 +23,7 @@ from recsys.data.vectors import vector_column
 from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig, pretrained_label
 from recsys.encoders.text import TextEncoder, TextEncoderConfig
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
+from ray_jobs.common.data_stats import operator_window_seconds
 
 TEXT_SOURCES = ("title", "description", "re_text")
 EMBED_INPUT_COLUMNS = ["item_id", "crop_path", "image_path", "title", "description", "re_attributes"]
@@ -99,7 +100,7 @@ def run(cfg: EmbedConfig) -> dict:
     init_ray()
     # Read first (item rows are small), so the actor pool may take every CPU without starving the read.
     # Only the needed columns, read up front: no read or projection task then competes with the actors.
-    items = ray.data.read_parquet(str(items_dir.resolve()), columns=EMBED_INPUT_COLUMNS).materialize()
+    items = ray.data.read_parquet(str(items_dir.resolve())).select_columns(EMBED_INPUT_COLUMNS).materialize()
     n_items = items.count()
     label = pretrained_label(cfg.image)
     print(f"embed: {n_items} items from {items_dir}; image encoder {cfg.image.model} (pretrained: {label}); "
@@ -119,10 +120,15 @@ def run(cfg: EmbedConfig) -> dict:
         error_column = pq.read_table(run_dir / "image_embeddings", columns=["error"]).column("error")
         errors = error_column.length() - error_column.null_count
         vectors = error_column.null_count
+        # The pool's own window (first to last batch) apart from the stage's fixed costs: the actors'
+        # start-up (torch + open_clip imports, model build), scheduling and the final write.
+        window = operator_window_seconds(images, "MapBatches(ImageEmbedder)")
         report["image"] = {"seconds": round(seconds, 1), "items_per_s": round(n_items / seconds, 1),
-                           "vectors": vectors, "views_per_item": 1 + cfg.augment.views, "unreadable": errors}
+                           "vectors": vectors, "views_per_item": 1 + cfg.augment.views, "unreadable": errors,
+                           "actor_window_seconds": None if window is None else round(window, 2),
+                           "vectors_per_s_in_window": None if not window else round(vectors / window, 2)}
         print(f"image embeddings: {vectors} vectors in {seconds:.1f}s ({n_items / seconds:.1f} items/s), "
-              f"pretrained: {label}")
+              f"pretrained: {label}" + (f"; {window:.1f}s of it in the actors' batches" if window else ""))
     if cfg.embed_texts:
         started = time.perf_counter()
         texts = items.map_batches(

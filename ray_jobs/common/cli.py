@@ -57,6 +57,10 @@ def init_ray() -> None:
 
     Not plain ``ray.init()``: with no address it follows /tmp/ray/ray_current_cluster, which can
     name a head that has since stopped, and then waits for it indefinitely.
+
+    A private local Ray starts without the dashboard unless FASHIONREC_RAY_DASHBOARD=1: on a 2-CPU
+    laptop the dashboard and its agent take a few percent of the CPU the stage's actors need.
+    Clusters keep theirs (it serves `ray job submit` and the state API).
     """
     import os
 
@@ -71,5 +75,8 @@ def init_ray() -> None:
         logs.route_ray_logs()
         # One bar per dataset run, not one more per operator.
         ray.data.DataContext.get_current().enable_operator_progress_bars = False
-    ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"address": "local"}))
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(address="local", include_dashboard=os.environ.get("FASHIONREC_RAY_DASHBOARD") == "1")
     logs.ray_started()  # worker output still comes to the driver: it carries the workers' progress bars

@@ -108,15 +108,25 @@ class BatchedTransform:
             image = step(image)
         return image
 
+    def prepare(self, images: Sequence[Image.Image]) -> list:
+        """The per-image PIL steps, as uint8 arrays (no torch: safe to run in several threads at
+        once); an image whose steps do not end in RGB stays as it is for the reference transform."""
+        if not self.fast:
+            return list(images)
+        prepared = [(im, self._pil(im)) for im in images]
+        return [np.asarray(done) if done.mode == "RGB" else original for original, done in prepared]
+
+    def stack(self, prepared: Sequence) -> torch.Tensor:
+        """Prepared images -> (N, C, H, W) float32 pixels: one tensor op when all are same-size
+        arrays, else image by image (the same arithmetic)."""
+        if prepared and all(isinstance(p, np.ndarray) for p in prepared) and len({p.shape for p in prepared}) == 1:
+            pixels = torch.from_numpy(np.stack(prepared)).permute(0, 3, 1, 2)
+            return pixels.float().div_(255).sub_(self.mean).div_(self.std).contiguous()
+        return torch.stack([self.stack([p])[0] if isinstance(p, np.ndarray) else self.reference(p) for p in prepared])
+
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images -> (N, C, H, W) float32 pixels."""
-        if not self.fast:
-            return torch.stack([self.reference(im) for im in images])
-        prepared = [self._pil(im) for im in images]
-        if len({(im.mode, im.size) for im in prepared}) != 1 or prepared[0].mode != "RGB":
-            return torch.stack([self.reference(im) for im in images])
-        pixels = torch.from_numpy(np.stack([np.asarray(im) for im in prepared])).permute(0, 3, 1, 2)
-        return pixels.float().div_(255).sub_(self.mean).div_(self.std).contiguous()
+        return self.stack(self.prepare(images))
 
 
 class _OpenClip:
@@ -138,6 +148,7 @@ class _OpenClip:
                                f"null (stand-in), a local checkpoint path or a local directory.{hint}") from exc
         self.model, self.preprocess = model, preprocess
         self.pixels = BatchedTransform(preprocess)
+        self.prepare, self.stack = self.pixels.prepare, self.pixels.stack
         self.dim = int(model.visual.output_dim)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -160,8 +171,14 @@ class _TransformersClip:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.pixels([image])[0]
 
+    def prepare(self, images: Sequence[Image.Image]) -> list:
+        return list(images)  # the processor works on the whole batch, in ``stack``
+
+    def stack(self, prepared: Sequence[Image.Image]) -> torch.Tensor:
+        return self.processor(images=list(prepared), return_tensors="pt")["pixel_values"]
+
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self.stack(images)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         output = self.model.get_image_features(pixel_values=pixels)
@@ -185,7 +202,15 @@ class ImageEncoder:
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images -> the model's input pixels, preprocessed as a batch."""
-        return self._impl.pixels([im if im.mode == "RGB" else im.convert("RGB") for im in images])
+        return self.stack(self.prepare(images))
+
+    def prepare(self, images: Sequence[Image.Image]) -> list:
+        """The per-image part of ``pixels`` (PIL only, thread-safe); ``stack`` finishes the batch."""
+        return self._impl.prepare([im if im.mode == "RGB" else im.convert("RGB") for im in images])
+
+    def stack(self, prepared: Sequence) -> torch.Tensor:
+        """The batched part of ``pixels`` (torch ops: call it from the thread that runs the model)."""
+        return self._impl.stack(prepared)
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:

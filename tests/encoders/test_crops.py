@@ -2,13 +2,8 @@
 import numpy as np
 from PIL import Image
 
-from recsys.encoders.crops import embed_crops, prefetched
+from recsys.encoders.crops import embed_crops
 from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig
-
-
-def test_prefetched_keeps_order_and_runs_every_item():
-    assert list(prefetched(lambda x: x * x, range(7))) == [x * x for x in range(7)]
-    assert list(prefetched(lambda x: x, [])) == []
 
 
 def test_embed_crops_gives_unit_vectors_per_view_and_rows_for_unusable_crops(tmp_path):
@@ -29,3 +24,18 @@ def test_embed_crops_gives_unit_vectors_per_view_and_rows_for_unusable_crops(tmp
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     # the original view is the plain encoder's vector of the crop
     assert np.allclose(vectors[0], encoder.encode([Image.open(paths[0]).convert("RGB")])[0], atol=1e-5)
+
+
+def test_embed_crops_keeps_item_order_whatever_the_decode_threads(tmp_path):
+    """Model batches are decoded in pieces by a thread pool: rows keep the input order."""
+    paths = []
+    for i in range(11):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        Image.new("RGB", (50 + 7 * i, 80), (20 * i, 100, 200 - 15 * i)).save(paths[-1])
+    encoder = ImageEncoder(ImageEncoderConfig(batch_size=4))
+    ids = [f"i{i}" for i in range(11)]
+    one = embed_crops(encoder, ids, paths, decode_threads=1)
+    three = embed_crops(encoder, ids, paths, decode_threads=3)
+    assert one.column("item_id").to_pylist() == three.column("item_id").to_pylist() == ids
+    assert np.allclose(np.array(one.column("vector").to_pylist()), np.array(three.column("vector").to_pylist()),
+                       atol=1e-5)

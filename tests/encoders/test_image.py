@@ -44,6 +44,18 @@ def test_batched_preprocessing_gives_the_reference_open_clip_vectors():
     assert (vectors * expected).sum(axis=1).min() > 0.999
 
 
+def test_prepare_in_pieces_then_stack_equals_the_reference_transform():
+    """The embed job prepares pieces of a batch in threads and stacks them in one: same pixels as
+    the model's own transform, also when the batch mixes sizes and a picture the fast path skips."""
+    encoder = ImageEncoder(ImageEncoderConfig(batch_size=4))
+    images = pictures()
+    pieces = [encoder.prepare(images[:1]), encoder.prepare(images[1:])]
+    reference = torch.stack([encoder.preprocess(im) for im in images])
+    assert torch.allclose(encoder.stack(pieces[0] + pieces[1]), reference, atol=1e-5)
+    odd = encoder._impl.pixels.prepare(images[:1]) + [images[1].convert("RGB")]  # one array, one PIL image
+    assert torch.allclose(encoder.stack(odd), reference[:2], atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def transformers_dir(tmp_path_factory):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel

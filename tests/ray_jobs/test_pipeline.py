@@ -46,6 +46,12 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
                                        deepfm_train=DeepFMTrainConfig(epochs=1, batch_lists=64))))
     results = pipeline.run(cfg)
 
+    image = results["embed"]["image"]
+    assert image["vectors"] + image["unreadable"] == results["embed"]["items"]
+    # Ray Data's stats give the actors' window: inside the stage, and the rate over it adds up.
+    assert 0 < image["actor_window_seconds"] < image["seconds"]
+    assert image["vectors_per_s_in_window"] == pytest.approx(image["vectors"] / image["actor_window_seconds"], rel=0.02)
+
     stage1, stage2 = results["pretrain_json_encoder"], results["train_json_encoder"]
     assert stage1["objective"] == "json_views" and 0 <= stage1["json_view_retrieval"]["top5"] <= 1
     assert stage2["init_from"] == str(Path(stage1["run_dir"]) / "checkpoints" / "best_model.pt")
