@@ -17,15 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
-from recsys.data.schema import attributes_to_dict
 from recsys.encoders.crops import embed_crops
 from recsys.data.vectors import vector_column
 from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig, pretrained_label
-from recsys.encoders.text import TextEncoder, TextEncoderConfig
+from recsys.encoders.text import TEXT_SOURCES, TextEncoder, TextEncoderConfig, item_texts
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 from ray_jobs.common.data_stats import operator_window_seconds
 
-TEXT_SOURCES = ("title", "description", "re_text")
 EMBED_INPUT_COLUMNS = ["item_id", "crop_path", "image_path", "title", "description", "re_attributes"]
 
 
@@ -65,13 +63,6 @@ class ImageEmbedder:
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = [crop or full for crop, full in zip(batch["crop_path"].to_pylist(), batch["image_path"].to_pylist())]
         return embed_crops(self.encoder, batch["item_id"].to_pylist(), paths, self.augment)
-
-
-def item_texts(batch: pa.Table, source: str) -> list[str]:
-    if source == "re_text":  # the RE attribute values as one phrase, e.g. "우븐 레이스 도트"
-        return [" ".join(v for values in attributes_to_dict(attrs).values() for v in values)
-                for attrs in batch["re_attributes"].to_pylist()]
-    return [text or "" for text in batch[source].to_pylist()]
 
 
 class TextEmbedder:
@@ -118,8 +109,7 @@ def run(cfg: EmbedConfig) -> dict:
         images.write_parquet(str(run_dir / "image_embeddings"), ray_remote_args=light)
         seconds = time.perf_counter() - started
         error_column = pq.read_table(run_dir / "image_embeddings", columns=["error"]).column("error")
-        errors = error_column.length() - error_column.null_count
-        vectors = error_column.null_count
+        vectors, errors = error_column.null_count, error_column.length() - error_column.null_count
         # The pool's own window (first to last batch) apart from the stage's fixed costs: the actors'
         # start-up (torch + open_clip imports, model build), scheduling and the final write.
         window = operator_window_seconds(images, "MapBatches(ImageEmbedder)")

@@ -71,3 +71,17 @@ def encode_cached(texts: Sequence[str], config: TextEncoderConfig, cache_dir: st
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
+
+
+TEXT_SOURCES = ("title", "description", "re_text")  # what the embed job can encode per item
+
+
+def item_texts(items, source: str) -> list[str]:
+    """One text per item row of a pyarrow table: a text column, or ``re_text``, the RE attribute
+    values as one phrase (e.g. "우븐 레이스 도트")."""
+    from recsys.data.schema import attributes_to_dict
+
+    if source == "re_text":
+        return [" ".join(v for values in attributes_to_dict(attrs).values() for v in values)
+                for attrs in items["re_attributes"].to_pylist()]
+    return [text or "" for text in items[source].to_pylist()]
