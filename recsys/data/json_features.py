@@ -51,8 +51,7 @@ class TrainJsonEncoderConfig:
     pretrain_root: str = "artifacts/pretrain_json_encoder"
 
     def __post_init__(self):
-        if isinstance(self.encoder, str):
-            self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")
+        self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")  # a configs/models.yaml name, or the block
 
 
 def resolve_init(cfg: TrainJsonEncoderConfig) -> tuple[str | None, AttributeVocabulary | None, JsonEncoderConfig | None]:

@@ -29,8 +29,7 @@ class AlignmentEvalConfig:
     val_fraction: float = 0.2
 
     def __post_init__(self):
-        if isinstance(self.encoder, str):
-            self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")
+        self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")  # a configs/models.yaml name, or the block
 
 
 MAX_CATEGORICAL_VALUES = 1000  # more distinct values than this is free text, not a category

@@ -37,9 +37,12 @@ def architecture(name: str, kind: str | None = None, path: str | Path | None = N
     return block
 
 
-def named_config(name: str, config_cls: type[T], kind: str, path: str | Path | None = None,
+def named_config(name: str | T, config_cls: type[T], kind: str, path: str | Path | None = None,
                  drop: tuple[str, ...] = ()) -> T:
-    """The block ``name`` as a ``config_cls`` (``kind`` and the ``drop`` keys left out)."""
+    """The block ``name`` as a ``config_cls`` (``kind`` and the ``drop`` keys left out); a config
+    given instead of a name comes back as it is (stage configs accept either)."""
+    if not isinstance(name, str):
+        return name
     block = architecture(name, kind, path)
     values = {k: v for k, v in block.items() if k != "kind" and k not in drop}
     return from_dict(config_cls, values, f"{path or MODELS_FILE}:{name}")

@@ -114,9 +114,8 @@ class ItemTowerEvalConfig:
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     k: int = 10
 
-    def __post_init__(self):
-        if isinstance(self.tower, str):  # the shared size settings of a named block
-            self.tower = named_config(self.tower, ItemTowerConfig, "item_tower", drop=("tower",))
+    def __post_init__(self):  # a named block gives the shared size settings
+        self.tower = named_config(self.tower, ItemTowerConfig, "item_tower", drop=("tower",))
 
 
 def shard_to_numpy(shard) -> dict[str, np.ndarray]:

@@ -69,8 +69,7 @@ class TrainPersonaConfig:
     run_name: str | None = None                  # fixed run directory name: re-running it resumes
 
     def __post_init__(self):
-        if isinstance(self.model, str):
-            self.model = named_config(self.model, PersonaModelConfig, "persona")
+        self.model = named_config(self.model, PersonaModelConfig, "persona")  # a configs/models.yaml name, or the block
 
 
 def train_epoch(model: torch.nn.Module, optimizer, loss_fn, train: dict[str, np.ndarray], item_ids: np.ndarray,
