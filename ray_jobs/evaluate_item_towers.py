@@ -20,7 +20,7 @@ from pathlib import Path
 from recsys.artifacts import write_json
 from recsys.config import ConfigError, to_dict
 from recsys.eval.item_space import ablation_chart, projection_plot
-from recsys.data.item_catalog import feature_config, load_items, prepare_items
+from recsys.data.item_catalog import feature_config, load_tower_items
 from recsys.models.item_towers import TOWERS
 from recsys.train_loops.item_tower import ItemTowerEvalConfig
 from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
@@ -40,11 +40,9 @@ def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
     unknown = [t for t in cfg.towers if t not in TOWERS]
     if unknown:
         raise ConfigError(f"towers: unknown {unknown}; known {sorted(TOWERS)}")
-    table, source = load_items(cfg.catalog)
-    features_cfg = feature_config(cfg.catalog, source)
     started = time.perf_counter()
-    data = prepare_items(table, features_cfg, cfg.split, source,
-                         out_dir / "cache" if cfg.tower.title_mode == "vector" else None)
+    data = load_tower_items(cfg.catalog, cfg.split, cfg.tower.title_mode, out_dir / "cache")
+    source = data.source
     print(f"{len(data.item_ids)} items ({source}): train {len(data.train)}, val {len(data.val)}, cold "
           f"{len(data.cold)}; tokens per item {data.token_stats}; featurized in {time.perf_counter() - started:.0f}s")
     init_ray()
@@ -78,7 +76,7 @@ def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
                "n_train": int(len(data.train)), "n_val": int(len(data.val)), "best_variant_cold": best,
                "train_seconds": timings, "token_stats": data.token_stats,
                "definitions": DEFINITIONS,
-               "config": {**to_dict(cfg), "features": asdict(features_cfg)}}
+               "config": {**to_dict(cfg), "features": asdict(feature_config(cfg.catalog, source))}}
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "histories.json", histories)
     print(f"best on cold items: {best}; report {out_dir / 'metrics.json'}, plots ablation.png, projection.png")

@@ -58,17 +58,14 @@ def item_vectors_for(cfg: ItemVectorsConfig, items_path: str | None, item_ids: n
         return align_item_vectors(*read_item_vectors(cfg.path, cfg.column), item_ids, cfg.path)
     if not items_path:
         return None, {"source": "none (learned item-ID embeddings only)"}
-    from ray_jobs.common.item_tower_trainer import fit_metric_adapter, fit_tower
-    from recsys.data.item_catalog import CatalogConfig, feature_config, load_items, prepare_items
+    from ray_jobs.common.item_tower_trainer import fit_tower_and_adapter
+    from recsys.data.item_catalog import CatalogConfig, load_tower_items
 
     catalog = CatalogConfig(**{**asdict(cfg.catalog), "catalog": items_path})
-    table, kind = load_items(catalog)
-    data = prepare_items(table, feature_config(catalog, kind), cfg.split, kind,
-                         out_dir / "cache" if cfg.tower.title_mode == "vector" else None)
+    data = load_tower_items(catalog, cfg.split, cfg.tower.title_mode, out_dir / "cache")
     root = out_dir / "item_tower" / config_hash(cfg)
-    tower = fit_tower(data, cfg.tower_name, cfg.tower, cfg.simcse, scaling, root / "stage1")
-    adapter = fit_metric_adapter(data, tower["vectors"], cfg.adapter, scaling, root / "stage2",
-                                 f"adapter_{cfg.adapter.sampler}", cfg.adapter_dim)
+    _, adapter = fit_tower_and_adapter(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.adapter, cfg.adapter_dim,
+                                       scaling, root)
     return align_item_vectors(data.item_ids.astype(str), adapter["vectors"], item_ids, str(root))
 
 

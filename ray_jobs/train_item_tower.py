@@ -20,14 +20,14 @@ import numpy as np
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
-from recsys.data.item_catalog import feature_config, load_items, prepare_items
+from recsys.data.item_catalog import load_tower_items
 from recsys.eval.item_space import projection_plot
 from recsys.models.item_towers import (ADAPTER_FILE, FEATURIZER_FILE, ITEM_VECTORS_FILE, TOWERS, TOWER_FILE,
                                        write_item_vectors)
 from recsys.plots import line_panels
 from recsys.train_loops.item_tower import TrainItemTowerConfig
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
-from ray_jobs.common.item_tower_trainer import fit_metric_adapter, fit_tower, warm_cold_report
+from ray_jobs.common.item_tower_trainer import fit_tower_and_adapter, warm_cold_report
 
 __all__ = ["TrainItemTowerConfig", "main", "run"]  # the config: recsys.train_loops.item_tower
 
@@ -35,17 +35,14 @@ __all__ = ["TrainItemTowerConfig", "main", "run"]  # the config: recsys.train_lo
 def run(cfg: TrainItemTowerConfig) -> dict:
     if cfg.tower_name not in TOWERS:
         raise ConfigError(f"tower_name: unknown {cfg.tower_name!r}; known {sorted(TOWERS)}")
-    table, source = load_items(cfg.catalog)
-    data = prepare_items(table, feature_config(cfg.catalog, source), cfg.split, source,
-                         Path(cfg.output_root) / "cache" if cfg.tower.title_mode == "vector" else None)
+    data = load_tower_items(cfg.catalog, cfg.split, cfg.tower.title_mode, Path(cfg.output_root) / "cache")
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     print(f"train_item_tower ({cfg.tower_name}): {len(data.item_ids)} items, train {len(data.train)}, val "
           f"{len(data.val)}, cold {len(data.cold)}; run {run_dir}")
     init_ray()
     started = time.perf_counter()
-    tower = fit_tower(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.scaling, run_dir / "stage1")
-    adapter = fit_metric_adapter(data, tower["vectors"], cfg.adapter, cfg.scaling, run_dir / "stage2",
-                                 f"adapter_{cfg.adapter.sampler}", cfg.adapter_dim)
+    tower, adapter = fit_tower_and_adapter(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.adapter, cfg.adapter_dim,
+                                           cfg.scaling, run_dir)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     shutil.copy(tower["best_model"], run_dir / TOWER_FILE)
     shutil.copy(adapter["best_model"], run_dir / ADAPTER_FILE)

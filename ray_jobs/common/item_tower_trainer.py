@@ -40,6 +40,15 @@ def fit_metric_adapter(data: ItemTowerData, vectors: np.ndarray, adapter: Adapte
     return fitted
 
 
+def fit_tower_and_adapter(data: ItemTowerData, tower: str, tower_cfg: ItemTowerConfig, simcse: SimCSEConfig,
+                          adapter: AdapterConfig, adapter_dim: int, scaling: ScalingSettings,
+                          storage_dir: Path) -> tuple[dict, dict]:
+    """Both stages of one tower (``storage_dir``/stage1 and /stage2): the tower's fit and the adapter's."""
+    fitted = fit_tower(data, tower, tower_cfg, simcse, scaling, storage_dir / "stage1")
+    return fitted, fit_metric_adapter(data, fitted["vectors"], adapter, scaling, storage_dir / "stage2",
+                                      f"adapter_{adapter.sampler}", adapter_dim)
+
+
 def warm_cold_report(data: ItemTowerData, vectors: np.ndarray, k: int, split: SplitConfig) -> dict:
     """Neighbour metrics for warm (trained) and cold (held-out) query items against the whole catalog."""
     warm = np.concatenate([data.train, data.val])

@@ -123,3 +123,12 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     return ItemTowerData(np.array([r["item_id"] for r in rows]), features, featurizer, fine.astype(np.int64),
                          parent.astype(np.int64), np.array([p[depth - 1] for p in paths]),
                          token_sets, train, val, cold, source, token_counts(features))
+
+
+
+def load_tower_items(catalog: CatalogConfig, split: SplitConfig, title_mode: str, cache_dir: str | Path) -> ItemTowerData:
+    """``load_items`` + ``prepare_items`` as every item-tower stage runs them: the catalog's features,
+    MiniLM title vectors cached in ``cache_dir`` only when the tower reads them (``title_mode: vector``)."""
+    table, source = load_items(catalog)
+    return prepare_items(table, feature_config(catalog, source), split, source,
+                         cache_dir if title_mode == "vector" else None)
