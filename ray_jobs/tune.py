@@ -23,7 +23,7 @@ __all__ = ["SweepConfig", "main", "plot_sweep", "run", "sweep"]
 def run(cfg: SweepConfig) -> dict:
     data = prepare(cfg.data)
     run_dir = new_run_dir(cfg.output_root, cfg)
-    init_ray()
+    init_ray(dashboard=True)  # the state API lets Ray Train clean up after trials ASHA stops
     print(f"tune: {len(cfg.temperatures) * cfg.samples_per_temperature} trials, up to {cfg.max_epochs} epochs each, "
           f"ASHA; image targets pretrained: {data.pretrained}")
     report = sweep(data.train, data.val, data.vocab_sizes, data.encoder, cfg.data.train, cfg.data.scaling, cfg, run_dir)

@@ -51,15 +51,17 @@ def run_main(main: Callable[[], object]) -> None:
         sys.exit(2)
 
 
-def init_ray() -> None:
+def init_ray(dashboard: bool = False) -> None:
     """Join the cluster named by RAY_ADDRESS (set by `ray job submit`; `RAY_ADDRESS=auto` attaches to
     a cluster started with `ray start`), else start a private local Ray.
 
     Not plain ``ray.init()``: with no address it follows /tmp/ray/ray_current_cluster, which can
     name a head that has since stopped, and then waits for it indefinitely.
 
-    A private local Ray starts without the dashboard unless FASHIONREC_RAY_DASHBOARD=1: on a 2-CPU
-    laptop the dashboard and its agent take a few percent of the CPU the stage's actors need.
+    A private local Ray starts without the dashboard unless ``dashboard`` or FASHIONREC_RAY_DASHBOARD=1:
+    on a 2-CPU laptop the dashboard and its agent take a few percent of the CPU the stage's actors
+    need. Sweeps ask for it: Ray Train's placement-group cleaner of a trial that Tune stops asks the
+    state API (served by the dashboard) whether its controller died, and without it loops on.
     Clusters keep theirs (it serves `ray job submit` and the state API).
     """
     import os
@@ -78,5 +80,5 @@ def init_ray() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(address="local", include_dashboard=os.environ.get("FASHIONREC_RAY_DASHBOARD") == "1")
+        ray.init(address="local", include_dashboard=dashboard or os.environ.get("FASHIONREC_RAY_DASHBOARD") == "1")
     logs.ray_started()  # worker output still comes to the driver: it carries the workers' progress bars
