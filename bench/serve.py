@@ -58,7 +58,7 @@ class BenchServeConfig:
     sides: list[str] = field(default_factory=lambda: ["bare", "serve", "trivial", "floor"])
     distinct_queries: int = 1000   # per endpoint (fewer only when the catalog/users have fewer)
     # Sequential DeploymentHandle calls behind each route of the app (the floor app repeats them)
-    floor_hops: dict[str, int] = field(default_factory=lambda: {"search": 3, "similar": 2, "user": 3})
+    floor_hops: dict[str, int] = field(default_factory=lambda: {"search": 1, "similar": 1, "user": 1})
     reference_hops: int = 2        # the "two-call floor" the targets compare with
     # Serve deployment settings for the run: {deployment: options}, merged over configs/serve.yaml's
     deployment_overrides: dict[str, dict] = field(default_factory=dict)

@@ -7,7 +7,8 @@ beside them in one run:
   (``python -m bench.serve_floor --port N``);
 - *floor*: a Serve application whose FastAPI ingress makes ``hops`` sequential DeploymentHandle
   calls to a deployment that returns a constant (``GET /floor/{hops}``), the hop structure of each
-  real route (search: query encoder -> retriever -> reranker = 3 calls; similar: 2).
+  real route (search, similar and user recommendations: one call to the Recommender; an image
+  upload: two).
 
 ``floor overhead = floor(hops) - trivial bare`` is the cost of Ray's proxy, router and handle hops
 that no application code can remove; ``app overhead = app - bare`` is what the application adds

@@ -2,8 +2,8 @@
 
     python -m serve_app.demo [--config configs/serve.yaml] [--port 8000] [--check]
 
-Pins the newest complete version (the pipeline's runs, so a version an earlier reload pinned does
-not shadow them), starts Ray Serve with the YAML's settings and deployments, waits for /healthz and
+Serves the newest complete version (the pipeline's runs, handed to the model deployments as their
+``user_config``), starts Ray Serve with the YAML's settings and deployments, waits for /healthz and
 prints the URL with sample curl lines, then serves until Ctrl-C. ``--check`` instead calls a few
 endpoints (search, similar items, a stored user, a described user), prints what they answered and
 exits: 0 when every call answered 200.
@@ -23,7 +23,7 @@ import yaml
 
 from recsys import logs
 from serve_app.config import ServeAppConfig, load_serve_yaml, resolve_paths
-from serve_app.versions import newest_version, pin_version, version_label
+from serve_app.versions import newest_version, version_label
 
 APP_NAME = "fashionrec"
 
@@ -98,20 +98,19 @@ def run_demo(config: ServeAppConfig, deployments: dict, host: str = "127.0.0.1",
 
     config = resolve_paths(config)
     version = newest_version(config)
-    pin_version(config, version)  # serve what the pipeline just made, whatever an earlier reload pinned
     print("serving version: " + ", ".join(f"{key} {name}" for key, name in version_label(version).items() if name))
     serve.start(http_options={"host": host, "port": port})
     try:
-        serve.run(build_app(config, deployments), name=app_name, route_prefix="/", blocking=False)
+        serve.run(build_app(config, deployments, version), name=app_name, route_prefix="/", blocking=False)
         url = f"http://{host}:{port}"
         health = wait_healthy(url)
         user_id, history, item_id = sample_ids(version)
         print(f"\nFashionRec is up: {url}   (OpenAPI docs: {url}/docs; health: {health['status']})")
         if user_id:
-            print(f"users: {(health['deployments']['query_encoder'].get('users') or {}).get('note')}")
+            print(f"users: {(health['deployments']['recommender']['queries'].get('users') or {}).get('note')}")
         print("Try:\n  " + "\n  ".join(curl_lines(url, user_id, history, item_id)))
         if not os.environ.get(config.admin_token_env):
-            print(f"(item changes and /api/admin/reload need the admin token: export {config.admin_token_env}=... "
+            print(f"(item changes need the admin token: export {config.admin_token_env}=... "
                   f"before starting)")
         if only_check:
             print("\nchecking the endpoints:")

@@ -52,6 +52,12 @@ class Unavailable(AppError):
     code = "unavailable"
 
 
+class VersionMoved(Unavailable):
+    """An image vector made by another version's encoder than the one answering (the two
+    deployments were mid-move between versions); the route embeds again."""
+    code = "version_moving"
+
+
 def app_error_of(exc: BaseException) -> AppError | None:
     """The AppError behind ``exc``: itself, or the cause Ray wrapped it in (RayTaskError)."""
     seen = set()

@@ -214,13 +214,6 @@ class ErrorResponse(BaseModel):
     problems: list[dict[str, Any]] | None = None
 
 
-class ReloadResponse(BaseModel):
-    previous: dict[str, Any]
-    current: dict[str, Any]
-    replicas: dict[str, list[dict[str, Any]]]
-    seconds: float
-
-
 class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     deployments: dict[str, Any]

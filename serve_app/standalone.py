@@ -11,20 +11,27 @@ import argparse
 from fastapi import FastAPI
 
 from serve_app.api import create_api
-from serve_app.backend import LocalBackend
+from serve_app.clients import ImageEmbedderClient, LocalCaller, RecommenderClient
 from serve_app.config import ServeAppConfig, load_serve_yaml, resolve_paths
 from serve_app.deployments.image_embedder import ImageEmbedder
-from serve_app.deployments.query_encoder import QueryEncoder
-from serve_app.deployments.reranker import Reranker
-from serve_app.deployments.retriever import Retriever
+from serve_app.deployments.recommender import Recommender
 from serve_app.metrics import LiveStats
+from serve_app.routes import Services
+from serve_app.versions import newest_version
 
 
-def build_local_app(config: ServeAppConfig) -> FastAPI:
+def build_local_app(config: ServeAppConfig, version: dict | None = None) -> FastAPI:
     config = resolve_paths(config)
-    backend = LocalBackend({"image_embedder": ImageEmbedder(config), "query_encoder": QueryEncoder(config),
-                            "retriever": Retriever(config), "reranker": Reranker(config)})
-    return create_api(backend, config, LiveStats(config.latency_window))
+    version = version or newest_version(config)
+    stats = LiveStats(config.latency_window)
+
+    async def own_stats() -> list[dict]:
+        return [stats.raw()]
+
+    services = Services(config, RecommenderClient(LocalCaller(Recommender(config, version))),
+                        ImageEmbedderClient(LocalCaller(ImageEmbedder(config, version))), stats, own_stats,
+                        LocalCaller.kind)
+    return create_api(services)
 
 
 def main(argv: list[str] | None = None) -> None:

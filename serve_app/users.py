@@ -32,7 +32,6 @@ from recsys.retrieval.user_model import RERANKER_DIR, USER_TOWER_DIR, USERS_FILE
 from serve_app.errors import InputError
 
 MAX_HISTORY = 200
-RRF_K = 60  # reciprocal-rank fusion constant of the untrained fallback order
 
 
 def has_reranker(run_dir: str | Path) -> bool:
@@ -172,7 +171,7 @@ class UserSources:
         descending): ids, per-source scores (``score_<source>``: 0 when that source did not propose
         it), the sources' reciprocal-rank fusion (the untrained fallback order) and the items'
         interaction counts in the store (the reranker's popularity feature)."""
-        from recsys.retrieval.recommender import CandidateConfig, run_stage
+        from recsys.retrieval.recommender import CandidateConfig, reciprocal_rank_fusion, run_stage
         from recsys.retrieval.sources import SourceInputs, build_sources
 
         n = max(k, self.n_per_source)
@@ -184,8 +183,8 @@ class UserSources:
         tower = found.features["user_tower_score"][keep]
         order = np.argsort(-tower, kind="stable")
         items = found.item[keep][order]
-        fusion = sum(1.0 / (RRF_K + found.rank[name][keep][order].astype(np.float64)) * found.proposed[name][keep][order]
-                     for name in sources)
+        fusion = reciprocal_rank_fusion({name: found.rank[name][keep][order] for name in sources},
+                                        {name: found.proposed[name][keep][order] for name in sources})
         return {"item_ids": self.item_ids[items].tolist(),
                 "scores": {f"score_{name}": found.score[name][keep][order].astype(np.float32) for name in sources},
                 "fusion": np.asarray(fusion, dtype=np.float32),

@@ -1,9 +1,9 @@
-"""Which model/index version is served: the runs of the JSON encoder and of the embed job.
+"""Which model/index version is served: the runs of the JSON encoder, the embed job and the users job.
 
-A version is a small dict of run directories. Every replica loads the version named in
-``<state_dir>/serving_version.json`` (written atomically by ``POST /api/admin/reload``), or the
-newest runs when no version was pinned yet, so replicas started later by the autoscaler load the
-same version as the ones already running.
+A version is a small dict of run directories. It reaches the replicas through Serve's own
+``user_config`` (``serve_app.deployments.base``): the app builder resolves the newest runs at deploy
+time, and a Serve config naming other runs moves every replica in place (``serve deploy``;
+``python -m serve_app.versions`` writes such a config).
 """
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ import yaml
 
 from recsys.artifacts import latest_run
 from serve_app.config import ServeAppConfig
-
-PIN_FILE = "serving_version.json"
-
 
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
@@ -75,22 +72,6 @@ def _users_run(config: ServeAppConfig) -> Path | None:
     return latest_run(art.users_root) if (Path(art.users_root) / "LATEST").is_file() else None
 
 
-def pinned_version(config: ServeAppConfig) -> dict | None:
-    path = Path(config.state_dir) / PIN_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())
-
-
-def current_version(config: ServeAppConfig) -> dict:
-    """What a replica starting now should load."""
-    return pinned_version(config) or newest_version(config)
-
-
-def pin_version(config: ServeAppConfig, version: dict) -> None:
-    write_atomic(Path(config.state_dir) / PIN_FILE, json.dumps(version, indent=1).encode())
-
-
 VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run")
 
 
@@ -115,3 +96,54 @@ def embed_run_config(version: dict) -> dict:
 def embed_report(version: dict) -> dict:
     path = Path(version["embed_run"]) / "embed_report.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+MODEL_DEPLOYMENTS = ("Recommender", "ImageEmbedder")
+
+
+def with_version(serve_config: dict, version: dict, app_name: str | None = None) -> dict:
+    """A Serve config (the YAML's dict) whose model deployments get ``user_config: {version}``:
+    deploying it moves running replicas in place (Serve's lightweight update: no restart)."""
+    out = json.loads(json.dumps(serve_config))
+    apps = out.get("applications") or []
+    app = next((a for a in apps if app_name in (None, a.get("name"))), None)
+    if app is None:
+        raise ValueError(f"no application {app_name!r} in the Serve config")
+    deployments = app.setdefault("deployments", [])
+    for name in MODEL_DEPLOYMENTS:
+        entry = next((d for d in deployments if d.get("name") == name), None)
+        if entry is None:
+            entry = {"name": name}
+            deployments.append(entry)
+        entry["user_config"] = {**(entry.get("user_config") or {}), "version": version}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write a Serve config that serves given runs (default: the newest) for ``serve deploy``."""
+    import argparse
+
+    from serve_app.config import config_from_args, resolve_paths
+
+    parser = argparse.ArgumentParser(description="write configs/serve.yaml with the model deployments' user_config "
+                                                 "naming the runs to serve; `serve deploy` it to move in place")
+    parser.add_argument("--config", default="configs/serve.yaml")
+    parser.add_argument("--out", required=True)
+    for key in ("json_encoder_run", "embed_run", "items", "users_run"):
+        parser.add_argument(f"--{key.replace('_', '-')}", default=None, help="default: the newest")
+    args = parser.parse_args(argv)
+    serve_config = yaml.safe_load(Path(args.config).read_text())
+    app_args = dict(serve_config["applications"][0].get("args") or {})
+    artifacts = dict(app_args.get("artifacts") or {})
+    for key in ("json_encoder_run", "embed_run", "items", "users_run"):
+        if getattr(args, key):
+            artifacts[key] = getattr(args, key)
+    version = newest_version(resolve_paths(config_from_args({**app_args, "artifacts": artifacts})))
+    Path(args.out).write_text(yaml.safe_dump(with_version(serve_config, version), allow_unicode=True,
+                                             sort_keys=False))
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in version_label(version).items() if v)
+          + f"\nmove the running application in place: serve deploy {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -250,22 +250,38 @@ def mmr(relevance: np.ndarray, vectors: np.ndarray, lam: float, k: int | None = 
     """Greedy MMR order of one list: repeatedly take argmax_i lam * rel_i - (1 - lam) * max_{j
     taken} cos(i, j) (the first pick is the most relevant; ties go to the earlier index).
     ``lam`` = 1 is the relevance order; smaller trades relevance for novelty. Returns indices."""
+    return mmr_with_gains(relevance, vectors, lam, k)[0]
+
+
+def mmr_with_gains(relevance: np.ndarray, vectors: np.ndarray, lam: float, k: int | None = None,
+                   normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mmr`'s picks and each pick's MMR value when it was picked. ``normalize`` min-max
+    scales the relevance to [0, 1] first (all equal: all 1), as :func:`mmr_lists` does, so lambda
+    weighs it against cosine on one scale whatever produced the scores (Serve and the offline
+    evaluations rank with this one function)."""
     relevance = np.asarray(relevance, dtype=np.float64)
     n = len(relevance)
     k = n if k is None else min(k, n)
+    if normalize and n:
+        low, high = relevance.min(), relevance.max()
+        relevance = (relevance - low) / (high - low) if high > low else np.ones_like(relevance)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     similarity = unit @ unit.T
     max_sim = np.zeros(n)
     taken = np.zeros(n, dtype=bool)
-    order = []
+    order, gains = [], []
     for step in range(k):
         value = lam * relevance - (1 - lam) * (max_sim if step else 0.0)
         value[taken] = -np.inf
         pick = int(np.argmax(value))
         order.append(pick)
+        gains.append(value[pick])
         taken[pick] = True
         max_sim = np.maximum(max_sim, similarity[pick])
-    return np.array(order, dtype=np.int64)
+    return np.array(order, dtype=np.int64), np.array(gains, dtype=np.float32)
 
 
 def mmr_lists(relevance: np.ndarray, vectors: np.ndarray, mask: np.ndarray, lam: float, k: int,

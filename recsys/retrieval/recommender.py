@@ -106,6 +106,23 @@ def run_stage(sources: Mapping[str, object], popularity: Popularity, histories: 
     return result
 
 
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al., 2009)
+
+
+def reciprocal_rank_fusion(ranks: Mapping[str, np.ndarray], proposed: Mapping[str, np.ndarray],
+                           k: int = RRF_K) -> np.ndarray:
+    """Each candidate's sum over the sources that proposed it of ``1 / (k + rank)`` (0-based rank in
+    that source's list): the untrained order of merged candidate lists, used when no learned ranker
+    is served and reported beside the learned ones offline."""
+    names = list(ranks)
+    if not names:
+        return np.zeros(0, dtype=np.float32)
+    total = np.zeros(len(ranks[names[0]]), dtype=np.float64)
+    for name in names:
+        total += np.asarray(proposed[name], dtype=np.float64) / (k + np.asarray(ranks[name], dtype=np.float64))
+    return total.astype(np.float32)
+
+
 def ranked_scores(candidates: CandidateSet, ranker_scores: np.ndarray, popularity: Popularity,
                   rows: np.ndarray) -> np.ndarray:
     """(len(rows), I) full-ranking scores for users ``rows`` (consecutive): their candidates at

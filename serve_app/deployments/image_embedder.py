@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import io
 import zlib
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
 from serve_app.uploads import decode_image
-from serve_app.versions import embed_run_config
+from serve_app.versions import embed_run_config, version_label
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
 
@@ -36,37 +36,42 @@ def encoder_config(config: ServeAppConfig, version: dict):
     return ImageEncoderConfig(**settings)
 
 
+@dataclass
+class _Encoder:
+    version: dict
+    settings: object      # recsys.encoders.image.ImageEncoderConfig
+    encoder: object       # recsys.encoders.image.ImageEncoder
+
+
 class ImageEmbedder(Versioned):
-    def __init__(self, config: ServeAppConfig):
+    """Its own deployment: the heaviest model per request (GPU-bound on a cluster, ``num_gpus`` in
+    configs/serve.yaml), scaled on upload traffic alone."""
+
+    def __init__(self, config: ServeAppConfig, version: dict | None = None):
         import torch
 
-        super().__init__(config)
         torch.set_num_threads(max(1, config.image.threads))
-        self.encoder_config, self.encoder = self._load(self.version)
+        super().__init__(config, version)
 
-    def _load(self, version: dict):
+    def _load(self, version: dict, previous: _Encoder | None) -> _Encoder:
         from recsys.encoders.image import ImageEncoder  # torch/open_clip: only in this deployment's replicas
 
         wanted = encoder_config(self.config, version)
-        current = getattr(self, "encoder_config", None)
-        if current == wanted:
-            return current, self.encoder
-        return wanted, ImageEncoder(wanted)
-
-    def _swap(self, version: dict, state) -> None:
-        self.encoder_config, self.encoder = state  # one tuple unpack; requests read self.encoder once
+        if previous is not None and previous.settings == wanted:
+            return _Encoder(version, wanted, previous.encoder)  # same weights: only the version label moves
+        return _Encoder(version, wanted, ImageEncoder(wanted))
 
     def _image(self, data: bytes, what: str):
         return decode_image(data, self.config.uploads, what)
 
     def embed(self, data: bytes, what: str = "upload") -> dict:
         """Validate and embed one uploaded image (raises InputError for unusable bytes)."""
-        self.follow_pin()
+        state = self.state
         image, fmt = self._image(data, what)
-        encoder = self.encoder
-        vector = encoder.encode([image])[0].astype(np.float32)
+        vector = state.encoder.encode([image])[0].astype(np.float32)
         return {"vector": vector, "width": image.width, "height": image.height, "format": fmt,
-                "extension": EXTENSIONS.get(fmt, "img"), "pretrained": encoder.pretrained}
+                "extension": EXTENSIONS.get(fmt, "img"), "pretrained": state.encoder.pretrained,
+                "embed_run": version_label(state.version)["embed_run"]}
 
     def augmented_view(self, data: bytes, key: str, view: int, augment: dict | None = None) -> bytes:
         """One augmented training view of an item image, as JPEG (for the KPI dashboard)."""
@@ -82,8 +87,9 @@ class ImageEmbedder(Versioned):
     def info(self) -> dict:
         from recsys.encoders.image import pretrained_label
 
-        return {"model": self.encoder_config.model, "pretrained": pretrained_label(self.encoder_config),
-                "dim": self.encoder.dim, "version": self.version_info()}
+        state = self.state
+        return {"model": state.settings.model, "pretrained": pretrained_label(state.settings),
+                "dim": state.encoder.dim, "version": self.version_info()}
 
     def health(self) -> dict:
         return {"ok": True, **self.info()}

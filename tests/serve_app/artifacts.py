@@ -73,10 +73,19 @@ def embed_run(root: Path, items_dir: Path, run_name: str = "embed-v1") -> Path:
     return run_dir
 
 
-def copy_embed_run(source: Path, run_name: str) -> Path:
-    """A newer embed run with the same vectors (what a re-run of the embed job would write)."""
+def copy_embed_run(source: Path, run_name: str, shift_vectors: bool = False) -> Path:
+    """A newer embed run: the same vectors (what a re-run of the embed job would write), or with
+    ``shift_vectors`` each item given the next item's image vector (other neighbours: a version
+    whose answers differ from the source's)."""
     target = source.parent / run_name
     shutil.copytree(source, target)
+    if shift_vectors:
+        path = target / "image_embeddings" / "part-0.parquet"
+        table = pq.read_table(path)
+        vectors = table["vector"].to_pylist()
+        shifted = table.set_column(table.schema.get_field_index("vector"), table.schema.field("vector"),
+                                   pa.array(vectors[1:] + vectors[:1], table.schema.field("vector").type))
+        pq.write_table(shifted, path)
     write_manifest(target, "embed", json.loads((source / "manifest.json").read_text())["inputs"],
                    {"image_embeddings": str(target / "image_embeddings")})
     return target

@@ -1,18 +1,25 @@
 """Starting the test application: one Serve app over the tiny artifact set, shared by the package.
 
+The app is deployed the way ``serve deploy`` / ``serve run configs/serve.yaml`` deploy it: a Serve
+config (import path + args + per-deployment settings) applied by Serve's controller, so a later
+config that only changes the model deployments' ``user_config`` is Serve's in-place update.
+
 The browser test module (test_browser_e2e.py) sorts before test_serve_app.py on purpose: it only
 reads, so it sees the application as built; test_serve_app.py then adds/deletes items, restarts the
-application and reloads a new version, in its file order.
+application and moves to a new version, in its file order.
 """
 from __future__ import annotations
 
 import socket
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import requests
 
 from serve_app.config import ArtifactSettings, KpiSettings, SearchSettings, ServeAppConfig, UploadLimits
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-admin-token"
 ADMIN = {"X-Admin-Token": TOKEN}
 APP = "fashionrec_test"
@@ -21,8 +28,7 @@ OPTIONS = {
     "FashionRecIngress": {"ray_actor_options": {"num_cpus": 0.1, "runtime_env": {
         "env_vars": {"FASHIONREC_ADMIN_TOKEN": TOKEN}}}, "max_ongoing_requests": 64},
     "ImageEmbedder": {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 8},
-    **{name: {"ray_actor_options": {"num_cpus": 0.1}, "max_ongoing_requests": 32}
-       for name in ("QueryEncoder", "Retriever", "Reranker")},
+    "Recommender": {"ray_actor_options": {"num_cpus": 0.2}, "max_ongoing_requests": 32},
 }
 for _options in OPTIONS.values():  # the restart test should not wait out Serve's 20 s drain default
     _options.update(graceful_shutdown_timeout_s=2, graceful_shutdown_wait_loop_s=0.5)
@@ -44,12 +50,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(config: ServeAppConfig) -> None:
+def serve_config(config: ServeAppConfig, version: dict | None = None, options: dict | None = None) -> dict:
+    """The Serve config of the test app (what configs/serve.yaml holds for the demo)."""
+    from serve_app.versions import with_version
+
+    deployments = [{"name": name, **settings} for name, settings in (options or OPTIONS).items()]
+    out = {"applications": [{"name": APP, "route_prefix": "/", "import_path": "serve_app.serve:app_builder",
+                             "runtime_env": {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+                             "args": asdict(config), "deployments": deployments}]}
+    return with_version(out, version) if version is not None else out
+
+
+def deploy(config_dict: dict, timeout_s: float = 180) -> float:
+    """Apply a Serve config through Serve's controller (what `serve deploy` sends it over the
+    dashboard's REST API, and `serve run config.yaml` directly) and wait until the application is
+    RUNNING again; returns the seconds that took. Python's ``serve.run`` would give every call a
+    new random code version, so even a ``user_config`` change would restart the replicas."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    started = time.perf_counter()
+    client = _get_global_client()
+    client.deploy_apps(ServeDeploySchema.model_validate(config_dict) if hasattr(ServeDeploySchema, "model_validate")
+                       else ServeDeploySchema.parse_obj(config_dict))
+    wait_running(timeout_s)
+    return time.perf_counter() - started
+
+
+def wait_running(timeout_s: float = 180) -> None:
     from ray import serve
 
-    from serve_app.app import build_app
+    deadline = time.time() + timeout_s
+    time.sleep(0.5)  # let the controller take the new target before reading the status
+    while time.time() < deadline:
+        app = serve.status().applications.get(APP)
+        if app is not None and app.status == "RUNNING" and all(
+                d.status == "HEALTHY" for d in app.deployments.values()):
+            return
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise AssertionError(f"{APP} failed to deploy: {app.message}")
+        time.sleep(0.25)
+    raise AssertionError(f"{APP} not RUNNING within {timeout_s} s: {serve.status().applications.get(APP)}")
 
-    serve.run(build_app(config, OPTIONS), name=APP, route_prefix="/")
+
+def start(config: ServeAppConfig, version: dict | None = None) -> None:
+    deploy(serve_config(config, version))
 
 
 def wait_healthy(url: str, timeout: float = 120) -> None:

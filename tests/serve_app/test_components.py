@@ -14,7 +14,7 @@ from recsys.models.json_encoder import JsonEncoderConfig
 from recsys.vocab import AttributeVocabulary
 from serve_app.attributes import validate_attributes
 from serve_app.config import ConfigError, ServeAppConfig, UploadLimits, config_from_args, load_serve_yaml
-from serve_app.deployments.reranker import mmr
+from recsys.models.rerankers import mmr_with_gains
 from serve_app.errors import InputError, NotFound, app_error_of
 from serve_app.store import ItemStore
 from serve_app.uploads import decode_image
@@ -26,13 +26,19 @@ def test_mmr_matches_a_hand_computation():
     vectors = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     relevance = np.array([0.9, 0.85, 0.5])
-    order, gains = mmr(relevance, vectors, k=3, mmr_lambda=0.5)
+    order, gains = mmr_with_gains(relevance, vectors, 0.5, k=3)
     # step 1: max 0.5*rel -> item 0 (0.45). step 2: item 1: 0.425 - 0.5*0.99 = -0.07; item 2: 0.25 - 0 = 0.25
     assert order.tolist() == [0, 2, 1]
     assert gains[0] == pytest.approx(0.45) and gains[1] == pytest.approx(0.25)
-    plain, _ = mmr(relevance, vectors, k=3, mmr_lambda=1.0)
+    plain, _ = mmr_with_gains(relevance, vectors, 1.0, k=3)
     assert plain.tolist() == [0, 1, 2]
-    assert mmr(relevance, vectors, k=0, mmr_lambda=0.5)[0].tolist() == []
+    assert mmr_with_gains(relevance, vectors, 0.5, k=0)[0].tolist() == []
+    # what Serve runs (search and users alike): relevance min-max scaled to [0, 1] first:
+    # (0.9, 0.85, 0.5) -> (1, 0.875, 0); step 2: item 1: 0.4375 - 0.495 = -0.0575, item 2: 0 - 0 = 0
+    order, gains = mmr_with_gains(relevance, vectors, 0.5, k=3, normalize=True)
+    assert order.tolist() == [0, 2, 1] and gains[:2].tolist() == pytest.approx([0.5, 0.0])
+    equal, _ = mmr_with_gains(np.array([5.0, 5.0, 5.0]), vectors, 0.5, k=3, normalize=True)
+    assert equal.tolist() == [0, 2, 1]  # all equal: scaled to 1, then novelty alone decides
 
 
 def test_item_store_replays_in_order_and_skips_a_torn_line(tmp_path):
@@ -171,7 +177,7 @@ def test_serve_yaml_is_a_valid_serve_config_and_app_config():
     ServeDeploySchema.model_validate(yaml.safe_load(SERVE_YAML.read_text()))
     config, deployments = load_serve_yaml(SERVE_YAML)
     assert isinstance(config, ServeAppConfig)
-    assert set(deployments) == {"FashionRecIngress", "ImageEmbedder", "QueryEncoder", "Retriever", "Reranker"}
+    assert set(deployments) == {"FashionRecIngress", "ImageEmbedder", "Recommender"}
     for options in deployments.values():
         assert {"min_replicas", "max_replicas", "target_ongoing_requests"} <= set(options["autoscaling_config"])
         assert options["max_ongoing_requests"] >= 1
@@ -186,9 +192,10 @@ def test_serve_yaml_is_a_valid_serve_config_and_app_config():
     assert config.reranker.name == "auto" and config.artifacts.users_root == "artifacts/train_users"
 
 
-def test_user_reranker_min_max_scales_each_list():
-    from serve_app.deployments.reranker import min_max
+def test_reciprocal_rank_fusion_by_hand():
+    from recsys.retrieval.recommender import reciprocal_rank_fusion
 
-    assert min_max(np.array([2.0, 4.0, 3.0])).tolist() == [0.0, 1.0, 0.5]
-    assert min_max(np.array([5.0, 5.0])).tolist() == [1.0, 1.0]   # all equal: MMR then picks by novelty alone
-    assert min_max(np.zeros(0)).tolist() == []
+    ranks = {"a": np.array([0, 1, 5]), "b": np.array([3, 0, 0])}
+    proposed = {"a": np.array([True, True, False]), "b": np.array([False, True, True])}
+    fused = reciprocal_rank_fusion(ranks, proposed, k=60)
+    assert fused.tolist() == pytest.approx([1 / 60, 1 / 61 + 1 / 60, 1 / 60])

@@ -1,8 +1,9 @@
 """The FashionRec Serve application for real: Ray Serve on the session's Ray, HTTP on loopback.
 
-One application (all five deployments; fixtures in conftest.py) serves a tiny artifact set built in a
-temp dir; the tests run in file order
-against it: every endpoint, every kind of bad input, item changes surviving an application restart, and a model/index reload while requests keep flowing.
+One application (ingress, Recommender, ImageEmbedder; fixtures in conftest.py) serves a tiny artifact
+set built in a temp dir; the tests run in file order against it: every endpoint, every kind of bad
+input, item changes surviving an application restart, and a move to another version through Serve's
+user_config under 16 concurrent clients.
 """
 from __future__ import annotations
 
@@ -37,12 +38,14 @@ def _search(url, body, expect=200):
 def test_health_and_openapi(url):
     health = requests.get(f"{url}/healthz", timeout=10).json()
     assert health["status"] == "ok"
-    assert set(health["deployments"]) == {"image_embedder", "query_encoder", "retriever", "reranker"}
+    assert set(health["deployments"]) == {"image_embedder", "recommender"}
     assert health["deployments"]["image_embedder"]["pretrained"] == "none (stand-in)"
+    recommender = health["deployments"]["recommender"]
+    assert recommender["version"]["json_encoder_run"] == "json-v1" and recommender["catalog"]["ok"]
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
     for path in ("/api/search", "/api/similar/{item_id}", "/api/recommend/customer_input",
                  "/api/recommend/top10_to_new", "/api/items", "/api/items/{item_id}", "/api/kpi", "/healthz",
-                 "/images/{item_id}", "/api/admin/reload", "/api/recommend/user/{user_id}", "/api/recommend/user"):
+                 "/images/{item_id}", "/api/recommend/user/{user_id}", "/api/recommend/user"):
         assert path in spec["paths"], path
     search = spec["paths"]["/api/search"]["post"]
     assert "examples" in json.dumps(spec["components"]["schemas"]["SearchRequest"])
@@ -239,7 +242,6 @@ def test_mutations_need_the_admin_token(url, built):
     item = built["item_ids"][0]
     assert requests.delete(f"{url}/api/items/{item}", timeout=10).status_code == 401
     assert requests.delete(f"{url}/api/items/{item}", headers={"X-Admin-Token": "wrong"}, timeout=10).status_code == 403
-    assert requests.post(f"{url}/api/admin/reload", timeout=10).status_code == 401
     unauth = requests.post(f"{url}/api/items", data={"metadata": json.dumps({"item_id": "x1"})},
                            files={"file": ("a.jpg", _jpeg(), "image/jpeg")}, timeout=10)
     assert unauth.status_code == 401
@@ -361,44 +363,87 @@ def test_item_changes_survive_an_application_restart(url, config, built):
     assert found["results"][0]["item"]["item_id"] == "new-001"
 
 
-def test_reload_during_concurrent_requests_fails_nothing(url, built):
+QUERIES = 8  # fixed requests whose answers identify the version that made them
+
+
+def _fixed_requests(url, built) -> list[tuple[str, str, dict | None]]:
+    live = [i for i in dict.fromkeys(built["item_ids"])
+            if requests.get(f"{url}/api/items/{i}", timeout=10).status_code == 200]  # earlier tests deleted some
+    similar = [("GET", f"/api/similar/{i}?k=3", None) for i in live[:QUERIES // 2]]
+    search = [("POST", "/api/search", {"attributes": {"category": c}, "k": 3})
+              for c in ("블라우스", "원피스", "티셔츠", "스커트")][:QUERIES - len(similar)]
+    return similar + search
+
+
+def _signature(answer: dict) -> tuple[str, tuple]:
+    model = answer["model"]
+    return (f"{model['json_encoder_run']}/{model['embed_run']}",
+            tuple((h["item"]["item_id"], round(h["score"], 4)) for h in answer["results"]))
+
+
+def _ask(session, url, request) -> dict:
+    method, path, body = request
+    response = session.request(method, url + path, json=body, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_version_move_through_user_config_under_16_clients(url, config, built):
+    """Serve's lightweight update: a config whose only change is the model deployments'
+    user_config moves the running replicas in place. 16 clients keep asking fixed questions
+    throughout; nothing fails, every answer names one version and equals that version's answer
+    (no response mixes versions), and the two versions answer differently."""
+    from serve_app.versions import newest_version
+    from tests.serve_app.running import deploy, serve_config
+
     root = built["root"]
+    requests_ = _fixed_requests(url, built)
+    session = requests.Session()
+    v1 = {_signature(_ask(session, url, r))[0] for r in requests_}
+    assert v1 == {"json-v1/embed-v1"}
+    reference = {"json-v1/embed-v1": [_signature(_ask(session, url, r))[1] for r in requests_]}
     test_artifacts.json_encoder_run(root, built["preprocess"] / "items", seed=1, run_name="json-v2")
-    test_artifacts.copy_embed_run(built["embed"], "embed-v2")
+    test_artifacts.copy_embed_run(built["embed"], "embed-v2", shift_vectors=True)
     test_artifacts.users_run(built["root"], built["embed"], reranker=False, run_name="users-v2")
-    stop, failures, versions, done = threading.Event(), [], set(), [0]
+    v2 = newest_version(config)
+    stop, failures, seen, answered_at = threading.Event(), [], [], []
 
-    def hammer(n):
-        session = requests.Session()
+    def client(n):
+        own = requests.Session()
+        count = 0
         while not stop.is_set():
+            request = requests_[(n + count) % len(requests_)]
+            count += 1
             try:
-                if n % 2:
-                    r = session.post(f"{url}/api/search", json={"attributes": {"category": "블라우스"}, "k": 3},
-                                     timeout=60)
-                else:
-                    r = session.get(f"{url}/api/similar/{built['item_ids'][0]}", params={"k": 3}, timeout=60)
-                if r.status_code != 200:
-                    failures.append((r.status_code, r.text[:200]))
-                else:
-                    versions.add((r.json()["model"]["json_encoder_run"], r.json()["model"]["embed_run"]))
-                done[0] += 1
+                seen.append(((n + count - 1) % len(requests_), _signature(_ask(own, url, request))))
+                answered_at.append(time.perf_counter())
             except requests.RequestException as exc:
-                failures.append(repr(exc))
+                failures.append(repr(exc)[:300])
 
-    with ThreadPoolExecutor(4) as pool:
-        for n in range(4):
-            pool.submit(hammer, n)
-        time.sleep(1.0)
-        reload = requests.post(f"{url}/api/admin/reload", headers=ADMIN, timeout=120)
-        time.sleep(1.0)
+    with ThreadPoolExecutor(16) as pool:
+        for n in range(16):
+            pool.submit(client, n)
+        time.sleep(1.5)
+        move_started = time.perf_counter()
+        move_seconds = deploy(serve_config(config, v2))
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(sig[0] == "json-v2/embed-v2" for _, sig in seen[-16:]):
+            time.sleep(0.2)
+        time.sleep(1.5)
         stop.set()
-    assert reload.status_code == 200, reload.text
-    assert reload.json()["current"]["json_encoder_run"] == "json-v2"
-    assert reload.json()["current"]["embed_run"] == "embed-v2"
+    last_v1 = max(t for t, (_, sig) in zip(answered_at, seen) if sig[0] == "json-v1/embed-v1")
+    print(f"version move under 16 clients: deploy -> RUNNING {move_seconds:.2f} s, deploy -> last v1 answer "
+          f"{last_v1 - move_started:.2f} s; {len(seen)} answers, {len(failures)} failed")
     assert not failures, failures[:5]
-    assert done[0] > 10 and ("json-v2", "embed-v2") in versions
-    after = _search(url, {"attributes": {"category": "블라우스"}, "k": 3})
-    assert after["model"]["json_encoder_run"] == "json-v2"
+    reference["json-v2/embed-v2"] = [_signature(_ask(session, url, r))[1] for r in requests_]
+    assert reference["json-v2/embed-v2"] != reference["json-v1/embed-v1"], "the two versions answer alike"
+    versions = {sig[0] for _, sig in seen}
+    assert versions == {"json-v1/embed-v1", "json-v2/embed-v2"}, versions
+    mixed = [(n, sig) for n, sig in seen if sig[1] != reference[sig[0]][n]]
+    assert not mixed, mixed[:3]
+    assert len(seen) > 50
+    health = requests.get(f"{url}/healthz", timeout=10).json()["deployments"]["recommender"]
+    assert health["loads"] == 2, health  # moved in place: the replica that loaded v1 loaded v2, no restart
     # the users run moved too: one without a learned reranker, so the declared MMR fallback answers
     user = _users(built).iloc[0]
     fallback = requests.get(f"{url}/api/recommend/user/{user.user_id}", params={"k": 3}, timeout=30).json()

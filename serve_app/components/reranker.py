@@ -8,7 +8,7 @@
   sources' lists. Either way ``mmr_lambda`` < 1 then trades that order for diversity.
 - Search / similar items: the learned rerankers score (user, item) pairs from a user's history,
   which a search query does not have, so these are ordered by Maximal Marginal Relevance
-  (Carbonell & Goldstein, 1998) over the retrieval scores and the candidates' image vectors: each
+  (Carbonell & Goldstein, 1998) over the min-max scaled retrieval scores and the candidates' image vectors: each
   pick maximises ``lambda * relevance - (1 - lambda) * max cosine to the items already picked``.
 
 Every response names the reranker that ran.
@@ -17,60 +17,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.models.rerankers import mmr_with_gains
 from serve_app.config import ServeAppConfig
-from serve_app.deployments.base import Versioned
 from serve_app.errors import InputError
 from serve_app.users import LearnedReranker, has_reranker
 
 
-def mmr(relevance: np.ndarray, vectors: np.ndarray, k: int, mmr_lambda: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the ``k`` picks in order, and each pick's MMR score at the time it was picked."""
-    n = len(relevance)
-    k = min(k, n)
-    if k == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    relevance = np.asarray(relevance, dtype=np.float64)
-    similarity = vectors @ vectors.T
-    chosen, gains = [], []
-    max_sim = np.full(n, -np.inf)
-    available = np.ones(n, dtype=bool)
-    for _ in range(k):
-        redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        score = mmr_lambda * relevance - (1.0 - mmr_lambda) * redundancy
-        score[~available] = -np.inf
-        pick = int(np.argmax(score))
-        chosen.append(pick)
-        gains.append(score[pick])
-        available[pick] = False
-        max_sim = np.maximum(max_sim, similarity[pick])
-    return np.array(chosen, dtype=np.int64), np.array(gains, dtype=np.float32)
-
-
-def min_max(values: np.ndarray) -> np.ndarray:
-    """Scaled to [0, 1] (all equal: all 1), so lambda weighs relevance against cosine on one scale."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return values
-    low, high = values.min(), values.max()
-    return (values - low) / (high - low) if high > low else np.ones_like(values)
-
-
-class Reranker(Versioned):
+class Reranker:
+    """The ranking of one version: the users run's learned reranker (if any) and MMR, the library's
+    (``recsys.models.rerankers.mmr_with_gains``, the one the offline evaluations use), over min-max
+    scaled scores for search and users alike."""
     name = "mmr"
 
-    def __init__(self, config: ServeAppConfig):
-        super().__init__(config)
+    def __init__(self, config: ServeAppConfig, version: dict):
+        self.config = config
         self.default_lambda = config.reranker.mmr_lambda
-        self.learned = self._load(self.version)
-
-    def _load(self, version: dict) -> LearnedReranker | None:
         users_run = version.get("users_run")
-        if self.config.reranker.name == "mmr" or not users_run or not has_reranker(users_run):
-            return None
-        return LearnedReranker(users_run)
-
-    def _swap(self, version: dict, state: LearnedReranker | None) -> None:
-        self.learned = state
+        use_learned = config.reranker.name != "mmr" and users_run and has_reranker(users_run)
+        self.learned = LearnedReranker(users_run) if use_learned else None
 
     @staticmethod
     def _lambda(mmr_lambda: float | None, default: float) -> float:
@@ -86,13 +50,12 @@ class Reranker(Versioned):
 
     def rerank(self, relevance: np.ndarray, vectors: np.ndarray, k: int, mmr_lambda: float | None = None) -> dict:
         lam = self._lambda(mmr_lambda, self.default_lambda)
-        order, gains = mmr(np.asarray(relevance), np.asarray(vectors, dtype=np.float32), k, lam)
+        order, gains = mmr_with_gains(relevance, vectors, lam, k, normalize=True)
         return {"order": order, "mmr_scores": gains, "reranker": self.info(lam)}
 
     def rerank_user(self, candidates: dict, history: list[str], k: int, mmr_lambda: float | None = None) -> dict:
         """Order a user's candidates (``Retriever.user_candidates``): learned scores (or the fallback
         fusion), then MMR with ``mmr_lambda`` over the image vectors (1 = the scores' order)."""
-        self.follow_pin()
         lam = self._lambda(mmr_lambda, self.config.users.mmr_lambda)
         learned = self.learned
         ids = [item["item_id"] for item in candidates["items"]]
@@ -108,12 +71,11 @@ class Reranker(Versioned):
             info = {"name": "mmr", "learned": False, "fallback": True,
                     "description": f"fallback ({reason}): reciprocal-rank fusion of the candidate sources' lists, "
                                    f"then MMR with lambda {lam:g} over image vectors"}
-        order, gains = mmr(min_max(scores), np.asarray(candidates["vectors"], dtype=np.float32), k, lam)
+        order, gains = mmr_with_gains(scores, candidates["vectors"], lam, k, normalize=True)
         return {"order": order, "scores": scores[order].astype(np.float32), "mmr_scores": gains,
                 "reranker": {**info, "lambda": lam}}
 
     def health(self) -> dict:
         learned = self.learned
         return {"ok": True, **self.info(self.default_lambda),
-                "user_reranker": learned.kind if learned is not None else "mmr (fallback)",
-                "version": self.version_info()}
+                "user_reranker": learned.kind if learned is not None else "mmr (fallback)"}

@@ -2,7 +2,8 @@
 images), free text -> text vector (the embed run's sentence encoder, searched against the items'
 text vectors), and a user (a query too: stored, or history/profile/context given in a request) ->
 the user tower's vector (``serve_app.users``; context text goes through the same sentence encoder).
-All models come from the served version's runs; vocabularies ship with the model.
+All models come from one served version's runs (a new version builds a new QueryEncoder, keeping
+the sentence model when it is the same); vocabularies ship with the model.
 """
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ import numpy as np
 
 from serve_app.attributes import describe, validate_attributes
 from serve_app.config import ServeAppConfig
-from serve_app.deployments.base import Versioned
 from serve_app.errors import InputError, NotFound, Unavailable
 from serve_app.users import UserModel, validate_history
-from serve_app.versions import embed_run_config
+from serve_app.versions import embed_run_config, version_label
 
 MAX_TEXT_CHARS = 500
 
 
-class _Models:
-    def __init__(self, config: ServeAppConfig, version: dict, previous: "_Models | None"):
-        from recsys.models.json_encoder import load_json_encoder  # torch: only in this deployment's replicas
+class QueryEncoder:
+    """The query models of one version."""
 
+    def __init__(self, config: ServeAppConfig, version: dict, previous: "QueryEncoder | None" = None):
+        import torch
+
+        from recsys.models.json_encoder import load_json_encoder  # torch: only where queries are encoded
+
+        torch.set_num_threads(1)  # one query at a time per thread; replicas share few cores
+        self.config = config
+        self.version = version
         self.encoder, self.vocab = load_json_encoder(version["json_encoder_run"])
         self.encoder_config = self.encoder.config
         self.text_model = None
@@ -41,27 +48,11 @@ class _Models:
         users_run = version.get("users_run")
         self.users = UserModel(users_run) if users_run else None
 
-
-class QueryEncoder(Versioned):
-    def __init__(self, config: ServeAppConfig):
-        import torch
-
-        super().__init__(config)
-        torch.set_num_threads(1)
-        self.models = self._load(self.version)
-
-    def _load(self, version: dict) -> _Models:
-        return _Models(self.config, version, getattr(self, "models", None))
-
-    def _swap(self, version: dict, state: _Models) -> None:
-        self.models = state
-
     def encode_attributes(self, attributes) -> dict:
         """-> {"vector": (512,), "record": validated query, "unknown_values": {field: [values]}}."""
         from recsys.models.json_encoder import encode_features, featurize
 
-        self.follow_pin()
-        models = self.models
+        models = self
         record, unknown = validate_attributes(attributes, models.encoder_config, models.vocab)
         if not record:
             raise InputError(f"attributes: give at least one of {list(models.encoder_config.fields)}",
@@ -71,8 +62,7 @@ class QueryEncoder(Versioned):
         return {"vector": vector, "record": record, "unknown_values": unknown}
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        self.follow_pin()
-        models = self.models
+        models = self
         if models.text is None:
             raise Unavailable("free-text search is not available: the served embed run has no text embeddings "
                               "(or text.enabled is false)", code="text_search_unavailable")
@@ -84,7 +74,7 @@ class QueryEncoder(Versioned):
         return models.text.encode(texts)
 
     # -- users ---------------------------------------------------------------------------------
-    def _user_model(self, models: _Models) -> UserModel:
+    def _user_model(self, models: "QueryEncoder") -> UserModel:
         if models.users is None:
             raise Unavailable("user recommendations are not available: the served version has no users run "
                               "(ray_jobs.train_users, or the train_users step of the pipeline, makes one)",
@@ -109,8 +99,7 @@ class QueryEncoder(Versioned):
 
     def encode_stored_user(self, user_id: str) -> dict:
         """A user of the served store -> the user query (404 for an unknown id)."""
-        self.follow_pin()
-        users = self._user_model(self.models)
+        users = self._user_model(self)
         user = users.store.get(user_id)
         if user is None:
             raise NotFound(f"user {user_id!r} is not in the served user store ({len(users.store)} users of run "
@@ -121,8 +110,7 @@ class QueryEncoder(Versioned):
 
     def encode_user(self, history: list[str] | None, profile: dict | None, context: str | None) -> dict:
         """A user described in a request (not in the store) -> the user query; 422 for bad fields."""
-        self.follow_pin()
-        users = self._user_model(self.models)
+        users = self._user_model(self)
         history = validate_history(history or [])
         record, unknown = users.validate_profile(profile)
         if context is not None and (not isinstance(context, str) or not context.strip()):
@@ -133,12 +121,10 @@ class QueryEncoder(Versioned):
         return self._user_query(users, history, record, context, "request", unknown)
 
     def describe(self) -> dict:
-        models = self.models
-        return {**describe(models.encoder_config, models.vocab), "text_model": models.text_model,
-                "version": self.version_info()}
+        return {**describe(self.encoder_config, self.vocab), "text_model": self.text_model,
+                "version": version_label(self.version)}
 
     def health(self) -> dict:
-        users = self.models.users
-        return {"ok": True, "fields": list(self.models.encoder_config.fields),
-                "text_search": self.models.text is not None,
-                "users": users.describe() if users is not None else None, "version": self.version_info()}
+        users = self.users
+        return {"ok": True, "fields": list(self.encoder_config.fields), "text_search": self.text is not None,
+                "users": users.describe() if users is not None else None}

@@ -1,14 +1,15 @@
 """Retriever: the vector index over item image vectors (and text vectors) plus the item store.
 
-Holds one :class:`~serve_app.catalog.Catalog` per served version. Item additions and deletions go
-to the durable :class:`~serve_app.store.ItemStore` first and are then applied from it, by this
-replica at once and by the other replicas at their next request, so the index, the store and the
-answer always agree and survive a restart.
+Holds the :class:`~serve_app.catalog.Catalog` of one served version. Item additions and deletions
+go to the durable :class:`~serve_app.store.ItemStore` first and are then applied from it, by this
+replica at once and by the other replicas within ``sync_interval_s`` (a clock check per request,
+no file access), so the index, the store and the answer agree and survive a restart.
 """
 from __future__ import annotations
 
 import mimetypes
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,6 @@ import pyarrow.parquet as pq
 
 from serve_app.catalog import Catalog, shared_values, trends
 from serve_app.config import ServeAppConfig
-from serve_app.deployments.base import Versioned
 from serve_app.errors import Conflict, InputError, NotFound, Unavailable
 from serve_app.store import ItemStore
 from serve_app.users import UserSources
@@ -31,12 +31,30 @@ def public(item: dict) -> dict:
     return {k: v for k, v in item.items() if k != "image"}
 
 
-class Retriever(Versioned):
-    def __init__(self, config: ServeAppConfig):
-        super().__init__(config)
-        self.store = ItemStore(config.state_dir)
-        self.catalog, self.users = self._load(self.version)
-        self._sales = self._read_sales()
+def read_sales(path: str | None) -> dict[str, int] | None:
+    """Interaction counts per item (the best sellers' "sales"), None without an interactions file."""
+    if not path:
+        return None
+    counts: dict[str, int] = {}
+    for item_id in pq.read_table(path, columns=["item_id"])["item_id"].to_pylist():
+        counts[item_id] = counts.get(item_id, 0) + 1
+    return counts
+
+
+class Retriever:
+    sync_interval_s = 0.5  # how stale another replica's item change may be here
+
+    def __init__(self, config: ServeAppConfig, version: dict, store: ItemStore, sales: dict[str, int] | None):
+        self.config = config
+        self.version = version
+        self.store = store
+        self._sales = sales
+        text_source = config.text.source if config.text.enabled else None
+        self.catalog = Catalog(version, store, text_source, self._new_item_ids(), config.index)
+        self.catalog.pretrained = embed_report(version).get("pretrained", "unknown")
+        users_run = version.get("users_run")
+        self.users = UserSources(users_run, config.users.candidates_per_source) if users_run else None
+        self._synced = time.monotonic()
 
     def _new_item_ids(self) -> set[str]:
         path = self.config.new_items_file
@@ -44,35 +62,12 @@ class Retriever(Versioned):
             return set()
         return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
 
-    def _read_sales(self) -> dict[str, int] | None:
-        path = self.config.best_sellers.interactions
-        if not path:
-            return None
-        ids = pq.read_table(path, columns=["item_id"])["item_id"].to_pylist()
-        counts: dict[str, int] = {}
-        for item_id in ids:
-            counts[item_id] = counts.get(item_id, 0) + 1
-        return counts
-
-    def _load(self, version: dict) -> tuple[Catalog, UserSources | None]:
-        text_source = self.config.text.source if self.config.text.enabled else None
-        catalog = Catalog(version, self.store, text_source, self._new_item_ids(), self.config.index)
-        catalog.pretrained = embed_report(version).get("pretrained", "unknown")
-        users_run = version.get("users_run")
-        users = UserSources(users_run, self.config.users.candidates_per_source) if users_run else None
-        return catalog, users
-
-    def _swap(self, version: dict, state: tuple[Catalog, UserSources | None]) -> None:
-        catalog, users = state
-        catalog.sync()        # catch up with changes made while it was built
-        self.users = users
-        self.catalog = catalog  # reference swaps: requests hold whichever catalog they started with
-
     def _current(self) -> Catalog:
-        self.follow_pin()
-        catalog = self.catalog
-        catalog.sync()
-        return catalog
+        now = time.monotonic()
+        if now - self._synced >= self.sync_interval_s:
+            self._synced = now
+            self.catalog.sync()
+        return self.catalog
 
     # -- retrieval -----------------------------------------------------------------------------
     def _answer(self, catalog: Catalog, ids, scores, vectors, scope: str, note: str | None) -> dict:
@@ -220,11 +215,7 @@ class Retriever(Versioned):
 
     # -- state ---------------------------------------------------------------------------------
     def version_info(self) -> dict:
-        return {**super().version_info(), "image_encoder_pretrained": self.catalog.pretrained}
-
-    def full_version(self) -> dict:
-        self.follow_pin()
-        return dict(self.version)
+        return {**version_label(self.version), "image_encoder_pretrained": self.catalog.pretrained}
 
     def sample_ids(self, n: int) -> list[str]:
         return self._current().live_ids()[:n]
@@ -234,8 +225,7 @@ class Retriever(Versioned):
 
     def health(self) -> dict:
         users = self.users
-        return {"ok": True, **self.counts(), "user_items": len(users.item_ids) if users is not None else None,
-                "version": self.version_info()}
+        return {"ok": True, **self.counts(), "user_items": len(users.item_ids) if users is not None else None}
 
 
 def top10_to_new(best: list[dict], best_vectors: np.ndarray, retrieved: dict, k: int) -> dict:
