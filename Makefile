@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-quick bench-preprocess bench-embed eval-alignment eval-item-towers eval-next-purchase eval-seq \
-	eval-seq-synthetic bench-index bench-serve index serve serve-local clean enrich
+	eval-seq-synthetic bench-index bench-serve bench-serve-ops index serve serve-local clean enrich
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -34,6 +34,10 @@ serve-local: setup
 
 bench-serve: setup
 	$(PY) -m bench.serve --config configs/bench_serve.yaml
+
+# Autoscaling under a load ramp and a replica killed under 16 clients (JSON + PNG, ~4 min).
+bench-serve-ops: setup
+	$(PY) -m bench.serve_ops --config configs/bench_serve_ops.yaml
 
 test: setup
 	bash scripts/ensure_browser.sh

@@ -396,18 +396,18 @@ def run(cfg: BenchServeConfig) -> dict:
 
 
 def _version(serve_yaml: Path) -> dict:
-    from serve_app.versions import current_version
+    from serve_app.versions import newest_version
 
     config, _ = load_serve_yaml(serve_yaml)
-    return current_version(resolve_paths(config))
+    return newest_version(resolve_paths(config))
 
 
 def _pretrained(serve_yaml: Path) -> str:
-    from serve_app.versions import current_version, embed_report
+    from serve_app.versions import embed_report, newest_version
 
     config, _ = load_serve_yaml(serve_yaml)
     try:
-        return embed_report(current_version(resolve_paths(config))).get("pretrained", "unknown")
+        return embed_report(newest_version(resolve_paths(config))).get("pretrained", "unknown")
     except (OSError, ValueError):
         return "unknown"
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.errors import AppError
-from serve_app.metrics import ray_metrics_or_none
+from serve_app.metrics import LiveStats
 from serve_app.routes import Services, dashboard, items, ops, recommend, search, users
 from serve_app.web import add_web_routes
 
@@ -29,36 +29,55 @@ TAGS = [{"name": "search", "description": "attribute-JSON and free-text product 
         {"name": "ops", "description": "health and metrics"}]
 
 
+class RequestGate:
+    """Every request, as plain ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task and
+    memory streams per request): refuse bodies over the limit by their Content-Length (413), answer
+    500 with a JSON body for an error no handler caught (and stay up), and record route, status and
+    latency in the live window."""
+
+    def __init__(self, app, max_request_bytes: int, stats: LiveStats):
+        self.app, self.limit, self.stats = app, max_request_bytes, stats
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = [500, False]   # (status code, response started)
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status[0], status[1] = message["status"], True
+            await send(message)
+
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            text = length.decode("latin-1")
+            await JSONResponse(status_code=413, content={
+                "error": "request_too_large",
+                "detail": f"request body of {text} bytes is larger than the limit of {self.limit} bytes"})(
+                scope, receive, send_and_note)
+        else:
+            try:
+                await self.app(scope, receive, send_and_note)
+            except Exception as exc:  # an error no handler caught: answer 500, stay up
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+                if status[1]:
+                    raise
+                await JSONResponse(status_code=500, content={"error": "internal_error",
+                                                             "detail": f"{type(exc).__name__}: {exc}"})(
+                    scope, receive, send_and_note)
+        # the router sets scope["route"]: its template, never the raw path (bounded label set)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.stats.record(route, scope["method"], status[0], (time.perf_counter() - started) * 1000)
+
+
 def create_api(services: Services) -> FastAPI:
     config, stats = services.config, services.stats
     app = FastAPI(title="FashionRec", version="0.1.0", openapi_tags=TAGS,
                   description="Fashion search and recommendation over the FashionRec artifacts. Image vectors come "
                               "from the embed run's open_clip encoder (offline default: a seeded stand-in, "
                               "`pretrained: none (stand-in)`); attribute queries from the stage-2 JSON encoder.")
-    ray_metrics = ray_metrics_or_none()
-
-    # -- cross-cutting: body limit, metrics, errors --------------------------------------------
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > config.max_request_bytes):
-            response = JSONResponse(status_code=413, content={
-                "error": "request_too_large", "detail": f"request body of {length} bytes is larger than the limit "
-                                                        f"of {config.max_request_bytes} bytes"})
-        else:
-            try:
-                response = await call_next(request)
-            except Exception as exc:  # an error no handler caught: answer 500, stay up
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                response = JSONResponse(status_code=500, content={"error": "internal_error",
-                                                                  "detail": f"{type(exc).__name__}: {exc}"})
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        stats.record(route, request.method, response.status_code, elapsed_ms)
-        if ray_metrics is not None:
-            ray_metrics.record(route, request.method, response.status_code, elapsed_ms)
-        return response
+    app.add_middleware(RequestGate, max_request_bytes=config.max_request_bytes, stats=stats)
 
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError):

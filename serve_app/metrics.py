@@ -1,8 +1,10 @@
 """Serving KPIs: request counts, errors and latency percentiles.
 
-Two sinks per request: Ray's metrics (``ray.util.metrics`` Counter/Histogram, exported with the
-cluster's Prometheus metrics beside Serve's own ``ray_serve_*`` series) when running under Ray, and
-an in-process window (:class:`LiveStats`) for ``GET /api/kpi`` and ``GET /metrics``. Routes are
+Under Ray, Serve itself exports per-route request, error and latency series with the cluster's
+Prometheus metrics (``ray_serve_num_http_requests_total``, ``ray_serve_http_request_latency_ms``,
+...); recording them again per request would only cost the ingress CPU. What the app adds is an
+in-process window per ingress replica (:class:`LiveStats`) for ``GET /api/kpi`` and ``GET /metrics``,
+which also works in the plain uvicorn process. Routes are
 labelled by their template (``/api/similar/{item_id}``), never by the raw path.
 """
 from __future__ import annotations
@@ -14,33 +16,6 @@ from collections import Counter, deque
 import numpy as np
 
 LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
-
-
-class RayMetrics:
-    def __init__(self):
-        from ray.util.metrics import Counter as RayCounter, Histogram
-
-        tags = ("route", "method", "status")
-        self.requests = RayCounter("fashionrec_requests_total", "HTTP requests answered by FashionRec", tags)
-        self.errors = RayCounter("fashionrec_request_errors_total", "FashionRec answers with status >= 400", tags)
-        self.latency = Histogram("fashionrec_request_latency_ms", "FashionRec request latency (ms)",
-                                 boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("route", "method"))
-
-    def record(self, route: str, method: str, status: int, latency_ms: float) -> None:
-        tags = {"route": route, "method": method, "status": str(status)}
-        self.requests.inc(1.0, tags)
-        if status >= 400:
-            self.errors.inc(1.0, tags)
-        self.latency.observe(latency_ms, {"route": route, "method": method})
-
-
-def ray_metrics_or_none() -> RayMetrics | None:
-    try:
-        import ray
-
-        return RayMetrics() if ray.is_initialized() else None
-    except Exception:
-        return None
 
 
 class LiveStats:

@@ -32,6 +32,8 @@ OPTIONS = {
 }
 for _options in OPTIONS.values():  # the restart test should not wait out Serve's 20 s drain default
     _options.update(graceful_shutdown_timeout_s=2, graceful_shutdown_wait_loop_s=0.5)
+for _name in ("Recommender", "ImageEmbedder"):  # a killed replica is noticed within 2 s (configs/serve.yaml too)
+    OPTIONS[_name].update(health_check_period_s=2)
 
 
 def app_config(root) -> ServeAppConfig:
