@@ -59,8 +59,8 @@ def run(cfg: BuildIndexConfig) -> dict:
     source = vectors_path(cfg)
     kind = vector_type(cfg, source)
     init_ray()
-    dataset = (ray.data.read_parquet(str(source), include_paths=True)
-               .select_columns([cfg.id_column, cfg.vector_column, "path"]))
+    columns = [cfg.id_column, cfg.vector_column, *([cfg.view_column] if cfg.view_column else []), "path"]
+    dataset = ray.data.read_parquet(str(source), include_paths=True).select_columns(columns)
     dim = cfg.dim or _vector_dim(kind, dataset, cfg.vector_column, source)
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     print(f"build_index: {cfg.index.kind} over {source} ({dim}-d) -> {run_dir}")
@@ -68,7 +68,8 @@ def run(cfg: BuildIndexConfig) -> dict:
     started = time.perf_counter()
     validated = dataset.map_batches(
         validate_batch, fn_kwargs={"id_column": cfg.id_column, "vector_column": cfg.vector_column, "dim": dim,
-                                   "tolerance": cfg.index.norm_tolerance},
+                                   "tolerance": cfg.index.norm_tolerance, "view_column": cfg.view_column,
+                                   "view": cfg.view},
         batch_size=cfg.rows_per_batch, batch_format="pyarrow")
     validated.context.execution_options.preserve_order = True  # rows keep file order: same input, same index
     kept, quarantine, counts = split_checked(mark_repeated_ids(_collect(validated, source)), str(source),
@@ -104,8 +105,9 @@ def run(cfg: BuildIndexConfig) -> dict:
 
 def _print_summary(report: dict, run_dir: Path) -> None:
     counts, index, recall = report["vectors"], report["index"], report["recall"]
-    print(f"vectors: read {counts['read']} = indexed {counts['indexed']} + quarantined {counts['quarantined']}  "
-          f"[{'ok' if counts['reconciles'] else 'MISMATCH'}]")
+    skipped = f" + other views skipped {counts['skipped_other_views']}" if counts["skipped_other_views"] else ""
+    print(f"vectors: read {counts['read']} = indexed {counts['indexed']} + quarantined {counts['quarantined']}"
+          f"{skipped}  [{'ok' if counts['reconciles'] else 'MISMATCH'}]")
     for reason, count in counts["quarantine_reasons"].items():
         print(f"  quarantine {reason}: {count}")
     print(f"index: {index['kind']}, {index['n_items']} items x {report['dim']}-d, built in {index['build_seconds']} s, "

@@ -5,7 +5,8 @@
 
 Stages: synthetic K-Fashion corpus (skipped when an identical one exists) -> Ray Data preprocessing
 (canonical items, quarantine, reconciliation report) -> batch embedding on actor pools (crops,
-texts) -> JSON-encoder stage 1 (JSON-view pretraining) -> stage 2 (alignment to the image
+texts) -> the FAISS index over the image vectors (``ray_jobs.build_index``, what Serve loads) ->
+JSON-encoder stage 1 (JSON-view pretraining) -> stage 2 (alignment to the image
 embeddings, from stage 1's weights) on Ray Train, with its evaluation and similarity-search grids
 -> users (``ray_jobs.train_users``: a synthetic stand-in interaction log over the embedded items, a
 user tower and a learned reranker on Ray Train), which the Serve app's user endpoints load.
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
-from ray_jobs import embed, generate_corpus, preprocess, train_json_encoder, train_users
+from ray_jobs import build_index, embed, generate_corpus, preprocess, train_json_encoder, train_users
 from ray_jobs.common.cli import load_stage_config, run_main
 
 
@@ -27,6 +28,9 @@ class PipelineConfig:
     corpus: SyntheticCorpusConfig | None = field(default_factory=SyntheticCorpusConfig)  # null: real labels
     regenerate_corpus: bool = False
     embed: embed.EmbedConfig | None = field(default_factory=embed.EmbedConfig)            # null: stop after preprocess
+    # the index Serve loads, over the embed run's image vectors (one row per item: view 0); null: skip
+    build_index: build_index.BuildIndexConfig | None = field(default_factory=lambda: build_index.BuildIndexConfig(
+        view_column="view"))
     pretrain_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = None  # stage 1; null: skip
     train_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = field(
         default_factory=train_json_encoder.TrainJsonEncoderConfig)
@@ -37,32 +41,36 @@ def run(cfg: PipelineConfig) -> dict:
     if cfg.corpus is not None:
         manifest = None if cfg.regenerate_corpus else existing_corpus(cfg.corpus)
         if manifest:
-            print(f"[1/6] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
+            print(f"[1/7] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
                   f"({manifest['n_label_files']} label files, same config)")
         else:
-            print("[1/6] corpus: generating the synthetic K-Fashion corpus")
+            print("[1/7] corpus: generating the synthetic K-Fashion corpus")
             generate_corpus.run(cfg.corpus)
-    print("[2/6] preprocess: Ray Data over the label corpus")
+    print("[2/7] preprocess: Ray Data over the label corpus")
     report = preprocess.run(cfg.preprocess)
     run_dir = Path(report["run_dir"])
     results = {"preprocess": report}
     if cfg.embed is not None:
-        print("[3/6] embed: image crops and item texts on Ray Data actor pools")
+        print("[3/7] embed: image crops and item texts on Ray Data actor pools")
         results["embed"] = embed.run(replace(cfg.embed, items=str(run_dir / "items")))
+        if cfg.build_index is not None:
+            print("[4/7] build_index: the FAISS index over the item image vectors (what Serve loads)")
+            vectors = str(Path(results["embed"]["run_dir"]) / "image_embeddings")
+            results["build_index"] = build_index.run(replace(cfg.build_index, vectors=vectors))
     if cfg.embed is not None:
         inputs = {"items": str(run_dir / "items"),
                   "embeddings": str(Path(results["embed"]["run_dir"]) / "image_embeddings")}
         init_from = None
         if cfg.pretrain_json_encoder is not None:
-            print("[4/6] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
+            print("[5/7] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
             results["pretrain_json_encoder"] = train_json_encoder.run(replace(cfg.pretrain_json_encoder, **inputs))
             init_from = results["pretrain_json_encoder"]["run_dir"]
         if cfg.train_json_encoder is not None:
-            print("[5/6] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
+            print("[6/7] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
             results["train_json_encoder"] = train_json_encoder.run(replace(cfg.train_json_encoder, **inputs,
                                                                            init_from=init_from))
         if cfg.train_users is not None:
-            print("[6/6] train_users: stand-in interaction log over the embedded items, user tower and reranker "
+            print("[7/7] train_users: stand-in interaction log over the embedded items, user tower and reranker "
                   "on Ray Train")
             results["train_users"] = train_users.run(replace(cfg.train_users, embed_run=results["embed"]["run_dir"]))
     _print_results(results, run_dir)
@@ -79,6 +87,10 @@ def _print_results(results: dict, run_dir: Path) -> None:
     if "embed" in results:
         print(f"  embeddings:                {results['embed']['run_dir']} "
               f"(image encoder pretrained: {results['embed']['pretrained']})")
+    if "build_index" in results:
+        index = results["build_index"]["index"]
+        print(f"  index (what Serve loads):  {results['build_index']['run_dir']}  {index['kind']}, "
+              f"{index['n_items']} items, version {index['version']}")
     if "pretrain_json_encoder" in results:
         view = results["pretrain_json_encoder"]["json_view_retrieval"]
         print(f"  JSON encoder, stage 1:     {results['pretrain_json_encoder']['run_dir']}  dropped view -> "

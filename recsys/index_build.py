@@ -1,8 +1,10 @@
 """Index build recipes: the stage config of ``ray_jobs.build_index`` and the checks it runs on item
 vectors before they reach :class:`recsys.index.VectorIndex`.
 
-Every input row is either indexed or quarantined with a reason (null/empty id, null vector, wrong
-dimension, NaN/inf, not unit norm, repeated id), so read = indexed + quarantined can be proved;
+Every input row is indexed, quarantined with a reason (null/empty id, null vector, wrong dimension,
+NaN/inf, not unit norm, repeated id) or, when the vectors carry a view column (the embed run's
+augmented copies of each item), skipped as another view, so read = indexed + quarantined + skipped
+can be proved;
 ``recall_report`` measures the built index against exact search.
 """
 from __future__ import annotations
@@ -35,14 +37,21 @@ class BuildIndexConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     output_root: str = "artifacts/index"
     run_name: str | None = None
+    view_column: str | None = None             # e.g. "view" for an embed run's image_embeddings
+    view: int = 0                              # the row per item that is indexed; other views are skipped
     recall_k: int = 100
     recall_queries: int = 1000                 # indexed vectors sampled as queries for the recall check
     rows_per_batch: int = 4096
 
 
-def validate_batch(batch: pa.Table, id_column: str, vector_column: str, dim: int, tolerance: float) -> pa.Table:
+OTHER_VIEW = "other_view"  # not a fault: an augmented copy of an item, skipped (counted apart)
+
+
+def validate_batch(batch: pa.Table, id_column: str, vector_column: str, dim: int, tolerance: float,
+                   view_column: str | None = None, view: int = 0) -> pa.Table:
     """item_id, vector (null when rejected), reason (null when kept), detail, path (the file, when the
-    read added it): one row per input row."""
+    read added it): one row per input row. With ``view_column``, rows of another view than ``view``
+    get the reason ``other_view`` (skipped, not quarantined)."""
     ids = batch[id_column].combine_chunks().cast(pa.string())
     column = batch[vector_column].combine_chunks()
     lengths = pc.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False)
@@ -57,7 +66,10 @@ def validate_batch(batch: pa.Table, id_column: str, vector_column: str, dim: int
     norms = np.linalg.norm(vectors, axis=1)
     no_id = pc.fill_null(pc.equal(ids, ""), True).to_numpy(zero_copy_only=False)
     # First matching check wins, in this order.
-    checks = [(no_id, "null_id", lambda r: f"{id_column} is null or empty"),
+    views = (pc.fill_null(pc.not_equal(batch[view_column], view), True).to_numpy(zero_copy_only=False)
+             if view_column else np.zeros(batch.num_rows, dtype=bool))
+    checks = [(views, OTHER_VIEW, lambda r: f"{view_column} is not {view}"),
+              (no_id, "null_id", lambda r: f"{id_column} is null or empty"),
               (lengths == -1, "null_vector", lambda r: f"{vector_column} is null"),
               (~right_size, "wrong_dim", lambda r: f"{vector_column} has {lengths[r]} values, expected {dim}"),
               (problems == "not_finite", "not_finite", lambda r: f"{vector_column} contains NaN, inf or null values"),
@@ -104,7 +116,7 @@ def vectors_path(cfg: BuildIndexConfig) -> Path:
 def vector_type(cfg: BuildIndexConfig, path: Path) -> pa.DataType:
     """The vector column's type, after checking that both columns exist (before any Ray work)."""
     schema = pq.ParquetDataset(str(path)).schema
-    missing = [c for c in (cfg.id_column, cfg.vector_column) if c not in schema.names]
+    missing = [c for c in (cfg.id_column, cfg.vector_column, cfg.view_column) if c and c not in schema.names]
     if missing:
         raise AdapterError(f"{path}: missing column(s) {missing}; found {schema.names}")
     kind = schema.field(cfg.vector_column).type
@@ -127,12 +139,18 @@ def quarantine_table(rows: pa.Table, source: str) -> pa.Table:
 
 
 def split_checked(checked: pa.Table, source: str, read: int) -> tuple[pa.Table, pa.Table, dict]:
-    """(rows to index, quarantine table, counts proving read = indexed + quarantined) of validated rows."""
+    """(rows to index, quarantine table, counts proving read = indexed + quarantined + skipped views)
+    of validated rows."""
     kept_mask = pc.is_null(checked["reason"])
-    kept, rejected = checked.filter(kept_mask), checked.filter(pc.invert(kept_mask))
+    other_view = pc.fill_null(pc.equal(checked["reason"], OTHER_VIEW), False)
+    kept = checked.filter(kept_mask)
+    rejected = checked.filter(pc.and_(pc.invert(kept_mask), pc.invert(other_view)))
+    skipped = int(pc.sum(other_view).as_py() or 0)
     quarantine = quarantine_table(rejected, source)
     counts = {"read": read, "indexed": kept.num_rows, "quarantined": rejected.num_rows,
-              "reconciles": read == kept.num_rows + rejected.num_rows, "quarantine_reasons": reason_counts(quarantine)}
+              "skipped_other_views": skipped,
+              "reconciles": read == kept.num_rows + rejected.num_rows + skipped,
+              "quarantine_reasons": reason_counts(quarantine)}
     return kept, quarantine, counts
 
 

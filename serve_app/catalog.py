@@ -9,6 +9,7 @@ a new row. Mutations and reads hold ``lock`` (searches take milliseconds).
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from recsys.data.schema import attributes_to_dict
 from recsys.data.vectors import read_vectors
-from recsys.index import IndexConfig, VectorIndex
+from recsys.index import META_FILE, IndexConfig, VectorIndex
 from serve_app.store import ItemStore
 
 ITEM_COLUMNS = ["item_id", "category_path", "category", "std_attributes", "re_attributes", "styles", "title",
@@ -115,8 +116,7 @@ class Catalog:
         self.dim = len(image_rows[0])
         self.vectors = _Rows(np.stack(image_rows))
         self.index_config = index_config or IndexConfig(kind="exact")
-        self.index = VectorIndex.build(self.vectors.array, self.ids, self.index_config,
-                                       source=str(Path(version["embed_run"]) / "image_embeddings"))
+        self.index, self.index_info = self._image_index(version)
         # text rows are zeros for items without a text vector; only real ones are indexed
         self.text_vectors = _Rows(np.stack(text_rows)) if self.text_dim else None
         self.text_index = (VectorIndex.build(np.stack([text_vectors[i] for i in text_ids]), text_ids,
@@ -127,6 +127,22 @@ class Catalog:
         self._best_cache: tuple[int, float, list[str]] | None = None
         self.offset = 0
         self.sync()
+
+    def _image_index(self, version: dict) -> tuple[VectorIndex, dict]:
+        """``build_index``'s artifact when the version names one (its content hash is checked on
+        load: ``VectorIndex.load``), else an index built here from the embed run's vectors."""
+        source = str(Path(version["embed_run"]) / "image_embeddings")
+        run = version.get("index_run")
+        if not run:
+            index = VectorIndex.build(self.vectors.array, self.ids, self.index_config, source=source)
+            return index, {"source": "built at load from the embed run's image vectors", "kind": index.kind,
+                           "run": None, "version": None, "items_at_load": len(index)}
+        index = VectorIndex.load(run)
+        meta = json.loads((Path(run) / META_FILE).read_text())
+        if index.dim != self.dim:
+            raise ValueError(f"{run}: a {index.dim}-d index for {self.dim}-d image vectors of {version['embed_run']}")
+        return index, {"source": "build_index artifact", "kind": index.kind, "run": Path(run).name,
+                       "version": meta["version"], "items_at_load": len(index)}
 
     # -- the API's changes ---------------------------------------------------------------------
     def sync(self) -> int:
@@ -194,7 +210,7 @@ class Catalog:
             added = sum(1 for item in self.items.values() if item.get("source") == "api")
             return {"items": len(self.items), "new_items": sum(1 for i in self.items.values() if i.get("new")),
                     "added_through_api": added, "deleted": len(self.deleted), "index_rows": len(self.ids),
-                    "text_search": self.text_dim is not None}
+                    "text_search": self.text_dim is not None, "index": self.index_info}
 
     def search(self, vector: np.ndarray | None, text_vector: np.ndarray | None, k: int, text_weight: float,
                exclude_ids: Iterable[str] = (), only_ids: Iterable[str] | None = None

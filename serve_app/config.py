@@ -29,6 +29,9 @@ class ArtifactSettings:
     items: str | None = None              # items parquet dir; None: the items the embed run read
     users_root: str = "artifacts/train_users"
     users_run: str | None = None          # pin a train_users run; None: the newest (none at all: no user endpoints)
+    index_root: str = "artifacts/index"   # ray_jobs.build_index runs
+    index_run: str | None = None          # pin one; None: the newest built over the embed run's image vectors
+                                          # (none: the index is built from the vectors when a replica loads)
 
 
 @dataclass

@@ -50,6 +50,7 @@ def newest_version(config: ServeAppConfig) -> dict:
     embed_run = Path(art.embed_run) if art.embed_run else latest_run(art.embed_root)
     items = art.items or _items_of_embed_run(embed_run) or str(latest_run(art.preprocess_root) / "items")
     users_run = _users_run(config)
+    index_run = _index_run(config, embed_run)
     for what, path in (("JSON encoder checkpoint", json_run / "checkpoints" / "best_model.pt"),
                        ("JSON encoder vocabulary", json_run / "checkpoints" / "vocab.json"),
                        ("image embeddings", embed_run / "image_embeddings"), ("items", Path(items)),
@@ -59,6 +60,7 @@ def newest_version(config: ServeAppConfig) -> dict:
             raise FileNotFoundError(f"{what}: {path} does not exist")
     return {"json_encoder_run": str(json_run.resolve()), "embed_run": str(embed_run.resolve()),
             "items": str(Path(items).resolve()), "users_run": str(users_run.resolve()) if users_run else None,
+            "index_run": str(index_run.resolve()) if index_run else None,
             "resolved_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -72,7 +74,24 @@ def _users_run(config: ServeAppConfig) -> Path | None:
     return latest_run(art.users_root) if (Path(art.users_root) / "LATEST").is_file() else None
 
 
-VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run")
+def _index_run(config: ServeAppConfig, embed_run: Path) -> Path | None:
+    """The pinned build_index run, else the newest one built over this embed run's image vectors
+    (its manifest names them); None: the Retriever builds its index from the vectors at load."""
+    art = config.artifacts
+    if art.index_run:
+        return Path(art.index_run)
+    root = Path(art.index_root)
+    if not root.is_dir():
+        return None
+    wanted = (embed_run / "image_embeddings").resolve()
+    for run in sorted((p for p in root.iterdir() if (p / "manifest.json").is_file()), reverse=True):
+        vectors = json.loads((run / "manifest.json").read_text()).get("inputs", {}).get("vectors")
+        if vectors and Path(vectors).resolve() == wanted and (run / "index_meta.json").is_file():
+            return run
+    return None
+
+
+VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run", "index_run")
 
 
 def same_version(a: dict | None, b: dict | None) -> bool:
@@ -82,9 +101,10 @@ def same_version(a: dict | None, b: dict | None) -> bool:
 
 def version_label(version: dict) -> dict:
     """Short names for responses: run directory names instead of absolute paths."""
-    users = version.get("users_run")
+    users, index = version.get("users_run"), version.get("index_run")
     return {"json_encoder_run": Path(version["json_encoder_run"]).name, "embed_run": Path(version["embed_run"]).name,
-            "items": str(Path(version["items"]).parent.name), "users_run": Path(users).name if users else None}
+            "items": str(Path(version["items"]).parent.name), "users_run": Path(users).name if users else None,
+            "index_run": Path(index).name if index else None}
 
 
 def embed_run_config(version: dict) -> dict:
@@ -129,13 +149,13 @@ def main(argv: list[str] | None = None) -> None:
                                                  "naming the runs to serve; `serve deploy` it to move in place")
     parser.add_argument("--config", default="configs/serve.yaml")
     parser.add_argument("--out", required=True)
-    for key in ("json_encoder_run", "embed_run", "items", "users_run"):
+    for key in ("json_encoder_run", "embed_run", "items", "users_run", "index_run"):
         parser.add_argument(f"--{key.replace('_', '-')}", default=None, help="default: the newest")
     args = parser.parse_args(argv)
     serve_config = yaml.safe_load(Path(args.config).read_text())
     app_args = dict(serve_config["applications"][0].get("args") or {})
     artifacts = dict(app_args.get("artifacts") or {})
-    for key in ("json_encoder_run", "embed_run", "items", "users_run"):
+    for key in ("json_encoder_run", "embed_run", "items", "users_run", "index_run"):
         if getattr(args, key):
             artifacts[key] = getattr(args, key)
     version = newest_version(resolve_paths(config_from_args({**app_args, "artifacts": artifacts})))

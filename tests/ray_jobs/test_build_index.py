@@ -76,3 +76,19 @@ def test_validate_batch_on_a_fixed_size_column_by_hand():
     assert out["reason"].to_pylist() == [None, "not_unit_norm", "not_finite", "null_id"]
     assert out["detail"][1].as_py() == "norm 3.0000, expected 1 ± 0.001"
     assert out["vector"].to_pylist()[0] == [1, 0, 0, 0] and out["vector"].null_count == 3
+
+
+def test_other_views_are_skipped_and_counted_apart():
+    """An embed run's image_embeddings hold augmented copies (view > 0) beside each item's row: only
+    view 0 is indexed; the copies are neither items nor faults."""
+    from recsys.index_build import split_checked
+
+    unit = np.eye(4, dtype=np.float32)
+    batch = pa.table({"item_id": ["a", "a", "b", "b", "c"], "view": pa.array([0, 1, 0, 1, 0], pa.int16()),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(unit[[0, 0, 1, 1, 2]].reshape(-1)), 4)})
+    checked = validate_batch(batch, "item_id", "vector", 4, 1e-3, view_column="view", view=0)
+    assert checked["reason"].to_pylist() == [None, "other_view", None, "other_view", None]
+    kept, quarantine, counts = split_checked(checked, "vectors", read=5)
+    assert kept["item_id"].to_pylist() == ["a", "b", "c"] and quarantine.num_rows == 0
+    assert (counts["indexed"], counts["quarantined"], counts["skipped_other_views"]) == (3, 0, 2)
+    assert counts["reconciles"]

@@ -164,6 +164,25 @@ def users_run(root: Path, embed: Path, n_users: int = 40, reranker: bool = True,
     return run_dir
 
 
+def index_run(root: Path, embed: Path, run_name: str = "index-v1") -> Path:
+    """What ``ray_jobs.build_index`` writes over the embed run's image vectors (view 0), built with
+    the same library calls without Ray."""
+    from recsys.index import VectorIndex
+    from recsys.index_build import BuildIndexConfig
+
+    vectors_dir = embed / "image_embeddings"
+    config = BuildIndexConfig(vectors=str(vectors_dir), view_column="view", output_root=str(root / "index"))
+    run_dir = new_run_dir(root / "index", config, run_name)
+    table = pq.read_table(vectors_dir, columns=["item_id", "view", "vector"])
+    rows = [r for r in table.to_pylist() if r["view"] == 0]
+    index = VectorIndex.build(np.asarray([r["vector"] for r in rows], np.float32), [r["item_id"] for r in rows],
+                              source=str(vectors_dir.resolve()))
+    meta = index.save(run_dir)
+    write_manifest(run_dir, "build_index", {"vectors": str(vectors_dir.resolve())},
+                   {"index_meta.json": str(run_dir / "index_meta.json")}, {"index_version": meta["version"]})
+    return run_dir
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -174,6 +193,7 @@ def build(root: Path, n_images: int = 12) -> dict:
     embed = embed_run(root, pre / "items")
     encoder = json_encoder_run(root, pre / "items", seed=0, run_name="json-v1")
     users = users_run(root, embed)
+    index = index_run(root, embed)
     ids = pq.read_table(pre / "items", columns=["item_id"])["item_id"].to_pylist()
-    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "users": users, "item_ids": ids,
+    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "users": users, "index": index, "item_ids": ids,
             "n_items": len(np.unique(ids))}

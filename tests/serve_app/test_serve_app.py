@@ -54,6 +54,17 @@ def test_health_and_openapi(url):
     assert "422" in search["responses"] and "400" in search["responses"]
 
 
+def test_serves_the_build_index_artifact_with_its_content_hash(url, built):
+    """The Retriever loads build_index's artifact (VectorIndex.load recomputes the content hash and
+    refuses a mismatch); the served index names the same version as the artifact's meta."""
+    meta = json.loads((built["index"] / "index_meta.json").read_text())
+    served = requests.get(f"{url}/healthz", timeout=10).json()["deployments"]["recommender"]
+    index = served["catalog"]["index"]
+    assert index["source"] == "build_index artifact" and index["run"] == built["index"].name
+    assert index["version"] == meta["version"] and index["items_at_load"] == meta["n_items"]
+    assert served["version"]["index_run"] == built["index"].name
+
+
 def test_search_returns_top_k_with_image_urls_and_reranker(url, built):
     body = _search(url, {"attributes": {"category": "블라우스", "style": ["로맨틱"], "material": ["시폰"]}, "k": 4})
     assert len(body["results"]) == 4 and [h["rank"] for h in body["results"]] == [1, 2, 3, 4]
