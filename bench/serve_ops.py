@@ -168,18 +168,25 @@ def run_autoscale(cfg: BenchServeOpsConfig) -> dict:
                 while time.perf_counter() < stage_end:
                     counts = replica_counts(APP)
                     timeline.append({"t_s": round(time.perf_counter() - started, 2), "clients": int(clients),
-                                     **{name: c["running"] for name, c in counts.items()}})
+                                     **{name: c["running"] for name, c in counts.items()},
+                                     **{f"{name}:starting": c["replicas"].get("STARTING", 0)
+                                        for name, c in counts.items()}})
                     time.sleep(settings.sample_every_s)
         finally:
             samples = load.stop()
         deployments = {name: opts.get("autoscaling_config") for name, opts in app.deployments.items()}
     names = [n for n in deployments if deployments[n]]
     peak = {n: max(row.get(n, 0) for row in timeline) for n in names}
+    decided = {n: next((row["t_s"] for row in timeline if row.get(n, 0) + row.get(f"{n}:starting", 0) > 1), None)
+               for n in names}
+    running = {n: next((row["t_s"] for row in timeline if row.get(n, 0) > 1), None) for n in names}
     final = {n: timeline[-1].get(n, 0) for n in names}
     return {"ramp": settings.ramp, "autoscaling_config": deployments, "replicas_over_time": timeline,
             "latency_over_time": windows(samples, started, settings.window_s),
             "answers": len(samples), "failed": sum(not s.ok for s in samples),
             "peak_replicas": peak, "final_replicas": final,
+            "first_extra_replica_started_s": decided, "first_extra_replica_running_s": running,
+            "load_up_at_s": sum(s for _, s in settings.ramp[:1]),
             "scaled_up": {n: peak[n] > (deployments[n] or {}).get("min_replicas", 1) for n in names},
             "scaled_back_down": {n: final[n] < peak[n] for n in names},
             "note": (f"on {os.cpu_count()} CPU cores this shows Serve's control loop (replicas follow the load), "
@@ -216,8 +223,11 @@ def plot(result: dict, path: Path) -> None:
         auto = result["autoscale"]
         ax = axes[row][0]
         times = [r["t_s"] for r in auto["replicas_over_time"]]
-        for name in auto["peak_replicas"]:
-            ax.step(times, [r.get(name, 0) for r in auto["replicas_over_time"]], where="post", label=f"{name} replicas")
+        for n, name in enumerate(auto["peak_replicas"]):
+            rows = auto["replicas_over_time"]
+            ax.step(times, [r.get(name, 0) for r in rows], where="post", color=f"C{n}", label=f"{name} running")
+            ax.step(times, [r.get(name, 0) + r.get(f"{name}:starting", 0) for r in rows], where="post",
+                    color=f"C{n}", linestyle="--", alpha=0.6, label=f"{name} running + starting")
         ax.step(times, [r["clients"] / 4 for r in auto["replicas_over_time"]], where="post", linestyle=":",
                 color="grey", label="clients / 4")
         twin = ax.twinx()

@@ -61,6 +61,8 @@ class ModelInfo(BaseModel):
     embed_run: str
     items: str
     users_run: str | None = Field(None, description="the train_users run behind /api/recommend/user (None: none)")
+    index_run: str | None = Field(None, description="the build_index run searched (None: an index built from the "
+                                                    "embed run's vectors when the replica loaded)")
     image_encoder_pretrained: str | None = None
 
 

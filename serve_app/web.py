@@ -1,6 +1,7 @@
 """The small web page the ingress serves at ``/``: plain HTML + vanilla JS over the JSON API.
 
     GET /                 the page (serve_app/static/index.html)
+    GET /kpi              the KPI dashboard (serve_app/static/kpi.html over GET /api/kpi)
     GET /static/{file}    its script and style sheet
 
 The page builds its attribute-search form from ``GET /api/attributes`` and calls ``POST /api/search``,
@@ -27,6 +28,11 @@ def add_web_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def web_page():
         return FileResponse(index, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/kpi", include_in_schema=False)
+    async def kpi_page():
+        return FileResponse(STATIC_DIR / "kpi.html", media_type="text/html; charset=utf-8",
+                            headers={"Cache-Control": "no-cache"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     async def favicon():

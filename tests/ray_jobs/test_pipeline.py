@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from ray_jobs import evaluate_json_encoder, pipeline
+from ray_jobs.build_index import BuildIndexConfig
 from ray_jobs.embed import EmbedConfig
+from recsys.index import IndexConfig
 from recsys.ranking.rerankers import RerankEvalConfig
 from ray_jobs.preprocess import PreprocessConfig
 from ray_jobs.train_json_encoder import TrainJsonEncoderConfig
@@ -35,6 +37,8 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
                                     output_root=str(tmp_path / "pre")),
         embed=EmbedConfig(output_root=str(tmp_path / "emb"), image=ImageEncoderConfig(batch_size=16), batch_size=16,
                           text_sources=["title"]),
+        build_index=BuildIndexConfig(output_root=str(tmp_path / "index"), view_column="view",
+                                     index=IndexConfig(kind="exact"), recall_queries=50),
         pretrain_json_encoder=replace(stage, output_root=str(tmp_path / "stage1"),
                                       train=replace(stage.train, objective="json_views")),
         train_json_encoder=replace(stage, output_root=str(tmp_path / "stage2")),
@@ -51,6 +55,11 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     # Ray Data's stats give the actors' window: inside the stage, and the rate over it adds up.
     assert 0 < image["actor_window_seconds"] < image["seconds"]
     assert image["vectors_per_s_in_window"] == pytest.approx(image["vectors"] / image["actor_window_seconds"], rel=0.02)
+
+    # the index Serve loads: one row per embedded item (view 0), other views skipped, counts reconcile
+    vectors = results["build_index"]["vectors"]
+    assert vectors["reconciles"] and vectors["indexed"] + vectors["quarantined"] == results["embed"]["items"]
+    assert results["build_index"]["index"]["n_items"] == vectors["indexed"] > 0
 
     stage1, stage2 = results["pretrain_json_encoder"], results["train_json_encoder"]
     assert stage1["objective"] == "json_views" and 0 <= stage1["json_view_retrieval"]["top5"] <= 1
@@ -97,3 +106,37 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     assert found["item_ids"] and not set(found["item_ids"]) & set(user["history"])
     scores = LearnedReranker(run).score(found["item_ids"], found["scores"], found["popularity"], user["history"])
     assert scores.shape == (len(found["item_ids"]),) and np.isfinite(scores).all()
+
+    # No train/serve skew in ranking: on the run's own offline test lists (candidates.parquet), the
+    # Serve app's request-time path (LearnedReranker.score on one user's list, then the library's MMR
+    # as serve_app.components.reranker runs it) gives the scores and orders of the offline path
+    # (build_lists over all users + score_lists, then mmr_lists) for the same inputs.
+    from recsys.data.candidate_lists import build_lists, popularity, read_contract
+    from recsys.models.rerankers import mmr_lists, mmr_with_gains, score_lists
+
+    learned = LearnedReranker(run)
+    candidates, sequences, score_columns = read_contract(run)
+    assert score_columns == learned.score_columns
+    offline = build_lists(candidates, sequences, "test", learned.index, score_columns, learned.item_vectors,
+                          learned.max_history, ranker_features=False)
+    offline_scores = score_lists(learned.model, offline.rows(scaler=learned.scaler))
+    counts = popularity(sequences["history_test"].map(lambda h: [] if h is None else list(h)), learned.index)
+    by_user = candidates[candidates["split"] == "test"].set_index("user_id")
+    history_of = sequences.set_index("user_id")["history_test"]
+    checked = 0
+    for row, user_id in enumerate(offline.users[:20]):
+        items = offline.items[row][offline.mask[row]]
+        ids = [learned.index.ids[i - 1] for i in items]  # index 0 is padding
+        listed = by_user.loc[[user_id]].set_index("item_id").loc[ids]
+        served = learned.score(ids, {c: listed[c].to_numpy(np.float32) for c in score_columns}, counts[items],
+                               [str(i) for i in history_of[user_id]])
+        assert served == pytest.approx(offline_scores[row][offline.mask[row]], abs=1e-5), user_id
+        vectors = learned.item_vectors[items]
+        for lam in (1.0, 0.6):
+            k = min(10, len(ids))
+            order, _ = mmr_with_gains(served, vectors, lam, k, normalize=True)
+            expected = mmr_lists(offline_scores[row:row + 1], learned.item_vectors[offline.items[row:row + 1]],
+                                 offline.mask[row:row + 1], lam, k, normalize=True)[0]
+            assert [ids[i] for i in order] == [learned.index.ids[offline.items[row][j] - 1] for j in expected]
+        checked += 1
+    assert checked >= 10

@@ -247,3 +247,56 @@ def test_user_recommendations_and_api_errors_on_the_page(url, browser, built, tm
     _set(browser.find_element(By.ID, "search-k"), "3")
     assert _submit(browser, "search-button") == "done", _error_text(browser)
     assert _error_text(browser) == "" and len(_cards(browser)) == 3
+
+
+def _value_at(payload: dict, path: str):
+    value = payload
+    for key in path.split("."):
+        value = None if value is None else value.get(key)
+    return value
+
+
+def _shown(value) -> str:
+    """The page's fmt(): integers as they are, other numbers with 3 decimals, None as a dash."""
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, (int, float)):
+        return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+    return str(value)
+
+
+def test_kpi_dashboard_shows_the_api_values_and_saves_a_screenshot(url, browser, tmp_path):
+    """/kpi draws KPI cards, curves, top-k images, augmented samples and hyper-parameters from
+    GET /api/kpi; the training cards equal the API's values (JSON in data-value and the formatted
+    text), the live cards are the API's serving block."""
+    By = _by()
+    browser.get(url + "/kpi?static")  # no auto-refresh: the page shows one answer of /api/kpi
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true",
+          what="the KPI page to load /api/kpi")
+    api = requests.get(f"{url}/api/kpi", timeout=30).json()
+    cards = browser.execute_script("""
+        return Array.from(document.querySelectorAll('.kpi-card')).map((c) => ({
+          key: c.dataset.kpi, value: JSON.parse(c.dataset.value), text: c.querySelector('.kpi-value').textContent}));""")
+    training = [c for c in cards if c["key"].startswith("kpi.")]
+    assert len(training) == 8 and any(c["value"] is not None for c in training)
+    for c in training:
+        assert c["value"] == _value_at(api, c["key"]), c
+        assert c["text"] == _shown(c["value"]), c
+    assert next(c for c in training if c["key"] == "kpi.image_encoder_pretrained")["text"] == "none (stand-in)"
+    serving = {c["key"]: c for c in cards if c["key"].startswith("serving.")}
+    assert serving["serving.catalog.items"]["value"] == api["serving"]["catalog"]["items"]
+    assert 0 < serving["serving.requests"]["value"] <= api["serving"]["requests"]  # the API was asked once more
+    assert browser.execute_script("return document.querySelectorAll('#curves polyline').length") >= 2
+    shown_hits = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#top-k .thumb')).map((f) => f.dataset.itemId)")
+    assert shown_hits == [h["item_id"] for entry in api["top_k_images"] for h in entry["hits"]]
+    views = sum(len(s["views"]) + 1 for s in api["augmented_samples"]["samples"])
+    assert browser.execute_script("return document.querySelectorAll('#augmented img').length") == views
+    assert '"train"' in browser.find_element(By.ID, "hyperparams").text or browser.find_element(
+        By.ID, "hyperparams").text.strip().startswith("{")
+    _wait(browser, lambda d: d.execute_script(
+        "return Array.from(document.images).every((i) => i.complete && i.naturalWidth > 0)"), what="the images")
+    for target in (tmp_path / "kpi.png", REPO_ROOT / "artifacts" / "e2e" / "kpi.png"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(target))
+        assert Image.open(target).size[0] > 0

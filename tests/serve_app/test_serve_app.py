@@ -81,6 +81,45 @@ def test_search_returns_top_k_with_image_urls_and_reranker(url, built):
     assert scores == sorted(scores, reverse=True)
 
 
+def _offline_search(built, records, k, n_candidates, mmr_lambda):
+    """The offline path on the served version's files: the JSON encoder evaluation's encoding and
+    exact top-k (``recsys.eval.similarity_search.top_k``) over the embed run's item vectors, then the
+    offline evaluations' batch MMR (``recsys.models.rerankers.mmr_lists``, min-max scaled)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from recsys.eval.similarity_search import top_k
+    from recsys.models.json_encoder import encode_features, featurize, load_json_encoder
+    from recsys.models.rerankers import mmr_lists
+
+    encoder, vocab = load_json_encoder(built["json_encoder"])
+    queries = encode_features(encoder, featurize(vocab, records, encoder.config)).astype(np.float32)
+    table = pq.read_table(built["embed"] / "image_embeddings", columns=["item_id", "view", "vector"]).to_pylist()
+    items = set(pq.read_table(built["preprocess"] / "items", columns=["item_id"])["item_id"].to_pylist())
+    rows = [r for r in table if r["view"] == 0 and r["item_id"] in items]
+    ids = np.asarray([r["item_id"] for r in rows])
+    gallery = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+    found, scores = top_k(queries, gallery, n_candidates)
+    mask = np.ones(found.shape, dtype=bool)
+    order = mmr_lists(scores, gallery[found], mask, mmr_lambda, k, normalize=True)
+    return [ids[found[q, order[q]]].tolist() for q in range(len(records))], scores
+
+
+def test_served_search_ranks_as_the_offline_evaluation_does(url, built):
+    """No train/serve skew for search: for a sample of attribute queries, the served ranking (JSON
+    encoder -> build_index's index -> exact re-score -> MMR) equals the offline path's on the same
+    version, with MMR off (lambda 1) and on (lambda 0.5)."""
+    records = [{"category": ["블라우스"]}, {"category": ["원피스"], "style": ["로맨틱"]},
+               {"silhouette": ["루즈"]}, {"category": ["티셔츠"], "material": ["면"]}]
+    for mmr_lambda in (1.0, 0.5):
+        served = [_search(url, {"attributes": r, "k": 5, "mmr_lambda": mmr_lambda}) for r in records]
+        n = max(5, min(60, 25))  # the app's n_candidates(5) with search.candidates = 60
+        offline, _ = _offline_search(built, records, 5, min(n, built["n_items"]), mmr_lambda)
+        for query, answer, expected in zip(records, served, offline):
+            assert answer["model"]["index_run"] == built["index"].name
+            assert [h["item"]["item_id"] for h in answer["results"]] == expected, (query, mmr_lambda)
+
+
 def test_unknown_values_are_reported_not_refused(url):
     body = _search(url, {"attributes": {"category": "우주복", "style": ["로맨틱", "사이버펑크"]}, "k": 3})
     assert body["unknown_values"] == {"category": ["우주복"], "style": ["사이버펑크"]}
