@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-quick bench-preprocess bench-embed eval-alignment eval-item-towers eval-next-purchase eval-seq \
-	eval-seq-synthetic bench-index bench-serve bench-serve-ops index serve serve-local clean enrich
+	eval-seq-synthetic bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -38,6 +38,10 @@ bench-serve: setup
 # Autoscaling under a load ramp and a replica killed under 16 clients (JSON + PNG, ~4 min).
 bench-serve-ops: setup
 	$(PY) -m bench.serve_ops --config configs/bench_serve_ops.yaml
+
+# A new Recommender replica's start time on a 200,000-item catalog and index (JSON + PNG, ~2 min).
+bench-serve-startup: setup
+	$(PY) -m bench.serve_startup --config configs/bench_serve_startup.yaml
 
 test: setup
 	bash scripts/ensure_browser.sh

@@ -1,0 +1,165 @@
+"""A new Recommender replica's start time on a large catalog (200,000 items by default).
+
+    python -m bench.serve_startup --config configs/bench_serve_startup.yaml   (make bench-serve-startup)
+
+Scales the newest demo version up to ``n_items`` items: the demo's items repeated under new ids,
+each given its item's image vector plus seeded noise (unit norm again), written as an embed run
+(``image_embeddings``, view 0) and an items table, and a ``build_index`` artifact over them (the
+library's ``VectorIndex.build`` + ``save``, as the job writes it). Then, one after the other in this
+process, times what a replica does when it starts:
+
+- the catalog with ``build_index``'s artifact (``VectorIndex.load``: content hash checked);
+- the catalog building its own index from the vectors (no artifact);
+- the whole ``Recommender`` (query models, users, catalog with the artifact, ranking), the state a
+  Serve replica builds in ``reconfigure`` before it takes requests.
+
+Writes ``artifacts/bench/serve_startup/startup-<time>.json`` and ``.png``. The catalog is synthetic
+(repeated demo items) and the image vectors come from the stand-in encoder: this measures loading,
+not quality.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.data.vectors import vector_column
+from recsys.index import IndexConfig, VectorIndex
+from recsys.plots import plt, save_figure
+from ray_jobs.common.cli import load_stage_config, run_main
+from serve_app.config import load_serve_yaml, resolve_paths
+
+
+@dataclass
+class BenchServeStartupConfig:
+    serve_config: str = "configs/serve.yaml"
+    output_root: str = "artifacts/bench/serve_startup"
+    n_items: int = 200_000
+    index: IndexConfig = field(default_factory=lambda: IndexConfig(kind="exact"))
+    noise: float = 0.05
+    seed: int = 0
+    work_dir: str | None = None        # None: a temporary folder, removed afterwards
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scaled_version(version: dict, n_items: int, index_config: IndexConfig, noise: float, seed: int,
+                   work: Path) -> tuple[dict, dict]:
+    """The demo version with its catalog grown to ``n_items`` (embed run, items, index run)."""
+    items = pq.read_table(version["items"])
+    vectors = pq.read_table(Path(version["embed_run"]) / "image_embeddings", columns=["item_id", "view", "vector"])
+    base = {i: v for i, view, v in zip(vectors["item_id"].to_pylist(), vectors["view"].to_pylist(),
+                                      vectors["vector"].to_pylist()) if view == 0}
+    items = items.filter(pa.array([i in base for i in items["item_id"].to_pylist()]))
+    copies = -(-n_items // items.num_rows)
+    rng = np.random.default_rng(seed)
+    ids, rows = [], []
+    base_ids = items["item_id"].to_pylist()
+    for copy in range(copies):
+        ids += [f"{i}#{copy}" for i in base_ids]
+        rows.append(np.arange(items.num_rows))
+    take = np.concatenate(rows)[:n_items]
+    ids = ids[:n_items]
+    grown = items.take(pa.array(take)).set_column(items.schema.get_field_index("item_id"), "item_id", pa.array(ids))
+    matrix = np.asarray([base[base_ids[r]] for r in take], dtype=np.float32)
+    matrix += noise * rng.standard_normal(matrix.shape).astype(np.float32) / np.sqrt(matrix.shape[1])
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    embed_run = work / "embed" / "scaled"
+    (embed_run / "image_embeddings").mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": pa.array(ids), "view": pa.array(np.zeros(len(ids), np.int16)),
+                             "vector": vector_column(matrix)}), embed_run / "image_embeddings" / "part-0.parquet")
+    for name in ("embed_report.json", "config.yaml"):
+        source = Path(version["embed_run"]) / name
+        if source.is_file():
+            (embed_run / name).write_bytes(source.read_bytes())
+    (work / "items").mkdir()
+    pq.write_table(grown, work / "items" / "part-0.parquet")
+    started = time.perf_counter()
+    index = VectorIndex.build(matrix, ids, index_config, source=str(embed_run / "image_embeddings"))
+    build_s = time.perf_counter() - started
+    index_run = new_run_dir(work / "index", index_config, "scaled")
+    meta = index.save(index_run)
+    write_manifest(index_run, "build_index", {"vectors": str(embed_run / "image_embeddings")}, {})
+    scaled = {**version, "embed_run": str(embed_run), "items": str(work / "items"), "index_run": str(index_run)}
+    return scaled, {"items": len(ids), "dim": int(matrix.shape[1]), "index_kind": index.kind,
+                    "index_bytes": meta["index_bytes"], "index_build_s": round(build_s, 2),
+                    "vectors_parquet_mib": round((embed_run / "image_embeddings" / "part-0.parquet").stat().st_size
+                                                 / 2 ** 20, 1)}
+
+
+def run(cfg: BenchServeStartupConfig) -> dict:
+    from serve_app.catalog import Catalog
+    from serve_app.deployments.recommender import Recommender
+    from serve_app.store import ItemStore
+    from serve_app.versions import newest_version
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    config, _ = load_serve_yaml(cfg.serve_config)
+    config = resolve_paths(config)
+    version = newest_version(config)
+    with tempfile.TemporaryDirectory(prefix="bench-startup-", dir=cfg.work_dir) as tmp:
+        work = Path(tmp)
+        config = replace(config, state_dir=str(work / "state"))
+        print(f"[startup] growing the demo catalog to {cfg.n_items} items ({cfg.index.kind} index)", flush=True)
+        scaled, data = scaled_version(version, cfg.n_items, cfg.index, cfg.noise, cfg.seed, work)
+        print(f"[startup] {data}", flush=True)
+        store = ItemStore(config.state_dir)
+        timings = {}
+        for name, which in (("catalog with build_index's artifact", scaled),
+                            ("catalog building its own index", {**scaled, "index_run": None})):
+            gc.collect()
+            started = time.perf_counter()
+            catalog = Catalog(which, store, None, (), IndexConfig(kind=cfg.index.kind))
+            timings[name] = round(time.perf_counter() - started, 2)
+            print(f"[startup] {name}: {timings[name]} s ({catalog.index_info['source']}, "
+                  f"{len(catalog.ids)} items)", flush=True)
+            del catalog
+        gc.collect()
+        started = time.perf_counter()
+        recommender = Recommender(replace(config, text=replace(config.text, enabled=False)), scaled)
+        timings["whole Recommender replica state"] = round(time.perf_counter() - started, 2)
+        served = recommender.health()
+        print(f"[startup] whole Recommender: {timings['whole Recommender replica state']} s "
+              f"(index {served['catalog']['index']['source']}, version {served['catalog']['index']['version']})",
+              flush=True)
+    result = {"benchmark": "serve_startup", "created_utc": stamp, "data": data, "seconds": timings,
+              "peak_rss_mib": round(_peak_rss_mib(), 1),
+              "note": "synthetic catalog (demo items repeated under new ids, stand-in image vectors): loading "
+                      "time, not quality; free-text title vectors off (the demo's are not scaled)",
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    out = Path(cfg.output_root)
+    write_json(out / f"startup-{stamp}.json", result)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    names = list(timings)
+    ax.barh(names, [timings[n] for n in names], color="#4c72b0")
+    for y, name in enumerate(names):
+        ax.text(timings[name], y, f" {timings[name]} s", va="center", fontsize=8)
+    ax.set_xlabel("seconds")
+    ax.set_title(f"a new replica's start on {data['items']:,} items ({data['index_kind']} index, synthetic catalog)",
+                 fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out / f"startup-{stamp}.png")
+    print(f"results: {out / f'startup-{stamp}.json'} and .png")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(load_stage_config(__doc__.splitlines()[0], BenchServeStartupConfig,
+                                 "configs/bench_serve_startup.yaml", argv))
+
+
+if __name__ == "__main__":
+    run_main(main)
