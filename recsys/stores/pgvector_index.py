@@ -44,6 +44,7 @@ from psycopg import sql
 from recsys.config import ConfigError
 from recsys.index import (METRIC_GUARD, Hits, IndexArtifactError, IndexConfig, check_queries, check_unique,
                           check_unit_vectors)
+from recsys.stores.postgres import PostgresError, pgvector_problem
 
 KINDS = ("exact", "hnsw")
 FORMAT_VERSION = 1
@@ -89,6 +90,9 @@ def _check_config(config: IndexConfig) -> IndexConfig:
 
 
 def _connect(dsn: str) -> psycopg.Connection:
+    problem = pgvector_problem(dsn)
+    if problem is not None:
+        raise PostgresError(problem)
     conn = psycopg.connect(dsn, autocommit=True)
     register_vector(conn)
     return conn

