@@ -153,13 +153,18 @@ def kill_one_replica(app: str, deployment: str) -> str:
 
 def wait_replicas(app: str, deployment: str, running: int, timeout_s: float, exclude: str | None = None) -> float:
     """Seconds until the deployment is HEALTHY with ``running`` RUNNING replicas (none of them named
-    ``exclude``, a killed one); raises TimeoutError."""
+    ``exclude``, a killed one); raises TimeoutError. With ``exclude``, Serve's status must first show
+    that it noticed the loss (fewer running, or one starting): right after a kill the status can
+    still count the dead replica as running."""
     started = time.perf_counter()
+    noticed = exclude is None
     while time.perf_counter() - started < timeout_s:
         counts = replica_counts(app).get(deployment)
-        if counts and counts["status"] == "HEALTHY" and counts["running"] == running:
-            # Serve's status lags a kill; the named replica actors do not (a dead one drops out)
-            names = replica_actor_names(app, deployment)
+        if counts and not noticed:
+            noticed = counts["running"] < running or counts["replicas"].get("STARTING", 0) > 0 or \
+                counts["status"] != "HEALTHY"
+        if noticed and counts and counts["status"] == "HEALTHY" and counts["running"] == running:
+            names = replica_actor_names(app, deployment)  # a dead replica's name drops out at once
             if len(names) == running and exclude not in names:
                 return time.perf_counter() - started
         time.sleep(0.2)
