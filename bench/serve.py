@@ -87,19 +87,12 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = No
     raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout}s")
 
 
-def workload(url: str, cfg: BenchServeConfig, version: dict) -> dict[str, list[tuple[str, str, dict | None]]]:
-    """Request lists per endpoint, each of ``distinct_queries`` different requests where the data
-    allows: attribute queries from the served vocabulary, similar-item ids from the served image
-    embeddings, stored user ids from the users run. Both sides get identical lists."""
-    import pyarrow.parquet as pq
-    import requests
-
-    rng = random.Random(cfg.seed)
-    described = requests.get(f"{url}/api/attributes", timeout=30).json()
+def attribute_queries(described: dict, n: int, rng: random.Random) -> list[dict]:
+    """Up to ``n`` different attribute queries (1-3 fields each) from ``GET /api/attributes``'s answer."""
     finite = {f: v for f, v in described["finite_fields"].items() if v}
     queries, seen = [], set()
-    for _ in range(cfg.distinct_queries * 20):
-        if len(queries) >= cfg.distinct_queries:
+    for _ in range(n * 20):
+        if len(queries) >= n:
             break
         fields = rng.sample(sorted(finite), k=min(len(finite), rng.randint(1, 3)))
         query = {f: (rng.choice(finite[f]) if f not in described["multi_valued"] else [rng.choice(finite[f])])
@@ -108,6 +101,18 @@ def workload(url: str, cfg: BenchServeConfig, version: dict) -> dict[str, list[t
         if key not in seen:
             seen.add(key)
             queries.append(query)
+    return queries
+
+
+def workload(url: str, cfg: BenchServeConfig, version: dict) -> dict[str, list[tuple[str, str, dict | None]]]:
+    """Request lists per endpoint, each of ``distinct_queries`` different requests where the data
+    allows: attribute queries from the served vocabulary, similar-item ids from the served image
+    embeddings, stored user ids from the users run. Both sides get identical lists."""
+    import pyarrow.parquet as pq
+    import requests
+
+    rng = random.Random(cfg.seed)
+    queries = attribute_queries(requests.get(f"{url}/api/attributes", timeout=30).json(), cfg.distinct_queries, rng)
     embeddings = pq.read_table(Path(version["embed_run"]) / "image_embeddings", columns=["item_id", "view"])
     item_ids = sorted({i for i, v in zip(embeddings["item_id"].to_pylist(), embeddings["view"].to_pylist()) if v == 0})
     rng.shuffle(item_ids)

@@ -30,6 +30,7 @@ from pathlib import Path
 from recsys.artifacts import write_json
 from recsys.plots import plt, save_figure
 from ray_jobs.common.cli import load_stage_config, run_main
+from bench.serve import attribute_queries
 from bench.serve_load import Load, kill_under_load, replica_counts, wait_replicas, windows
 from serve_app.config import load_serve_yaml, resolve_paths
 
@@ -88,12 +89,7 @@ def requests_for(url: str, endpoints: list[str], version: dict, seed: int, n: in
     out = []
     if "search" in endpoints:
         described = http.get(f"{url}/api/attributes", timeout=30).json()
-        finite = {f: v for f, v in described["finite_fields"].items() if v}
-        for _ in range(n):
-            fields = rng.sample(sorted(finite), k=min(len(finite), rng.randint(1, 3)))
-            query = {f: (rng.choice(finite[f]) if f not in described["multi_valued"] else [rng.choice(finite[f])])
-                     for f in fields}
-            out.append(("POST", "/api/search", {"attributes": query, "k": 10}, None))
+        out += [("POST", "/api/search", {"attributes": q, "k": 10}, None) for q in attribute_queries(described, n, rng)]
     if "similar" in endpoints:
         ids = sorted(set(pq.read_table(Path(version["embed_run"]) / "image_embeddings",
                                        columns=["item_id"])["item_id"].to_pylist()))
