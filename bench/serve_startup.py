@@ -5,13 +5,22 @@
 Scales the newest demo version up to ``n_items`` items: the demo's items repeated under new ids,
 each given its item's image vector plus seeded noise (unit norm again), written as an embed run
 (``image_embeddings``, view 0) and an items table, and a ``build_index`` artifact over them (the
-library's ``VectorIndex.build`` + ``save``, as the job writes it). Then, one after the other in this
-process, times what a replica does when it starts:
+library's ``VectorIndex.build`` + ``save``, as the job writes it). Then times what a replica does
+when it starts, and how much its resident memory grows:
 
-- the catalog with ``build_index``'s artifact (``VectorIndex.load``: content hash checked);
-- the catalog building its own index from the vectors (no artifact);
-- the whole ``Recommender`` (query models, users, catalog with the artifact, ranking), the state a
-  Serve replica builds in ``reconfigure`` before it takes requests.
+- the artifact alone, ``VectorIndex.load`` read into memory and ``load(mmap=True)`` (mapped: the
+  vectors stay in the page cache, which every replica on a node mapping the file shares), each
+  in a fresh process followed by one search (that touches every mapped page of an exact index);
+- the catalog with ``build_index``'s artifact, read into memory and mapped (``index.mmap`` of the
+  Serve config), and the catalog building its own index from the vectors (no artifact), each in a
+  fresh process;
+- the whole ``Recommender`` (query models, users, catalog with the artifact as configs/serve.yaml
+  loads it, ranking), in this process: the state a Serve replica builds in ``reconfigure``.
+
+Memory growth is from /proc/self/status: ``heap`` (RssAnon, private to the process), ``file``
+(RssFile, mapped file pages: page cache shared with every process mapping the same file), ``rss``
+(their sum) and ``peak`` (VmHWM). The page cache is warm (the artifact was just written), as for
+every replica after a node's first.
 
 Writes ``artifacts/bench/serve_startup/startup-<time>.json`` and ``.png``. The catalog is synthetic
 (repeated demo items) and the image vectors come from the stand-in encoder: this measures loading,
@@ -20,9 +29,12 @@ not quality.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -54,6 +66,61 @@ class BenchServeStartupConfig:
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _memory_mib() -> dict[str, float]:
+    """This process's resident memory in MiB (Linux /proc/self/status)."""
+    wanted = {"VmRSS": "rss", "RssAnon": "heap", "RssFile": "file", "VmHWM": "peak"}
+    out = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in wanted:
+                out[wanted[key]] = int(value.split()[0]) / 1024
+    return out
+
+
+def probe(what: str, args: dict) -> dict:
+    """One replica start step, run by ``_in_fresh_process``: ``what`` "index" (``VectorIndex.load``)
+    or "catalog" (``Catalog``), then one search; its seconds (the load, not the search) and memory
+    growth in MiB (heap, file-backed, rss after the search; peak over the whole step)."""
+    import faiss
+
+    from serve_app.catalog import Catalog
+    from serve_app.config import ServeIndexSettings
+    from recsys.stores.item_log import FileItemLog
+
+    faiss.omp_set_num_threads(1)  # as a Serve replica (serve_app.catalog)
+    gc.collect()
+    before = _memory_mib()
+    started = time.perf_counter()
+    if what == "index":
+        index = VectorIndex.load(args["index_run"], mmap=args["mmap"])
+        seconds = time.perf_counter() - started
+        query = np.zeros((1, index.dim), dtype=np.float32)
+        query[0, 0] = 1
+        index.search(query, 10)
+        info = {"loaded_as": index.loaded_as}
+    else:
+        settings = ServeIndexSettings(kind=args["kind"], mmap=args["mmap"])
+        catalog = Catalog(args["version"], FileItemLog(args["state_dir"]), None, (), settings)
+        seconds = time.perf_counter() - started
+        catalog.search(catalog.vectors[0], None, 10, 0.0)
+        info = {"loaded_as": catalog.index_info["loaded_as"], "index": catalog.index_info["source"],
+                "items": len(catalog.ids)}
+    after = _memory_mib()
+    growth = {key: round(after[key] - before[key if key != "peak" else "rss"], 1) for key in after}
+    return {"seconds": round(seconds, 2), "memory_growth_mib": growth, **info}
+
+
+def _in_fresh_process(what: str, args: dict) -> dict:
+    """``probe(what, args)`` in a new Python process, as a new replica starts (nothing cached on its heap)."""
+    code = ("import json, sys; from bench.serve_startup import probe; "
+            "print('PROBE ' + json.dumps(probe(sys.argv[1], json.loads(sys.argv[2]))))")
+    done = subprocess.run([sys.executable, "-c", code, what, json.dumps(args)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"probe {what} {args.get('mmap')} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("PROBE "))[6:])
 
 
 def scaled_version(version: dict, n_items: int, index_config: IndexConfig, noise: float, seed: int,
@@ -101,9 +168,8 @@ def scaled_version(version: dict, n_items: int, index_config: IndexConfig, noise
 
 
 def run(cfg: BenchServeStartupConfig) -> dict:
-    from serve_app.catalog import Catalog
     from serve_app.deployments.recommender import Recommender
-    from serve_app.store import ItemStore
+    from recsys.stores.item_log import FileItemLog
     from serve_app.versions import newest_version
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -116,39 +182,60 @@ def run(cfg: BenchServeStartupConfig) -> dict:
         print(f"[startup] growing the demo catalog to {cfg.n_items} items ({cfg.index.kind} index)", flush=True)
         scaled, data = scaled_version(version, cfg.n_items, cfg.index, cfg.noise, cfg.seed, work)
         print(f"[startup] {data}", flush=True)
-        store = ItemStore(config.state_dir)
-        timings = {}
-        for name, which in (("catalog with build_index's artifact", scaled),
-                            ("catalog building its own index", {**scaled, "index_run": None})):
-            gc.collect()
-            started = time.perf_counter()
-            catalog = Catalog(which, store, None, (), IndexConfig(kind=cfg.index.kind))
-            timings[name] = round(time.perf_counter() - started, 2)
-            print(f"[startup] {name}: {timings[name]} s ({catalog.index_info['source']}, "
-                  f"{len(catalog.ids)} items)", flush=True)
-            del catalog
+        FileItemLog(config.state_dir)  # created once here: the fresh processes only read it
+        timings, memory, loaded_as = {}, {}, {}
+        steps = [(f"index load, {mode}", "index", {"index_run": scaled["index_run"], "mmap": mode == "mmap"})
+                 for mode in ("memory", "mmap")]
+        steps += [(f"catalog with build_index's artifact, {mode}", "catalog",
+                   {"version": scaled, "state_dir": config.state_dir, "kind": cfg.index.kind, "mmap": mode == "mmap"})
+                  for mode in ("memory", "mmap")]
+        steps.append(("catalog building its own index", "catalog", {"version": {**scaled, "index_run": None},
+                      "state_dir": config.state_dir, "kind": cfg.index.kind, "mmap": False}))
+        for name, what, args in steps:
+            measured = _in_fresh_process(what, args)
+            timings[name], memory[name], loaded_as[name] = (measured["seconds"], measured["memory_growth_mib"],
+                                                            measured["loaded_as"])
+            print(f"[startup] {name}: {timings[name]} s, memory growth {memory[name]} MiB "
+                  f"(loaded as {loaded_as[name]}{', ' + measured['index'] if 'index' in measured else ''})",
+                  flush=True)
         gc.collect()
         started = time.perf_counter()
         recommender = Recommender(replace(config, text=replace(config.text, enabled=False)), scaled)
         timings["whole Recommender replica state"] = round(time.perf_counter() - started, 2)
-        served = recommender.health()
+        served = recommender.health()["catalog"]["index"]
+        loaded_as["whole Recommender replica state"] = served.get("loaded_as")
         print(f"[startup] whole Recommender: {timings['whole Recommender replica state']} s "
-              f"(index {served['catalog']['index']['source']}, version {served['catalog']['index']['version']})",
+              f"(index {served['source']}, version {served['version']}, loaded as {served.get('loaded_as')})",
               flush=True)
     result = {"benchmark": "serve_startup", "created_utc": stamp, "data": data, "seconds": timings,
+              "memory_growth_mib": memory, "loaded_as": loaded_as,
+              "memory_note": "heap: RssAnon (private to the replica); file: RssFile (mapped index.faiss pages, "
+                             "page cache shared by all replicas of a node); rss = heap + file after one search; "
+                             "peak: VmHWM growth during the step. Each step but the whole Recommender ran in a "
+                             "fresh process; the whole Recommender loads the index as configs/serve.yaml says",
               "peak_rss_mib": round(_peak_rss_mib(), 1),
               "note": "synthetic catalog (demo items repeated under new ids, stand-in image vectors): loading "
                       "time, not quality; free-text title vectors off (the demo's are not scaled)",
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
     out = Path(cfg.output_root)
     write_json(out / f"startup-{stamp}.json", result)
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, (ax, mem) = plt.subplots(1, 2, figsize=(13, 3.6), sharey=True)
     names = list(timings)
     ax.barh(names, [timings[n] for n in names], color="#4c72b0")
     for y, name in enumerate(names):
         ax.text(timings[name], y, f" {timings[name]} s", va="center", fontsize=8)
     ax.set_xlabel("seconds")
-    ax.set_title(f"a new replica's start on {data['items']:,} items ({data['index_kind']} index, synthetic catalog)",
+    ax.invert_yaxis()
+    heap = [memory.get(n, {}).get("heap", 0) for n in names]
+    mapped = [memory.get(n, {}).get("file", 0) for n in names]
+    mem.barh(names, heap, color="#c44e52", label="heap (per replica)")
+    mem.barh(names, mapped, left=heap, color="#8c8c8c", label="mapped files (shared page cache)")
+    for y, name in enumerate(names):
+        if name in memory:
+            mem.text(heap[y] + mapped[y], y, f" {heap[y]:.0f} + {mapped[y]:.0f} MiB", va="center", fontsize=8)
+    mem.set_xlabel("resident memory growth in a fresh process, MiB")
+    mem.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"a new replica's start on {data['items']:,} items ({data['index_kind']} index, synthetic catalog)",
                  fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / f"startup-{stamp}.png")

@@ -6,10 +6,12 @@
 Stages: synthetic K-Fashion corpus (skipped when an identical one exists) -> Ray Data preprocessing
 (canonical items, quarantine, reconciliation report) -> batch embedding on actor pools (crops,
 texts) -> the FAISS index over the image vectors (``ray_jobs.build_index``, what Serve loads) ->
-JSON-encoder stage 1 (JSON-view pretraining) -> stage 2 (alignment to the image
+the item tower over the items' attributes (``ray_jobs.train_item_tower``: Serve's ``similar`` space,
+new products placed by their attributes) -> JSON-encoder stage 1 (JSON-view pretraining) -> stage 2 (alignment to the image
 embeddings, from stage 1's weights) on Ray Train, with its evaluation and similarity-search grids
 -> users (``ray_jobs.train_users``: a synthetic stand-in interaction log over the embedded items, a
-user tower and a learned reranker on Ray Train), which the Serve app's user endpoints load.
+user tower and a learned reranker on Ray Train), which the Serve app's user endpoints load -> the
+persona two-tower on those users' profiles (``ray_jobs.train_persona``: profile-only requests).
 ``python -m serve_app.demo`` then serves all of it (what ``make demo`` runs next).
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
-from ray_jobs import build_index, embed, generate_corpus, preprocess, train_json_encoder, train_users
+from ray_jobs import (build_index, embed, generate_corpus, preprocess, train_item_tower, train_json_encoder,
+                      train_persona, train_users)
 from ray_jobs.common.cli import load_stage_config, run_main
 
 
@@ -31,48 +34,60 @@ class PipelineConfig:
     # the index Serve loads, over the embed run's image vectors (one row per item: view 0); null: skip
     build_index: build_index.BuildIndexConfig | None = field(default_factory=lambda: build_index.BuildIndexConfig(
         view_column="view"))
+    item_tower: train_item_tower.TrainItemTowerConfig | None = None  # over the preprocessed items; null: skip
     pretrain_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = None  # stage 1; null: skip
     train_json_encoder: train_json_encoder.TrainJsonEncoderConfig | None = field(
         default_factory=train_json_encoder.TrainJsonEncoderConfig)
     train_users: train_users.TrainUsersConfig | None = field(default_factory=train_users.TrainUsersConfig)  # null: skip
+    train_persona: train_persona.TrainPersonaConfig | None = None  # on train_users' run; null: skip
 
 
 def run(cfg: PipelineConfig) -> dict:
     if cfg.corpus is not None:
         manifest = None if cfg.regenerate_corpus else existing_corpus(cfg.corpus)
         if manifest:
-            print(f"[1/7] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
+            print(f"[1/9] corpus: reusing {Path(cfg.corpus.out_dir).resolve()} "
                   f"({manifest['n_label_files']} label files, same config)")
         else:
-            print("[1/7] corpus: generating the synthetic K-Fashion corpus")
+            print("[1/9] corpus: generating the synthetic K-Fashion corpus")
             generate_corpus.run(cfg.corpus)
-    print("[2/7] preprocess: Ray Data over the label corpus")
+    print("[2/9] preprocess: Ray Data over the label corpus")
     report = preprocess.run(cfg.preprocess)
     run_dir = Path(report["run_dir"])
     results = {"preprocess": report}
     if cfg.embed is not None:
-        print("[3/7] embed: image crops and item texts on Ray Data actor pools")
+        print("[3/9] embed: image crops and item texts on Ray Data actor pools")
         results["embed"] = embed.run(replace(cfg.embed, items=str(run_dir / "items")))
         if cfg.build_index is not None:
-            print("[4/7] build_index: the FAISS index over the item image vectors (what Serve loads)")
+            print("[4/9] build_index: the FAISS index over the item image vectors (what Serve loads)")
             vectors = str(Path(results["embed"]["run_dir"]) / "image_embeddings")
             results["build_index"] = build_index.run(replace(cfg.build_index, vectors=vectors))
+    if cfg.item_tower is not None:
+        print("[5/9] item_tower: the item tower over the items' attributes on Ray Train (Serve's similar space)")
+        results["item_tower"] = train_item_tower.run(replace(cfg.item_tower, catalog=replace(
+            cfg.item_tower.catalog, items=str(run_dir / "items"), catalog=None)))
     if cfg.embed is not None:
         inputs = {"items": str(run_dir / "items"),
                   "embeddings": str(Path(results["embed"]["run_dir"]) / "image_embeddings")}
         init_from = None
         if cfg.pretrain_json_encoder is not None:
-            print("[5/7] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
+            print("[6/9] pretrain_json_encoder: stage 1, JSON-view contrastive pretraining on Ray Train")
             results["pretrain_json_encoder"] = train_json_encoder.run(replace(cfg.pretrain_json_encoder, **inputs))
             init_from = results["pretrain_json_encoder"]["run_dir"]
         if cfg.train_json_encoder is not None:
-            print("[6/7] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
+            print("[7/9] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
             results["train_json_encoder"] = train_json_encoder.run(replace(cfg.train_json_encoder, **inputs,
                                                                            init_from=init_from))
         if cfg.train_users is not None:
-            print("[7/7] train_users: stand-in interaction log over the embedded items, user tower and reranker "
+            print("[8/9] train_users: stand-in interaction log over the embedded items, user tower and reranker "
                   "on Ray Train")
             results["train_users"] = train_users.run(replace(cfg.train_users, embed_run=results["embed"]["run_dir"]))
+            if cfg.train_persona is not None:
+                print("[9/9] train_persona: persona two-tower on the users' profiles on Ray Train (profile-only "
+                      "requests)")
+                users_run = results["train_users"]["run_dir"]
+                results["train_persona"] = train_persona.run(replace(cfg.train_persona, data=replace(
+                    cfg.train_persona.data, users_run=users_run)))
     _print_results(results, run_dir)
     return results
 
@@ -91,6 +106,10 @@ def _print_results(results: dict, run_dir: Path) -> None:
         index = results["build_index"]["index"]
         print(f"  index (what Serve loads):  {results['build_index']['run_dir']}  {index['kind']}, "
               f"{index['n_items']} items, version {index['version']}")
+    if "item_tower" in results:
+        tower = results["item_tower"]
+        print(f"  item tower (similar space): {tower['run_dir']}  {tower['tower']}, {tower['n_items']} items "
+              f"({tower['n_cold']} held out of training, placed by their attributes like new products)")
     if "pretrain_json_encoder" in results:
         view = results["pretrain_json_encoder"]["json_view_retrieval"]
         print(f"  JSON encoder, stage 1:     {results['pretrain_json_encoder']['run_dir']}  dropped view -> "
@@ -110,9 +129,15 @@ def _print_results(results: dict, run_dir: Path) -> None:
         if "reranker" in users:
             test = users["reranker"]["test"]
             line += (f"; {users['reranker']['kind']} test NDCG@10 {test['reranker']['ndcg@10']:.3f} vs user-tower "
-                     f"order {test['user tower order']['ndcg@10']:.3f}")
+                     f"order {test['user tower order']['ndcg@10']:.3f}, rank fusion "
+                     f"{test['rank fusion order']['ndcg@10']:.3f}")
         print(line)
         print(f"    ({users['note']})")
+    if "train_persona" in results:
+        persona = results["train_persona"]
+        hit = f"hit@{persona['k']}"
+        print(f"  persona (profile-only):    {persona['run_dir']}  warm customers' {hit}: " + ", ".join(
+            f"{name} {persona['warm'][name]['overall'][hit]:.3f}" for name in ("model", "most_popular", "persona_popular")))
     if "embed" in results and "train_json_encoder" in results:
         print("\nServe it: python -m serve_app.demo --config configs/serve.yaml")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
-from recsys.data.item_catalog import load_tower_items
+from recsys.data.item_catalog import data_source, load_tower_items
 from recsys.eval.item_space import projection_plot
 from recsys.models.item_towers import (ADAPTER_FILE, FEATURIZER_FILE, ITEM_VECTORS_FILE, TOWERS, TOWER_FILE,
                                        write_item_vectors)
@@ -65,7 +65,7 @@ def run(cfg: TrainItemTowerConfig) -> dict:
                     run_dir / f"training_charts_{stage}.png", f"{cfg.tower_name} {stage}")
     projection_plot(adapter["vectors"], data.categories, data.cold, run_dir / "projection.png",
                     f"{cfg.tower_name} + adapter: item space (t-SNE sample); x = cold-start items", seed=cfg.split.seed)
-    write_manifest(run_dir, "train_item_tower", {"items": cfg.catalog.catalog or cfg.catalog.items or "latest preprocess"},
+    write_manifest(run_dir, "train_item_tower", {"items": data_source(cfg.catalog)},  # Serve matches this to its items
                    {"item_vectors": str(vectors_path), "tower": str(run_dir / TOWER_FILE),
                     "adapter": str(run_dir / ADAPTER_FILE)})
     for name, report in (("tower 512-d", metrics["tower_512"]), ("adapter 128-d", metrics["adapter_128"])):

@@ -2,13 +2,16 @@
 
     python -m ray_jobs.train_persona --config configs/persona.yaml [--set train.epochs=5 --set evaluation.personas=8]
 
-Input: H&M customers, articles and transactions (paths in the config; read by the existing
-adapters). Protocol: ``recsys.eval.persona`` (last purchase day held out per customer, warm and
-cold-start customers, candidates = articles bought in training, MostPop and PersonaPop baselines
-computed in this run). Output run directory: checkpoints/best_model.pt + featurizer.json
-(vocabularies, z-score statistics, price-bucket edges), products.parquet (the candidates'
-attributes), personas.json (centroids and names), metrics.json, tsne.png, personas.png,
-training_charts.png and manifest.json; ``PersonaRecommender.load(run_dir)`` serves it.
+Input (``data``): H&M customers, articles and transactions (the default; read by the existing
+adapters), or ``data.users_run``: a ``ray_jobs.train_users`` run, the demo's synthetic stand-in
+users and log over its items (``recsys.data.users_run``; configs/persona_demo.yaml; the metrics and
+charts then carry the stand-in note). Protocol: ``recsys.eval.persona`` (last purchase day held
+out per customer, warm and cold-start customers, candidates = articles bought in training, MostPop
+and PersonaPop baselines computed in this run). Output run directory: checkpoints/best_model.pt +
+featurizer.json (vocabularies, z-score statistics, price-bucket edges), products.parquet (the
+candidates' attributes), personas.json (centroids and names), metrics.json (with the data's
+reconciliation and accounting), tsne.png, personas.png, training_charts.png and manifest.json;
+``PersonaRecommender.load(run_dir)`` serves it.
 """
 from __future__ import annotations
 
@@ -17,10 +20,8 @@ from dataclasses import asdict
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
-from recsys.data.catalogs import load_hm_articles
-from recsys.data.interactions import load_hm_customers, load_hm_transactions
-from recsys.eval.persona import (RANKERS, PersonaDataConfig, cluster_personas, describe_personas, evaluate_rankers,
-                                 persona_chart, prepare_persona_data, tsne_plot)
+from recsys.eval.persona import (RANKERS, PersonaData, PersonaInputs, cluster_personas, describe_personas,
+                                 evaluate_rankers, load_persona_inputs, persona_chart, prepare_persona_data, tsne_plot)
 from recsys.models.persona import PersonaRecommender, Personas, encode, load_model
 from recsys.plots import line_panels
 from recsys.train_loops.persona import TrainPersonaConfig, persona_loop
@@ -30,27 +31,26 @@ from ray_jobs.common.trainer import fit_torch
 __all__ = ["TrainPersonaConfig", "main", "run"]  # the config: recsys.train_loops.persona
 
 
-def _load(cfg: PersonaDataConfig):
-    loaded = {"customers": load_hm_customers(cfg.customers), "articles": load_hm_articles(cfg.articles),
-              "transactions": load_hm_transactions(cfg.transactions)}
-    for name, result in loaded.items():
+def _load(cfg: TrainPersonaConfig) -> tuple[PersonaInputs, PersonaData]:
+    """The configured source (H&M files or a train_users run) -> its tables -> the protocol's data."""
+    inputs = load_persona_inputs(cfg.data, cfg.customer)
+    for name, result in inputs.tables.items():
         print(f"{name}: read {result.records_read} = {result.table.num_rows} + quarantined {result.quarantine.num_rows}")
-    return loaded
+    try:
+        return inputs, prepare_persona_data(inputs.tables["customers"].table, inputs.tables["articles"].table,
+                                            inputs.tables["transactions"].table, cfg.customer, cfg.product)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.data.source}: {exc}") from exc
 
 
 def run(cfg: TrainPersonaConfig) -> dict:
     if cfg.train.k != cfg.evaluation.k:
         raise ConfigError(f"train.k ({cfg.train.k}) and evaluation.k ({cfg.evaluation.k}) must match")
-    loaded = _load(cfg.data)
-    try:
-        data = prepare_persona_data(loaded["customers"].table, loaded["articles"].table,
-                                    loaded["transactions"].table, cfg.customer, cfg.product)
-    except ValueError as exc:
-        raise ConfigError(f"{cfg.data.transactions}: {exc}") from exc
+    inputs, data = _load(cfg)
     k, split, candidates = cfg.evaluation.k, data.split, data.candidates
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
-    print(f"train_persona: {len(data.users)} customers, {len(candidates)} candidate articles; split "
-          f"{split.summary()}; run {run_dir}")
+    print(f"train_persona: {inputs.note + '; ' if inputs.note else ''}{len(data.users)} customers, {len(candidates)} "
+          f"candidate articles; split {split.summary()}; run {run_dir}")
     init_ray()
     started = time.perf_counter()
     loop_config = {"train": asdict(cfg.train), "model": asdict(cfg.model), **data.sizes}
@@ -70,10 +70,11 @@ def run(cfg: TrainPersonaConfig) -> dict:
     evaluation = evaluate_rankers(split, candidates, [data.item_category[a] for a in candidates], data.item_category,
                                   dict(zip(data.users, labels.tolist())), names, customer_vectors, data.user_index,
                                   product_vectors, k)
-    metrics = {"k": k, "n_customers": len(data.users), "n_candidates": len(candidates), "split": split.summary(),
-               "train_seconds": train_seconds, "best_epoch": int(fitted["best_metrics"]["epoch"]),
+    metrics = {"note": inputs.note, "k": k, "n_customers": len(data.users), "n_candidates": len(candidates),
+               "split": split.summary(), "train_seconds": train_seconds, "best_epoch": int(fitted["best_metrics"]["epoch"]),
                "selected_on": cfg.train.select_on, "personas": described, **evaluation,
-               "data": {name: result.reconciliation() for name, result in loaded.items()},
+               "data": {name: result.reconciliation() for name, result in inputs.tables.items()},
+               "accounting": data.accounting,
                "featurizer": {"numeric_mean_std": data.profile_featurizer.stats,
                               "price_edges": data.product_featurizer.price_edges},
                "history": fitted["history"]}
@@ -81,14 +82,14 @@ def run(cfg: TrainPersonaConfig) -> dict:
     sizes = [p["size"] for p in described]
     persona_chart({r: evaluation["warm"][r] for r in RANKERS}, names, sizes,
                   run_dir / "personas.png", f"persona two-tower vs popularity, warm customers' last purchase day "
-                  f"({len(candidates)} candidates)", k)
+                  f"({len(candidates)} candidates)" + (f"\n{inputs.note}" if inputs.note else ""), k)
     tsne_plot(customer_vectors, labels, names, product_vectors,
               [str(r.get(cfg.product.colour_by)) for r in data.product_records], run_dir / "tsne.png",
               "persona two-tower: customers (by persona) and products in one space (t-SNE sample)",
               cfg.evaluation.tsne_sample, cfg.evaluation.seed)
     line_panels(fitted["history"], {"loss": ["train_loss"], f"validation hit@{k}": [f"val_hit@{k}", f"val_category_hit@{k}"],
                                     "validation AUC": ["val_auc"]}, run_dir / "training_charts.png", "persona two-tower")
-    write_manifest(run_dir, "train_persona", asdict(cfg.data),
+    write_manifest(run_dir, "train_persona", inputs.paths,
                    {"model": fitted["best_model"], **saved, "metrics": str(run_dir / "metrics.json")})
     _print_summary(metrics, names, sizes, k)
     if cfg.example_profile:
@@ -101,6 +102,8 @@ def run(cfg: TrainPersonaConfig) -> dict:
 
 def _print_summary(metrics: dict, names: list[str], sizes: list[int], k: int) -> None:
     hit, cat = f"hit@{k}", f"category_hit@{k}"
+    if metrics["note"]:
+        print(f"data: {metrics['note']}")
     for population in ("warm", "cold"):
         block = metrics[population]
         print(f"{population} customers ({block['n_customers']}), chance {hit} {block['chance']['overall'][hit]:.4f}:")

@@ -43,7 +43,7 @@ from recsys.data.candidate_lists import read_contract, write_reranker_files
 from recsys.data.demo_users import (PROFILE_CATEGORICAL, PROFILE_NUMERIC, RERANKER_NAMES, STAND_IN,
                                     TrainUsersConfig, candidate_lists, demo_items, generate_log,
                                     title_vectors, user_columns, user_table, write_user_tower_files)
-from recsys.eval.rerankers import list_target_ranks
+from recsys.eval.rerankers import fusion_target_ranks, list_target_ranks
 from recsys.eval.sequential import leave_last_out
 from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
 from recsys.models.rerankers import load_reranker, score_lists
@@ -71,6 +71,9 @@ def train_reranker(cfg: TrainUsersConfig, run_dir: Path, items_dir: str) -> dict
                                            test.mask),
              "user tower order": list_target_ranks(np.where(test.mask, test.ranker_score, -np.inf), test.label,
                                                    test.mask)}
+    if "rank_fusion" in candidates.columns:  # the untrained order Serve falls back to, ties in input order
+        ranks["rank fusion order"] = fusion_target_ranks(candidates, sequences, side.index, side.vectors,
+                                                         score_columns, settings.max_history)
     write_reranker_files(out_dir, kind, Path(fitted["best_model"]), list(side.index.ids), val.feature_names,
                          score_columns, inputs.scaler, settings.max_history, side.vectors, side.vectors_source)
     return {"kind": kind, "best_val_ndcg@10": round(float(fitted["best_metrics"]["val_ndcg@10"]), 4),
@@ -130,7 +133,7 @@ def run(cfg: TrainUsersConfig) -> dict:
     if cfg.reranker:
         test = report["reranker"]["test"]
         line += (f"; {cfg.reranker} test NDCG@10 {test['reranker']['ndcg@10']:.3f} vs user-tower order "
-                 f"{test['user tower order']['ndcg@10']:.3f}")
+                 f"{test['user tower order']['ndcg@10']:.3f}, rank fusion {test['rank fusion order']['ndcg@10']:.3f}")
     print(f"[users] {line} ({report['seconds']['total']} s) -> {run_dir}")
     return {**report, "run_dir": str(run_dir)}
 

@@ -2,7 +2,8 @@
 
     index = VectorIndex.build(vectors, item_ids, IndexConfig(kind="hnsw"), source="item_vectors.parquet")
     scores, ids, rows = index.search(queries, k=100)
-    index.save(run_dir); VectorIndex.load(run_dir)
+    index.save(run_dir); VectorIndex.load(run_dir)           # or load(run_dir, mmap=True)
+    load_index("s3://bucket/artifacts/index/<run>", cache_dir="/var/cache/fashionrec", mmap=True)
 
 Every index scores by inner product and every vector must be unit-norm, so a score is a cosine
 (see ``METRIC_GUARD``). Faiss rows are positions 0..N-1 and ``item_ids[row]`` maps them back to the
@@ -17,6 +18,11 @@ Artifact written by ``save`` (``load`` checks every file against the meta before
   index_meta.json    format_version, version (content hash of the two files above), kind,
                      metric "inner_product", dim, n_items, n_removed, config (resolved), source
                      vectors path, built_utc, saved_utc, faiss version
+
+``load(dir, mmap=True)`` maps index.faiss instead of reading it onto the heap (``MMAP_FLAGS``): the
+vectors (and the HNSW graph, the IVF lists) stay in the page cache, shared by every replica on the
+node that maps the same file. ``loaded_as`` says which happened ("mmap" or "memory"). ``load_index``
+takes a local folder or an object-store URI (downloaded once per content hash to a node-local cache).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys import storage
 from recsys.config import ConfigError
 
 KINDS = ("exact", "hnsw", "ivfpq")
@@ -46,6 +54,13 @@ METRIC_GUARD = (
     "in [-1, 1]; an L2 index ranks unit vectors the same way but returns squared distances "
     "(2 - 2*cos, smaller is better), and mixing the two scales breaks those consumers silently")
 _FAISS_TYPES = {"exact": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivfpq": faiss.IndexIVFPQ}
+# read_index flags of load(mmap=True). Tried on faiss 1.15.1 for each kind: IO_FLAG_MMAP_IFC maps the
+# flat codes of "exact", the codes and graph neighbours of "hnsw" and the inverted lists (codes, ids) of
+# "ivfpq"; the older IO_FLAG_MMAP maps only IVF lists (as read-only OnDiskInvertedLists), leaves exact
+# and HNSW on the heap, and together with IO_FLAG_MMAP_IFC fails to read IVF-PQ at all.
+MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC
+HASH_CHUNK = 8 << 20  # bytes of index.faiss read at a time when load(mmap=True) checks the content hash
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "fashionrec", "index")
 
 
 class IndexArtifactError(ValueError):
@@ -149,8 +164,15 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _content_hash(index_bytes: bytes, item_ids: np.ndarray, removed: np.ndarray) -> str:
-    digest = hashlib.sha256(index_bytes)
+def _content_hash(index_data: bytes | Path, item_ids: np.ndarray, removed: np.ndarray) -> str:
+    """``index_data``: the index.faiss bytes, or its path (read in ``HASH_CHUNK`` pieces; same hash)."""
+    if isinstance(index_data, Path):
+        digest = hashlib.sha256()
+        with open(index_data, "rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                digest.update(chunk)
+    else:
+        digest = hashlib.sha256(index_data)
     digest.update("\n".join(item_ids.tolist()).encode())
     digest.update(np.packbits(removed).tobytes())
     return digest.hexdigest()[:16]
@@ -167,6 +189,21 @@ def _faiss_index(config: IndexConfig, dim: int) -> faiss.Index:
     return index
 
 
+def _mapped(index: faiss.Index) -> bool:
+    """Whether ``index`` views a memory-mapped file (faiss ``MaybeOwnedVector``s not owned) for the
+    kinds ``MMAP_FLAGS`` maps: exact and HNSW codes, IVF inverted lists."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        index = faiss.downcast_index(index.storage)
+    if isinstance(index, faiss.IndexFlatCodes):
+        return index.ntotal > 0 and not index.codes.is_owned
+    if isinstance(index, faiss.IndexIVF):
+        lists = faiss.downcast_InvertedLists(index.invlists)
+        if isinstance(lists, faiss.ArrayInvertedLists):
+            return any(not lists.codes.at(i).is_owned for i in range(lists.nlist) if lists.list_size(i))
+    return False
+
+
 class VectorIndex:
     """A faiss index plus its string item ids, its config and the rows removed since it was built."""
 
@@ -176,6 +213,10 @@ class VectorIndex:
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.removed = np.asarray(removed, dtype=bool)
         self.built_utc = built_utc or _utc_now()
+        self.loaded_as = "memory"  # how load() read index.faiss: "mmap" (mapped) or "memory" (onto the heap)
+        self.mapped = False  # still viewing the mapped file (an mmap load until its first add)
+        self.version: str | None = None  # the artifact's content hash, when loaded from one
+        self.directory: Path | None = None  # the local folder it was loaded from
         self._live_rows = {item: row for row, item in enumerate(self.item_ids.tolist()) if not self.removed[row]}
         self._selector = None
         self._refresh_selector()
@@ -220,6 +261,11 @@ class VectorIndex:
     def _add_rows(self, vectors: np.ndarray, ids: np.ndarray, progress: bool, chunk: int = 20_000) -> None:
         from tqdm import tqdm
 
+        if self.mapped:
+            # faiss cannot grow a mapped vector (it aborts the process, no Python exception) and
+            # clone_index keeps viewing the same mapping: appends go to a private in-memory copy.
+            self.index = faiss.deserialize_index(faiss.serialize_index(self.index))
+            self.mapped = False
         first = self.index.ntotal
         starts = range(0, len(vectors), chunk)
         # Chunked so long HNSW builds show progress; faiss parallelises inside each chunk.
@@ -293,7 +339,14 @@ class VectorIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         index_bytes = faiss.serialize_index(self.index).tobytes()
-        (directory / INDEX_FILE).write_bytes(index_bytes)
+        # Temp file + rename: a process that mapped the old index.faiss (load(mmap=True)) keeps its
+        # file; rewriting it in place would change (or, shorter, SIGBUS) that process's index.
+        tmp = directory / f".{INDEX_FILE}.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(index_bytes)
+            os.replace(tmp, directory / INDEX_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
         pq.write_table(pa.table({"row": pa.array(np.arange(len(self.item_ids)), pa.int64()),
                                  "item_id": pa.array(self.item_ids.tolist(), pa.string()),
                                  "removed": pa.array(self.removed)}), directory / IDS_FILE)
@@ -308,7 +361,13 @@ class VectorIndex:
         return meta
 
     @classmethod
-    def load(cls, directory: str | Path) -> VectorIndex:
+    def load(cls, directory: str | Path, mmap: bool = False) -> VectorIndex:
+        """The saved index in ``directory``, every file checked against the meta (content hash included).
+
+        ``mmap=True`` maps index.faiss (``MMAP_FLAGS``) instead of copying it onto the heap, and the
+        content hash is computed by streaming the file; a kind faiss cannot map is read normally.
+        ``loaded_as`` records which happened. The first ``add`` to a mapped index copies it to memory.
+        """
         directory = Path(directory)
         for name in (META_FILE, INDEX_FILE, IDS_FILE):
             if not (directory / name).is_file():
@@ -320,8 +379,17 @@ class VectorIndex:
                                      f"this code reads {FORMAT_VERSION}; rebuild the index")
         if meta.get("metric") != "inner_product":
             raise IndexArtifactError(f"{directory / META_FILE}: metric {meta.get('metric')!r}: {METRIC_GUARD}")
-        index_bytes = (directory / INDEX_FILE).read_bytes()
-        index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
+        path = directory / INDEX_FILE
+        index = index_bytes = None
+        if mmap:
+            stamp = _file_stamp(path)
+            try:
+                index = faiss.read_index(str(path), MMAP_FLAGS)
+            except RuntimeError:  # a layout faiss cannot map: read it onto the heap below
+                index = None
+        if index is None:
+            index_bytes = path.read_bytes()
+            index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
         ids = pq.read_table(directory / IDS_FILE)
         item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=str)
         removed = np.asarray(ids.column("removed").to_pylist(), dtype=bool)
@@ -339,9 +407,33 @@ class VectorIndex:
                  else f"faiss metric {index.metric_type}", INDEX_FILE)
         mismatch("kind", meta["kind"], next((k for k, t in _FAISS_TYPES.items() if isinstance(index, t)),
                                             type(index).__name__), INDEX_FILE)
-        mismatch("version (content hash)", meta["version"], _content_hash(index_bytes, item_ids, removed),
+        # Mapped (or read by faiss from the path): hash the file in chunks, never all of it at once.
+        mismatch("version (content hash)", meta["version"],
+                 _content_hash(path if index_bytes is None else index_bytes, item_ids, removed),
                  f"{INDEX_FILE} + {IDS_FILE}")
-        return cls(index, item_ids, config, removed, meta.get("source_vectors"), meta.get("built_utc"))
+        if index_bytes is None and _file_stamp(path) != stamp:
+            raise IndexArtifactError(f"{path}: changed while it was being loaded (the hash may not be the "
+                                     "mapped file's); load it again")
+        loaded = cls(index, item_ids, config, removed, meta.get("source_vectors"), meta.get("built_utc"))
+        loaded.mapped = index_bytes is None and _mapped(index)
+        loaded.loaded_as = "mmap" if loaded.mapped else "memory"
+        loaded.version, loaded.directory = meta["version"], directory
+        return loaded
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def load_index(location: str | os.PathLike, cache_dir: str | os.PathLike | None = None, mmap: bool = False,
+               *, storage_config: storage.StorageConfig | None = None) -> VectorIndex:
+    """A saved index from a local folder (loaded where it is) or an object-store URI (``s3://...``:
+    copied once per content hash into ``cache_dir`` by ``recsys.storage.local_cache``, verified,
+    then loaded from that node-local copy, so every replica on the node maps the same file).
+    ``cache_dir`` None: ``DEFAULT_CACHE_DIR``."""
+    local = storage.local_cache(location, cache_dir or DEFAULT_CACHE_DIR, config=storage_config)
+    return VectorIndex.load(local, mmap=mmap)
 
 
 def check_queries(queries: np.ndarray, dim: int) -> np.ndarray:

@@ -1,15 +1,14 @@
 """The served catalog: canonical items + their image (and text) vectors + the API's changes.
 
 One :class:`Catalog` is one immutable-by-reference version of what a Retriever searches: built in
-full from a version's artifacts and the durable :class:`~serve_app.store.ItemStore`, then swapped
-in. Vectors live in append-only row matrices (exact re-scoring, MMR); the image and text
+full from a version's artifacts and the durable :class:`~recsys.stores.item_log.ItemLog` (a file
+log on one node, or PostgreSQL shared by all), then swapped in. Vectors live in append-only row matrices (exact re-scoring, MMR); the image and text
 :class:`recsys.index.VectorIndex` indexes find candidates by item id. A deleted item is removed from
 both (the indexes' soft delete, an exclusion filter every search applies); re-adding an id appends
 a new row. Mutations and reads hold ``lock`` (searches take milliseconds).
 """
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from pathlib import Path
@@ -20,8 +19,8 @@ import pyarrow.parquet as pq
 
 from recsys.data.schema import attributes_to_dict
 from recsys.data.vectors import read_vectors
-from recsys.index import META_FILE, IndexConfig, VectorIndex
-from serve_app.store import ItemStore
+from recsys.index import IndexConfig, VectorIndex
+from recsys.stores.item_log import ItemLog
 
 ITEM_COLUMNS = ["item_id", "category_path", "category", "std_attributes", "re_attributes", "styles", "title",
                 "crop_path", "image_path", "price"]
@@ -76,7 +75,7 @@ def load_vectors(path: str | Path, view_column: str | None = "view", view_value=
 
 
 class Catalog:
-    def __init__(self, version: dict, store: ItemStore, text_source: str | None, new_item_ids: Iterable[str] = (),
+    def __init__(self, version: dict, store: ItemLog, text_source: str | None, new_item_ids: Iterable[str] = (),
                  index_config: IndexConfig | None = None):
         import faiss
 
@@ -121,6 +120,11 @@ class Catalog:
         self.text_vectors = _Rows(np.stack(text_rows)) if self.text_dim else None
         self.text_index = (VectorIndex.build(np.stack([text_vectors[i] for i in text_ids]), text_ids,
                                              IndexConfig(kind="exact")) if text_ids else None)
+        self.tower = None  # the item tower's space (serve_app.item_space), when the version names a run
+        if version.get("item_tower_run"):
+            from serve_app.item_space import TowerSpace  # torch: only when a tower is served
+
+            self.tower = TowerSpace(version["item_tower_run"], self.items)
         self.base_ids = frozenset(self.ids)
         self.deleted: set[str] = set()
         self.mutations = 0
@@ -129,20 +133,30 @@ class Catalog:
         self.sync()
 
     def _image_index(self, version: dict) -> tuple[VectorIndex, dict]:
-        """``build_index``'s artifact when the version names one (its content hash is checked on
-        load: ``VectorIndex.load``), else an index built here from the embed run's vectors."""
+        """``build_index``'s artifact when the version names one (``recsys.index.load_index``: a local
+        folder, or a URI copied once per content hash into the node-local ``index.cache_dir``; its
+        content hash is checked on load; index.faiss memory-mapped when ``index.mmap``), else an
+        index built here from the embed run's vectors."""
+        import dataclasses
+
+        from recsys import storage
+        from recsys.index import load_index
+
         source = str(Path(version["embed_run"]) / "image_embeddings")
         run = version.get("index_run")
         if not run:
-            index = VectorIndex.build(self.vectors.array, self.ids, self.index_config, source=source)
+            # only IndexConfig's own fields: the Serve settings add how to load (mmap, cache_dir)
+            config = IndexConfig(**{f.name: getattr(self.index_config, f.name)
+                                    for f in dataclasses.fields(IndexConfig)})
+            index = VectorIndex.build(self.vectors.array, self.ids, config, source=source)
             return index, {"source": "built at load from the embed run's image vectors", "kind": index.kind,
-                           "run": None, "version": None, "items_at_load": len(index)}
-        index = VectorIndex.load(run)
-        meta = json.loads((Path(run) / META_FILE).read_text())
+                           "run": None, "version": None, "items_at_load": len(index), "loaded_as": index.loaded_as}
+        index = load_index(run, cache_dir=getattr(self.index_config, "cache_dir", None),
+                           mmap=getattr(self.index_config, "mmap", False))
         if index.dim != self.dim:
             raise ValueError(f"{run}: a {index.dim}-d index for {self.dim}-d image vectors of {version['embed_run']}")
-        return index, {"source": "build_index artifact", "kind": index.kind, "run": Path(run).name,
-                       "version": meta["version"], "items_at_load": len(index)}
+        return index, {"source": "build_index artifact", "kind": index.kind, "run": storage.name(run),
+                       "version": index.version, "items_at_load": len(index), "loaded_as": index.loaded_as}
 
     # -- the API's changes ---------------------------------------------------------------------
     def sync(self) -> int:
@@ -167,6 +181,8 @@ class Catalog:
         self.deleted.discard(item_id)
         self.vectors.append(vector)
         self.index.add(vector[None], [item_id])
+        if self.tower is not None:
+            self.tower.add(self.items[item_id])
         if self.text_vectors is not None:
             usable = text_vector is not None and len(text_vector) == self.text_dim
             self.text_vectors.append(text_vector if usable else np.zeros(self.text_dim, dtype=np.float32))
@@ -181,6 +197,8 @@ class Catalog:
         for index in (self.index, self.text_index):
             if index is not None and item_id in index:
                 index.remove([item_id])
+        if self.tower is not None:
+            self.tower.remove(item_id)
 
     def _apply_delete(self, item_id: str) -> None:
         if self.row_of.pop(item_id, None) is None:
@@ -210,7 +228,8 @@ class Catalog:
             added = sum(1 for item in self.items.values() if item.get("source") == "api")
             return {"items": len(self.items), "new_items": sum(1 for i in self.items.values() if i.get("new")),
                     "added_through_api": added, "deleted": len(self.deleted), "index_rows": len(self.ids),
-                    "text_search": self.text_dim is not None, "index": self.index_info}
+                    "text_search": self.text_dim is not None, "index": self.index_info,
+                    "item_tower": self.tower.describe() if self.tower is not None else None}
 
     def search(self, vector: np.ndarray | None, text_vector: np.ndarray | None, k: int, text_weight: float,
                exclude_ids: Iterable[str] = (), only_ids: Iterable[str] | None = None

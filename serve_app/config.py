@@ -16,6 +16,7 @@ import yaml
 
 from recsys.config import ConfigError, from_dict
 from recsys.index import IndexConfig
+from recsys.stores.item_log import ItemLogConfig
 
 
 @dataclass
@@ -32,6 +33,10 @@ class ArtifactSettings:
     index_root: str = "artifacts/index"   # ray_jobs.build_index runs
     index_run: str | None = None          # pin one; None: the newest built over the embed run's image vectors
                                           # (none: the index is built from the vectors when a replica loads)
+    item_tower_root: str = "artifacts/item_tower"   # ray_jobs.train_item_tower runs
+    item_tower_run: str | None = None     # pin one; None: the newest trained on the served items (none: no tower)
+    persona_root: str = "artifacts/persona_users"   # ray_jobs.train_persona runs on a users run's customers
+    persona_run: str | None = None        # pin one; None: the newest whose products are served items (none: no persona)
 
 
 @dataclass
@@ -89,22 +94,44 @@ class BestSellerSettings:
 
 
 @dataclass
+class ServeIndexSettings(IndexConfig):
+    """``recsys.index.IndexConfig`` (used when no build_index run matches the embed run) plus how a
+    replica loads a build_index artifact (``recsys.index.load_index``)."""
+    mmap: bool = True                      # map index.faiss: replicas on a node share it in the page cache
+    cache_dir: str = "artifacts/serve/cache"  # node-local copies of an index_run on object storage (s3://)
+
+
+@dataclass
 class KpiSettings:
     augmented_samples: int = 3             # items shown with their augmented training views
     augmented_views: int = 2
 
 
 @dataclass
+class SimilarSettings:
+    """Which vectors ``GET /api/similar`` compares: ``image`` (the embed run's image vectors),
+    ``item_tower`` (the item tower's attribute vectors: new products are placed by their attributes),
+    ``auto`` (the item tower when the version has one, else image)."""
+    space: str = "auto"
+
+
+SIMILAR_SPACES = ("auto", "image", "item_tower")
+
+
+@dataclass
 class ServeAppConfig:
     artifacts: ArtifactSettings = field(default_factory=ArtifactSettings)
-    state_dir: str = "artifacts/serve/state"   # added/deleted items, uploaded images, pinned version
+    state_dir: str = "artifacts/serve/state"   # the file item log's folder (item_log.kind file)
+    item_log: ItemLogConfig = field(default_factory=ItemLogConfig)  # products added/deleted through the API:
+                                           # file (one node) or postgres (every replica on every node)
     admin_token_env: str = "FASHIONREC_ADMIN_TOKEN"
     uploads: UploadLimits = field(default_factory=UploadLimits)
     max_request_bytes: int = 60_000_000    # whole request body (several uploads); 413 above
     image: ImageSettings = field(default_factory=ImageSettings)
     text: TextSettings = field(default_factory=TextSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
-    index: IndexConfig = field(default_factory=lambda: IndexConfig(kind="exact"))  # hnsw/ivfpq for big catalogs
+    similar: SimilarSettings = field(default_factory=SimilarSettings)
+    index: ServeIndexSettings = field(default_factory=lambda: ServeIndexSettings(kind="exact"))  # hnsw/ivfpq for big catalogs
     reranker: RerankerSettings = field(default_factory=RerankerSettings)
     users: UserSettings = field(default_factory=UserSettings)
     best_sellers: BestSellerSettings = field(default_factory=BestSellerSettings)
@@ -113,6 +140,8 @@ class ServeAppConfig:
     latency_window: int = 10_000           # requests kept for the live latency percentiles
 
     def __post_init__(self):
+        if self.similar.space not in SIMILAR_SPACES:
+            raise ConfigError(f"similar.space must be one of {list(SIMILAR_SPACES)}, got {self.similar.space!r}")
         if self.reranker.name not in RERANKERS:
             raise ConfigError(f"reranker.name must be one of {list(RERANKERS)}, got {self.reranker.name!r}")
         for key, value in (("reranker.mmr_lambda", self.reranker.mmr_lambda), ("users.mmr_lambda", self.users.mmr_lambda)):
@@ -131,8 +160,9 @@ class ServeAppConfig:
 
 PATH_KEYS = {("artifacts", "preprocess_root"), ("artifacts", "embed_root"), ("artifacts", "json_encoder_root"),
              ("artifacts", "json_encoder_run"), ("artifacts", "embed_run"), ("artifacts", "items"),
-             ("artifacts", "users_root"), ("artifacts", "users_run"),
-             ("state_dir",), ("best_sellers", "interactions"), ("new_items_file",)}
+             ("artifacts", "users_root"), ("artifacts", "users_run"), ("artifacts", "item_tower_root"),
+             ("artifacts", "item_tower_run"), ("artifacts", "persona_root"), ("artifacts", "persona_run"),
+             ("state_dir",), ("best_sellers", "interactions"), ("new_items_file",), ("index", "cache_dir")}
 
 
 def resolve_paths(config: ServeAppConfig, base: str | Path | None = None) -> ServeAppConfig:

@@ -63,6 +63,8 @@ class ModelInfo(BaseModel):
     users_run: str | None = Field(None, description="the train_users run behind /api/recommend/user (None: none)")
     index_run: str | None = Field(None, description="the build_index run searched (None: an index built from the "
                                                     "embed run's vectors when the replica loaded)")
+    item_tower_run: str | None = Field(None, description="the train_item_tower run behind similar's item_tower space")
+    persona_run: str | None = Field(None, description="the train_persona run answering profile-only requests")
     image_encoder_pretrained: str | None = None
 
 
@@ -83,6 +85,8 @@ class SearchResponse(BaseModel):
     reranker: RerankerInfo
     scope: str
     note: str | None = None
+    space: str | None = Field(None, description="similar: the vectors compared ('item_tower': attributes through the "
+                                                "item tower, 'image': image vectors); absent for other searches")
     model: ModelInfo
     took_ms: float
 
@@ -149,6 +153,10 @@ class UserRecommendResponse(BaseModel):
     reranker: RerankerInfo
     candidates: int = Field(..., description="merged candidates the reranker ordered")
     note: str | None = None
+    answered_by: Literal["user_tower", "persona"] = Field(
+        "user_tower", description="persona: a profile-only request (no user id, history or context) answered by the "
+                                  "persona two-tower; user_tower: the user tower's candidates and the reranker")
+    persona: str | None = Field(None, description="the profile's persona (nearest k-means centroid), persona answers")
     model: ModelInfo
     took_ms: float
 

@@ -236,6 +236,36 @@ class LearnedReranker:
         return out[0].float().numpy()
 
 
+class PersonaModel:
+    """The persona two-tower of one ``ray_jobs.train_persona`` run (``recsys.models.persona``): ranks
+    products for a profile alone, for requests with no user id, no history and no context text."""
+
+    def __init__(self, run_dir: str | Path):
+        import json
+
+        from recsys.models.persona import PersonaRecommender
+
+        run_dir = Path(run_dir)
+        self.model = PersonaRecommender.load(run_dir)
+        self.run = run_dir.name
+        self.fields: list[str] = self.model.profiles.fields
+        metrics = run_dir / "metrics.json"
+        self.note = (json.loads(metrics.read_text()).get("note") if metrics.is_file() else None)
+
+    def recommend(self, profile: dict, n: int) -> tuple[list[str], np.ndarray, str | None]:
+        """(product ids best first, cosine scores, the profile's persona name); 422 for a bad profile."""
+        try:
+            self.model.profiles.validate(profile)
+            ranked = self.model.recommend(profile, top_n=n)
+        except ValueError as error:
+            raise InputError(f"profile: {error}", field="profile") from error
+        return [i for i, _ in ranked], np.array([s for _, s in ranked], np.float32), self.model.persona(profile)
+
+    def describe(self) -> dict:
+        return {"run": self.run, "fields": self.fields, "products": len(self.model.article_ids),
+                "personas": self.model.personas.names if self.model.personas is not None else None}
+
+
 def validate_history(history: Any) -> list[str]:
     if not isinstance(history, list) or not all(isinstance(i, str) for i in history):
         raise InputError("history: expected a list of item id strings", field="history")

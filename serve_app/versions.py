@@ -8,8 +8,6 @@ time, and a Serve config naming other runs moves every replica in place (``serve
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,21 +15,6 @@ import yaml
 
 from recsys.artifacts import latest_run
 from serve_app.config import ServeAppConfig
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _items_of_embed_run(embed_run: Path) -> str | None:
@@ -51,6 +34,8 @@ def newest_version(config: ServeAppConfig) -> dict:
     items = art.items or _items_of_embed_run(embed_run) or str(latest_run(art.preprocess_root) / "items")
     users_run = _users_run(config)
     index_run = _index_run(config, embed_run)
+    item_tower_run = _item_tower_run(config, Path(items))
+    persona_run = _persona_run(config, Path(items))
     for what, path in (("JSON encoder checkpoint", json_run / "checkpoints" / "best_model.pt"),
                        ("JSON encoder vocabulary", json_run / "checkpoints" / "vocab.json"),
                        ("image embeddings", embed_run / "image_embeddings"), ("items", Path(items)),
@@ -60,7 +45,9 @@ def newest_version(config: ServeAppConfig) -> dict:
             raise FileNotFoundError(f"{what}: {path} does not exist")
     return {"json_encoder_run": str(json_run.resolve()), "embed_run": str(embed_run.resolve()),
             "items": str(Path(items).resolve()), "users_run": str(users_run.resolve()) if users_run else None,
-            "index_run": str(index_run.resolve()) if index_run else None,
+            "index_run": index_run,  # resolved local path or object-store URI (_index_run)
+            "item_tower_run": str(item_tower_run.resolve()) if item_tower_run else None,
+            "persona_run": str(persona_run.resolve()) if persona_run else None,
             "resolved_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -74,12 +61,58 @@ def _users_run(config: ServeAppConfig) -> Path | None:
     return latest_run(art.users_root) if (Path(art.users_root) / "LATEST").is_file() else None
 
 
-def _index_run(config: ServeAppConfig, embed_run: Path) -> Path | None:
+def _runs_newest_first(root: str) -> list[Path]:
+    root = Path(root)
+    return sorted((p for p in root.iterdir() if (p / "manifest.json").is_file()), reverse=True) if root.is_dir() else []
+
+
+def _item_tower_run(config: ServeAppConfig, items: Path) -> Path | None:
+    """The pinned train_item_tower run, else the newest one trained on the served items (its
+    manifest names them); None: ``similar`` compares image vectors only."""
+    art = config.artifacts
+    if art.item_tower_run:
+        return Path(art.item_tower_run)
+    wanted = items.resolve()
+    for run in _runs_newest_first(art.item_tower_root):
+        trained_on = json.loads((run / "manifest.json").read_text()).get("inputs", {}).get("items")
+        if trained_on and Path(trained_on).resolve() == wanted and (run / "item_vectors.parquet").exists():
+            return run
+    return None
+
+
+def _persona_run(config: ServeAppConfig, items: Path) -> Path | None:
+    """The pinned train_persona run, else the newest whose products are mostly served items (a
+    persona model of another catalog would recommend ids the app cannot show); None: profile-only
+    requests go to the user tower."""
+    import pyarrow.parquet as pq
+
+    art = config.artifacts
+    if art.persona_run:
+        return Path(art.persona_run)
+    runs = [r for r in _runs_newest_first(art.persona_root) if (r / "products.parquet").is_file()
+            and (r / "checkpoints" / "best_model.pt").is_file()]
+    if not runs:
+        return None
+    served = set(pq.read_table(items, columns=["item_id"])["item_id"].to_pylist())
+    for run in runs:
+        products = pq.read_table(run / "products.parquet", columns=["article_id"])["article_id"].to_pylist()
+        if products and sum(str(p) in served for p in products) >= 0.5 * len(products):
+            return run
+    return None
+
+
+def _index_run(config: ServeAppConfig, embed_run: Path) -> str | None:
     """The pinned build_index run, else the newest one built over this embed run's image vectors
-    (its manifest names them); None: the Retriever builds its index from the vectors at load."""
+    (its manifest names them); None: the Retriever builds its index from the vectors at load.
+    A local run is returned resolved, an object-store URI (``s3://...``, which replicas copy to their
+    node-local cache) as the URI string, never a ``Path`` (that would turn it into a local path)."""
+    from recsys import storage
+
     art = config.artifacts
     if art.index_run:
-        return Path(art.index_run)
+        if not storage.is_local(art.index_run):  # s3://, gs://, ...
+            return storage.normalise(art.index_run)
+        return str(storage.local_path(art.index_run).resolve())
     root = Path(art.index_root)
     if not root.is_dir():
         return None
@@ -87,11 +120,11 @@ def _index_run(config: ServeAppConfig, embed_run: Path) -> Path | None:
     for run in sorted((p for p in root.iterdir() if (p / "manifest.json").is_file()), reverse=True):
         vectors = json.loads((run / "manifest.json").read_text()).get("inputs", {}).get("vectors")
         if vectors and Path(vectors).resolve() == wanted and (run / "index_meta.json").is_file():
-            return run
+            return str(run.resolve())
     return None
 
 
-VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run", "index_run")
+VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run", "index_run", "item_tower_run", "persona_run")
 
 
 def same_version(a: dict | None, b: dict | None) -> bool:
@@ -101,10 +134,12 @@ def same_version(a: dict | None, b: dict | None) -> bool:
 
 def version_label(version: dict) -> dict:
     """Short names for responses: run directory names instead of absolute paths."""
-    users, index = version.get("users_run"), version.get("index_run")
-    return {"json_encoder_run": Path(version["json_encoder_run"]).name, "embed_run": Path(version["embed_run"]).name,
-            "items": str(Path(version["items"]).parent.name), "users_run": Path(users).name if users else None,
-            "index_run": Path(index).name if index else None}
+    def name(key: str) -> str | None:
+        return Path(version[key]).name if version.get(key) else None
+
+    return {"json_encoder_run": name("json_encoder_run"), "embed_run": name("embed_run"),
+            "items": str(Path(version["items"]).parent.name), "users_run": name("users_run"),
+            "index_run": name("index_run"), "item_tower_run": name("item_tower_run"), "persona_run": name("persona_run")}
 
 
 def embed_run_config(version: dict) -> dict:
@@ -149,13 +184,13 @@ def main(argv: list[str] | None = None) -> None:
                                                  "naming the runs to serve; `serve deploy` it to move in place")
     parser.add_argument("--config", default="configs/serve.yaml")
     parser.add_argument("--out", required=True)
-    for key in ("json_encoder_run", "embed_run", "items", "users_run", "index_run"):
+    for key in VERSION_KEYS:
         parser.add_argument(f"--{key.replace('_', '-')}", default=None, help="default: the newest")
     args = parser.parse_args(argv)
     serve_config = yaml.safe_load(Path(args.config).read_text())
     app_args = dict(serve_config["applications"][0].get("args") or {})
     artifacts = dict(app_args.get("artifacts") or {})
-    for key in ("json_encoder_run", "embed_run", "items", "users_run", "index_run"):
+    for key in VERSION_KEYS:
         if getattr(args, key):
             artifacts[key] = getattr(args, key)
     version = newest_version(resolve_paths(config_from_args({**app_args, "artifacts": artifacts})))

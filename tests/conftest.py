@@ -1,10 +1,15 @@
-"""Shared fixtures: the real data in ../shared/data and one Ray runtime for the whole session."""
+"""Shared fixtures: the real data in ../shared/data, one Ray runtime and one embedded PostgreSQL for the session."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
+
+from recsys.stores.postgres import PostgresConfig, ensure_server, stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FASHIONREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -55,3 +60,36 @@ def idle_ray(ray_session):
             pytest.fail(f"Ray CPUs still held after 60 s: {ray_session.available_resources()}")
         time.sleep(1)
     return ray_session
+
+
+# ---------------------------------------------------------------- one embedded PostgreSQL per session
+# Started from nothing, as whatever user runs the tests (root here and in CI: then the server runs as the
+# unprivileged ``fashionrec-pg`` account), on a free port so parallel sessions never clash; stopped at the end.
+
+@pytest.fixture(scope="session")
+def make_state_dir() -> Iterator[Callable[[], Path]]:
+    """Fresh folders for server data, outside pytest's tmp_path: pytest resets its base folder to mode 0700
+    whenever a session starts (any concurrent run), which would lock the server account out as root."""
+    made = []
+
+    def make() -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix="fashionrec-pg-test-")))
+        return made[-1] / "state"
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_config(make_state_dir) -> PostgresConfig:
+    from tests.stores.conftest import free_port
+
+    return PostgresConfig(data_dir=str(make_state_dir()), port=free_port())
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_config):
+    dsn = ensure_server(pg_config)
+    yield dsn
+    stop_server(pg_config)

@@ -8,6 +8,7 @@ import pytest
 from recsys.config import ConfigError
 from recsys.index import (IndexArtifactError, IndexConfig, VectorIndex, check_unit_vectors, recall_at_k,
                           row_problems)
+from tests.s3 import s3_env, s3_server  # noqa: F401  (fixtures: a moto S3 server on loopback)
 
 # Small and quick: 6-bit PQ codes (64 centroids per subquantizer, 2 dims each) train in about a second.
 SMALL = {"exact": IndexConfig(kind="exact"),
@@ -174,3 +175,84 @@ def test_load_refuses_files_that_disagree_with_the_meta(data, tmp_path):
     (tmp_path / "index.faiss").unlink()
     with pytest.raises(IndexArtifactError, match="missing index.faiss"):
         VectorIndex.load(tmp_path)
+
+
+# -- memory-mapped loading and object-store artifacts ---------------------------------------------
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_mmap_load_maps_every_kind_and_searches_like_a_normal_load(data, saved, kind):
+    _, _, queries = data
+    folder = saved[kind][1]
+    normal, mapped = VectorIndex.load(folder), VectorIndex.load(folder, mmap=True)
+    assert normal.loaded_as == "memory" and not normal.mapped
+    assert mapped.loaded_as == "mmap" and mapped.mapped  # faiss 1.15: IO_FLAG_MMAP_IFC maps all three kinds
+    assert mapped.version == normal.version == json.loads((folder / "index_meta.json").read_text())["version"]
+    before, after = normal.search(queries, 10), mapped.search(queries, 10)
+    assert (before.rows == after.rows).all() and (before.item_ids == after.item_ids).all()
+    assert np.array_equal(before.scores, after.scores)
+
+
+def test_mmap_load_streams_the_hash_and_refuses_a_tampered_index(data, saved, tmp_path, monkeypatch):
+    import shutil
+
+    import recsys.index as index_module
+
+    folder = tmp_path / "exact"
+    shutil.copytree(saved["exact"][1], folder)
+    monkeypatch.setattr(index_module, "HASH_CHUNK", 4096)  # many chunks: the streamed hash is today's hash
+    assert VectorIndex.load(folder, mmap=True).loaded_as == "mmap"
+    raw = bytearray((folder / "index.faiss").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte of one vector: the file still parses
+    (folder / "index.faiss").write_bytes(bytes(raw))
+    for mmap in (True, False):
+        with pytest.raises(IndexArtifactError, match="version"):
+            VectorIndex.load(folder, mmap=mmap)
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_add_remove_search_after_an_mmap_load(data, saved, kind, tmp_path):
+    vectors, _, _ = data
+    folder = saved[kind][1]
+    index = VectorIndex.load(folder, mmap=True)
+    index.remove(["i1"])  # soft delete: the mapping stays
+    assert index.mapped and "i1" not in index.search(vectors[1:2], 20).item_ids
+    new = unit(np.random.default_rng(7).standard_normal((2, 32)))
+    index.add(new, ["new-a", "new-b"])  # faiss cannot append to a mapped index: copied to memory first
+    assert not index.mapped and index.loaded_as == "mmap" and len(index) == 2001
+    assert index.search(new, 1).item_ids[:, 0].tolist() == ["new-a", "new-b"]
+    index.remove(["new-a"])
+    hits = index.search(np.vstack([new, vectors[1:2]]), 20)
+    assert "new-a" not in hits.item_ids and "i1" not in hits.item_ids and "new-b" in hits.item_ids
+    # the artifact it was mapped from is untouched, and the grown index saves and loads (mapped) again
+    assert VectorIndex.load(folder, mmap=True).ntotal == 2000
+    index.save(tmp_path)
+    again = VectorIndex.load(tmp_path, mmap=True)
+    assert again.ntotal == 2002 and "new-a" not in again and again.search(new[1:], 1).item_ids[0, 0] == "new-b"
+
+
+def test_load_index_from_s3_checks_the_hash_and_downloads_once(s3_env, saved, tmp_path):
+    import uuid
+
+    from recsys import storage
+    from recsys.index import load_index
+    from tests.s3 import BUCKET
+
+    folder = saved["exact"][1]
+    meta = json.loads((folder / "index_meta.json").read_text())
+    prefix = f"index-{uuid.uuid4().hex[:8]}/run-1"
+    uri = storage.upload_dir(folder, f"s3://{BUCKET}/{prefix}")
+    cache = tmp_path / "node-cache"
+
+    s3_env.mark()
+    first = load_index(uri, cache_dir=cache, mmap=True)
+    assert first.version == meta["version"] and first.loaded_as == "mmap" and first.ntotal == 2000
+    assert first.directory.is_relative_to(cache)
+    fetched = [r.path.rsplit("/", 1)[1] for r in s3_env.object_gets(prefix)]
+    assert "index.faiss" in fetched  # the server really served it
+
+    s3_env.mark()
+    second = load_index(uri, cache_dir=cache, mmap=True)
+    assert second.directory == first.directory and second.version == meta["version"]
+    fetched = [r.path.rsplit("/", 1)[1] for r in s3_env.object_gets(prefix)]
+    assert "index.faiss" not in fetched and "item_ids.parquet" not in fetched  # listing + _content.json only
+    assert load_index(folder, cache_dir=cache).directory == folder  # a local folder loads where it is

@@ -61,6 +61,15 @@ class ItemTowerData:
                                                                     "parent": self.parent[which]}
 
 
+def data_source(cfg: CatalogConfig) -> str:
+    """The file or folder the config reads (the latest preprocess run's items, resolved)."""
+    if cfg.catalog:
+        return str(cfg.catalog)
+    from recsys.artifacts import latest_run
+
+    return str((Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items").resolve())
+
+
 def load_items(cfg: CatalogConfig) -> tuple[pa.Table, str]:
     """The canonical item table named by the config, and its source name."""
     if cfg.catalog:

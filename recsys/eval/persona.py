@@ -33,8 +33,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recsys.config import ConfigError
+from recsys.data.result import AdapterResult
 from recsys.metrics.hits import category_hit_flags, chance_hit_at_k, hit_flags, top_k
-from recsys.models.persona import ProductFeaturizer, ProfileFeaturizer, band_label
+from recsys.models.persona import PRICE_BUCKET, ProductFeaturizer, ProfileFeaturizer, band_label
 from recsys.plots import plt, save_figure, use_korean_font
 
 UNKNOWN_LABEL = "unknown"
@@ -54,13 +56,17 @@ def profiles_from_users(users: pa.Table) -> dict[str, dict]:
 
 def item_records(items: pa.Table, fields: Sequence[str]) -> dict[str, dict]:
     """ITEM_SCHEMA rows -> {item_id: {field: value}}. A field is ``category`` (finest level),
-    ``parent_category`` (the level above) or the name of a STD/RE attribute (its first value);
+    ``parent_category`` (the level above), the name of a STD/RE attribute (its first value) or
+    ``style`` (the first of ``styles``, K-Fashion's 스타일, unless an attribute is named so);
     ``price_bucket`` is computed later from prices and skipped here."""
     wanted = [f for f in fields if f != "price_bucket"]
     out, seen = {}, {f: 0 for f in wanted}
-    for row in items.select(["item_id", "category_path", "category", "std_attributes", "re_attributes"]).to_pylist():
+    columns = ["item_id", "category_path", "category", "std_attributes", "re_attributes"]
+    for row in items.select(columns + [c for c in ["styles"] if c in items.column_names]).to_pylist():
         attributes = {a["field"]: a["values"][0] for a in (row["re_attributes"] or []) + (row["std_attributes"] or [])
                       if a["values"]}
+        if row.get("styles") and "style" not in attributes:
+            attributes["style"] = row["styles"][0]
         path = row["category_path"] or []
         record = {}
         for name in wanted:
@@ -75,8 +81,8 @@ def item_records(items: pa.Table, fields: Sequence[str]) -> dict[str, dict]:
         out[row["item_id"]] = record
     absent = [f for f, n in seen.items() if n == 0 and out]
     if absent:
-        raise ValueError(f"item field(s) {absent} have no value in any item; use 'category', 'parent_category' "
-                         f"or an attribute of the catalog")
+        raise ValueError(f"item field(s) {absent} have no value in any item; use 'category', 'parent_category', "
+                         f"'style' or an attribute of the catalog")
     return out
 
 
@@ -317,9 +323,53 @@ RANKERS = ("model", "model_pop_ties", "most_popular", "persona_popular")
 
 @dataclass
 class PersonaDataConfig:
+    """Where profiles, items and purchases come from: the H&M files (the default), or, with
+    ``users_run``, a ``ray_jobs.train_users`` run (the demo's synthetic stand-in users:
+    users.parquet and interactions.parquet; customers/articles/transactions are then not read; a
+    runs root with a LATEST pointer, e.g. artifacts/train_users, means its newest run) and ``items``
+    (the demo items parquet; null: the items the run's embed run used)."""
     customers: str = f"{HM}/customers.parquet"
     articles: str = f"{HM}/articles.parquet"
     transactions: str = f"{HM}/transactions.parquet"
+    users_run: str | None = None
+    items: str | None = None
+
+    def __post_init__(self):
+        if self.items and not self.users_run:
+            raise ConfigError("data.items is read only with data.users_run (the H&M source reads data.articles)")
+
+    @property
+    def source(self) -> str:
+        """What an error in the data names: the users run, or the H&M transactions."""
+        return self.users_run or self.transactions
+
+
+@dataclass
+class PersonaInputs:
+    """The configured source read into canonical tables, what ``prepare_persona_data`` takes."""
+    tables: dict[str, AdapterResult]   # customers (USER_SCHEMA), articles (items), transactions (interactions)
+    paths: dict[str, str]              # what was read (the run manifest's inputs)
+    note: str | None = None            # a users run's synthetic stand-in note (recsys.data.demo_users.STAND_IN)
+
+
+def load_persona_inputs(data: PersonaDataConfig, customer: "CustomerFieldsConfig") -> PersonaInputs:
+    """Read the H&M files, or a train_users run (its users.parquet must have the configured customer
+    fields) with its items; raises ``AdapterError`` naming the file and field when one is missing."""
+    if data.users_run:
+        from recsys.artifacts import latest_run
+        from recsys.data.users_run import STAND_IN, load_users_run, users_run_items
+
+        run = Path(data.users_run)
+        run = (latest_run(run) if (run / "LATEST").is_file() else run).resolve()
+        items = users_run_items(run, data.items)
+        tables = load_users_run(run, items, customer.numeric, customer.categorical)
+        return PersonaInputs(tables, {"users_run": str(run), "items": str(items)}, STAND_IN)
+    from recsys.data.catalogs import load_hm_articles
+    from recsys.data.interactions import load_hm_customers, load_hm_transactions
+
+    return PersonaInputs({"customers": load_hm_customers(data.customers), "articles": load_hm_articles(data.articles),
+                          "transactions": load_hm_transactions(data.transactions)},
+                         {"customers": data.customers, "articles": data.articles, "transactions": data.transactions})
 
 
 @dataclass
@@ -365,6 +415,7 @@ class PersonaData:
     c_ids: np.ndarray
     c_num: np.ndarray | None          # None when there are no numeric customer fields
     datasets: dict[str, dict[str, np.ndarray]]
+    accounting: dict = field(default_factory=dict)   # where every transaction, customer and item went
 
     @property
     def sizes(self) -> dict:
@@ -376,12 +427,22 @@ class PersonaData:
 def prepare_persona_data(customers: pa.Table, articles: pa.Table, transactions: pa.Table,
                          customer: CustomerFieldsConfig, product: ProductFieldsConfig) -> PersonaData:
     """Profiles, items and purchases -> the last-day split, candidates, fitted featurizers and datasets.
-    Raises ValueError when the split has no training purchases or no validation customers."""
+    Raises ValueError when a configured customer field has no value in any profile, when
+    ``price_bucket`` is asked for without prices, or when the split has no training purchases or no
+    validation customers."""
     # Only the configured fields: the featurizer rejects any other key (a typo in a served profile must fail).
     inputs = customer.categorical + customer.numeric
-    profiles = {u: {f: p[f] for f in inputs if f in p} for u, p in profiles_from_users(customers).items()}
+    all_profiles = profiles_from_users(customers)
+    absent = [f for f in inputs if all_profiles and not any(f in p for p in all_profiles.values())]
+    if absent:
+        found = sorted({f for p in all_profiles.values() for f in p})
+        raise ValueError(f"customer field(s) {absent} have no value in any profile; the profiles have {found}")
+    profiles = {u: {f: p[f] for f in inputs if f in p} for u, p in all_profiles.items()}
     records = item_records(articles, list(dict.fromkeys(product.fields + [product.category_field, product.colour_by])))
     purchases = purchases_frame(transactions, set(records))
+    if PRICE_BUCKET in product.fields and purchases["price"].isna().all():
+        raise ValueError(f"product field {PRICE_BUCKET!r} needs purchase prices and the transactions have none; "
+                         f"drop it from product.fields")
     split = split_last_day(purchases)
     if split.train.empty or split.val.empty:
         raise ValueError(f"the split needs training purchases and customers with >= 3 purchase days for "
@@ -418,7 +479,27 @@ def prepare_persona_data(customers: pa.Table, articles: pa.Table, transactions: 
              "category": np.array([category_ids[item_category[a]] for a in candidates], np.int64)}
     return PersonaData(split, users, user_index, profiles, candidates, product_records, item_category,
                        profile_featurizer, product_featurizer, c_ids, c_num,
-                       {"train": pairs(split.train, True), "items": items, "val": pairs(split.val, False)})
+                       {"train": pairs(split.train, True), "items": items, "val": pairs(split.val, False)},
+                       accounting(transactions, records, purchases, split, profiles, candidates))
+
+
+def accounting(transactions: pa.Table, records: Mapping[str, dict], purchases: pd.DataFrame, split: PurchaseSplit,
+               profiles: Mapping[str, dict], candidates: Sequence[str]) -> dict:
+    """Where every transaction row, customer and item went on the way to the split (each block adds up)."""
+    known = int(pd.Series(transactions.column("item_id").to_pylist(), dtype="object").isin(records).sum())
+    rows = {"read": transactions.num_rows, "dropped_item_without_metadata": transactions.num_rows - known,
+            "merged_same_customer_article_day": known - len(purchases), "purchases": len(purchases),
+            "train": len(split.train), "val": len(split.val), "test": len(split.test)}
+    rows["reconciles"] = (rows["read"] == rows["dropped_item_without_metadata"] + rows["merged_same_customer_article_day"]
+                          + rows["purchases"] and rows["purchases"] == rows["train"] + rows["val"] + rows["test"])
+    buyers = set(purchases["user_id"])
+    customers = {"profiles": len(profiles), "buyers": len(buyers), "profiles_without_purchases": len(set(profiles) - buyers),
+                 "buyers_without_profile": len(buyers - set(profiles)), "warm": len(split.warm_users),
+                 "cold": len(split.cold_users)}
+    customers["reconciles"] = customers["buyers"] == customers["warm"] + customers["cold"]
+    items = {"with_metadata": len(records), "candidates": len(candidates),
+             "never_bought_in_training": len(records) - len(candidates)}
+    return {"transactions": rows, "customers": customers, "items": items}
 
 
 def evaluate_rankers(split, candidates: list[str], candidate_category: list[str], item_category: dict[str, str],

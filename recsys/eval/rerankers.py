@@ -27,6 +27,21 @@ def list_target_ranks(scores: np.ndarray, label: np.ndarray, mask: np.ndarray) -
     return np.where(listed, ranks, MISS)
 
 
+def fusion_target_ranks(candidates, sequences, index, item_vectors, score_columns: list[str],
+                        max_history: int, split: str = "test") -> np.ndarray:
+    """(U,) targets' ranks in a contract's lists ordered by their ``rank_fusion`` column (the sources'
+    reciprocal-rank fusion: the untrained order Serve falls back to), ties in the lists' input order
+    (``ranker_score``), as Serve breaks them."""
+    from recsys.data.candidate_lists import build_lists
+
+    frame = candidates.sort_values(["user_id", "rank_fusion", "ranker_score"], ascending=[True, False, False],
+                                   kind="stable")
+    frame = frame.assign(ranker_score=-frame.groupby("user_id").cumcount().astype(np.float32))
+    lists = build_lists(frame, sequences, split, index, score_columns, item_vectors, max_history,
+                        ranker_features=False)
+    return list_target_ranks(lists.ranker_score, lists.label, lists.mask)
+
+
 def order_scores(order: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Scores that put the (U, k) list positions of ``order`` first, in that order, and every other
     candidate after them in the order of ``base`` scores (U, L)."""

@@ -333,3 +333,53 @@ def read_item_vectors(path: str | Path, column: str = "vector") -> tuple[np.ndar
     matrix = column_matrix(table, column)
     return np.asarray(table["item_id"].to_pylist(), dtype=str), (matrix if matrix is not None else
                                                                  np.zeros((0, 0), np.float32))
+
+
+class ItemTowerEncoder:
+    """A ``train_item_tower`` run as a serving model: item attributes -> the adapter's 128-d vectors.
+
+    ``ItemTowerEncoder.load(run_dir)`` reads the featurizer (its STD vocabularies), the tower and the
+    adapter; :meth:`encode` places any item by its canonical attributes (``category_path``,
+    ``std_attributes``, ``re_attributes``, ``styles``, ``title``), so a product added after training
+    (a cold start) lands in the same space as the catalog; :meth:`run_vectors` are the vectors the run
+    exported for its own items (the same computation, done once at training time).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        from recsys.data.item_features import ItemFeaturizer
+
+        self.run_dir = Path(run_dir)
+        for name in (FEATURIZER_FILE, TOWER_FILE, ADAPTER_FILE, ITEM_VECTORS_FILE):
+            if not (self.run_dir / name).exists():
+                raise FileNotFoundError(f"{self.run_dir}: missing {name}; not a train_item_tower run")
+        self.featurizer = ItemFeaturizer.load(self.run_dir / FEATURIZER_FILE)
+        self.tower = load_tower(self.run_dir / TOWER_FILE)
+        self.adapter = load_adapter(self.run_dir / ADAPTER_FILE)
+        if getattr(self.tower, "config", None) is not None and self.tower.config.title_mode == "vector":
+            raise ValueError(f"{self.run_dir}: a title_mode 'vector' tower needs MiniLM title vectors per item; "
+                             "serve a tower trained with title_mode none or tokens")
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "ItemTowerEncoder":
+        return cls(run_dir)
+
+    @property
+    def std_fields(self) -> list[str]:
+        """The STD fields of the featurizer (hierarchy levels first); other attributes are RE."""
+        return list(self.featurizer.config.std_all)
+
+    def encode(self, rows: list[Mapping]) -> np.ndarray:
+        """(N, d) L2-normalised vectors for canonical item rows, in order."""
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        features = self.featurizer.transform(rows)
+        return adapt(self.adapter, encode_items(self.tower, features)).astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.adapter.net.out_features if isinstance(self.adapter.net, nn.Linear)
+                   else self.adapter.net[-1].out_features)
+
+    def run_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, vectors) the run exported (``item_vectors.parquet``'s adapter column)."""
+        return read_item_vectors(self.run_dir)

@@ -3,7 +3,9 @@
 ``candidates.parquet``: one row per (user, candidate item, split) with
 ``user_id`` (string), ``item_id`` (string), ``split`` ("val" | "test"), ``label`` (int8: 1 if the
 item is that split's target), ``score_<source>`` (float32, 0 when the source did not propose the
-item) and ``ranker_score`` (float32; on "val" the ranker was trained on these very rows).
+item), ``rank_fusion`` (float32: the sources' reciprocal-rank fusion,
+``recsys.retrieval.recommender.reciprocal_rank_fusion``, the order Serve falls back to without a
+learned reranker) and ``ranker_score`` (float32; on "val" the ranker was trained on these very rows).
 ``sequences.parquet``: ``user_id``, ``history_val`` / ``history_test`` (list<string>: the items
 before the validation / test target, in order), ``target_val``, ``target_test``.
 Written in slices so millions of candidate rows never sit in memory as Python strings.
@@ -31,6 +33,11 @@ def candidate_table(candidates: CandidateSet, labels: np.ndarray, ranker_scores:
                "label": pa.array(np.asarray(labels[rows], dtype=np.int8))}
     for name, values in candidates.score.items():
         columns[f"score_{name}"] = pa.array(np.asarray(values[rows], dtype=np.float32))
+    if candidates.rank:
+        from recsys.retrieval.recommender import reciprocal_rank_fusion
+
+        columns["rank_fusion"] = pa.array(reciprocal_rank_fusion({n: r[rows] for n, r in candidates.rank.items()},
+                                                                 {n: p[rows] for n, p in candidates.proposed.items()}))
     columns["ranker_score"] = pa.array(np.asarray(ranker_scores[rows], dtype=np.float32))
     return pa.table(columns)
 

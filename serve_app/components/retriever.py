@@ -1,8 +1,8 @@
 """Retriever: the vector index over item image vectors (and text vectors) plus the item store.
 
 Holds the :class:`~serve_app.catalog.Catalog` of one served version. Item additions and deletions
-go to the durable :class:`~serve_app.store.ItemStore` first and are then applied from it, by this
-replica at once and by the other replicas within ``sync_interval_s`` (a clock check per request,
+go to the durable :class:`~recsys.stores.item_log.ItemLog` (a file log on one node, or PostgreSQL
+shared by all) first and are then applied from it, by this replica at once and by the other replicas within ``sync_interval_s`` (a clock check per request,
 no file access), so the index, the store and the answer agree and survive a restart.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from serve_app.catalog import Catalog, shared_values, trends
 from serve_app.config import ServeAppConfig
 from serve_app.errors import Conflict, InputError, NotFound, Unavailable
-from serve_app.store import ItemStore
+from recsys.stores.item_log import ItemLog
 from serve_app.users import UserSources
 from serve_app.versions import embed_report, version_label
 
@@ -44,7 +44,7 @@ def read_sales(path: str | None) -> dict[str, int] | None:
 class Retriever:
     sync_interval_s = 0.5  # how stale another replica's item change may be here
 
-    def __init__(self, config: ServeAppConfig, version: dict, store: ItemStore, sales: dict[str, int] | None):
+    def __init__(self, config: ServeAppConfig, version: dict, store: ItemLog, sales: dict[str, int] | None):
         self.config = config
         self.version = version
         self.store = store
@@ -131,10 +131,44 @@ class Retriever:
         answer["popularity"] = found["popularity"][keep]
         return answer
 
+    def ranked_items(self, item_ids: list[str], scores: np.ndarray, n: int, exclude_ids: list[str] | tuple = ()) -> dict:
+        """The first ``n`` live, not excluded items of a ranking made elsewhere (the persona model's),
+        with their records and image vectors."""
+        catalog = self._current()
+        excluded, ids, kept = set(exclude_ids), [], []
+        for position, item_id in enumerate(item_ids):
+            if len(ids) == n:
+                break
+            if item_id not in excluded and catalog.get(item_id) is not None:
+                ids.append(item_id)
+                kept.append(position)
+        vectors = np.stack([catalog.vector_of(i) for i in ids]) if ids else np.zeros((0, catalog.dim), np.float32)
+        return self._answer(catalog, ids, np.asarray(scores, np.float32)[kept], vectors, "all", None)
+
+    def similar_space(self, catalog: Catalog) -> str:
+        """``similar.space`` resolved: auto -> the item tower when the version serves one."""
+        space = self.config.similar.space
+        if space == "auto":
+            return "item_tower" if catalog.tower is not None else "image"
+        if space == "item_tower" and catalog.tower is None:
+            raise Unavailable("similar.space is item_tower but the served version has no item tower run "
+                              "(train one: python -m ray_jobs.train_item_tower)", code="item_tower_unavailable")
+        return space
+
     def similar(self, item_id: str, k: int, scope: str = "all") -> dict:
-        """Products closest to an existing item's image vector (the item itself excluded)."""
-        vector = self.item_vector(item_id)
-        return self.search(vector, None, k, [item_id], scope)
+        """Products closest to an existing item (itself excluded): by its item-tower vector (its
+        attributes; new products were placed by theirs) or its image vector (``similar.space``)."""
+        catalog = self._current()
+        space = self.similar_space(catalog)
+        if space == "image":
+            return {**self.search(self.item_vector(item_id), None, k, [item_id], scope), "space": space}
+        with catalog.lock:
+            vector = catalog.tower.vector_of(item_id)
+            if vector is None:
+                raise NotFound(f"item {item_id!r} does not exist (or was deleted)", field="item_id")
+            only, scope, note = self._scope(catalog, scope, "the whole catalog")
+            ids, scores, vectors = catalog.tower.search(vector, k, [item_id], only)
+        return {**self._answer(catalog, ids, scores, vectors, scope, note), "space": space}
 
     def item_vector(self, item_id: str) -> np.ndarray:
         vector = self._current().vector_of(item_id)
@@ -208,10 +242,14 @@ class Retriever:
         if item is None:
             raise NotFound(f"item {item_id!r} does not exist (or was deleted)", field="item_id")
         stored = item.get("image") or ""
-        path = Path(stored) if Path(stored).is_absolute() else self.store.image_path(stored)
-        if not stored or not path.is_file():
-            raise NotFound(f"item {item_id!r} has no stored image", field="item_id")
-        return path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        try:
+            if not stored:
+                raise FileNotFoundError(stored)
+            # a catalog item names its image file by absolute path; an API-added one by its item-log key
+            data = Path(stored).read_bytes() if Path(stored).is_absolute() else self.store.read_image(stored)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # ImageNotFound is one
+            raise NotFound(f"item {item_id!r} has no stored image", field="item_id") from None
+        return data, mimetypes.guess_type(Path(stored).name)[0] or "application/octet-stream"
 
     # -- state ---------------------------------------------------------------------------------
     def version_info(self) -> dict:

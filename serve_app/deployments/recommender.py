@@ -20,7 +20,8 @@ from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
 from serve_app.errors import InputError, Unavailable, VersionMoved
 from serve_app.kpi import dashboard, image_url
-from serve_app.store import ItemStore
+from serve_app.users import PersonaModel
+from recsys.stores.item_log import open_item_log
 from serve_app.versions import embed_run_config, version_label
 
 
@@ -30,6 +31,7 @@ class Served:
     query: QueryEncoder
     retriever: Retriever
     reranker: Reranker
+    persona: PersonaModel | None = None  # profile-only requests, when the version has a persona run
 
 
 def item_out(item: dict) -> dict:
@@ -38,13 +40,14 @@ def item_out(item: dict) -> dict:
 
 class Recommender(Versioned):
     def __init__(self, config: ServeAppConfig, version: dict | None = None):
-        self.store = ItemStore(config.state_dir)
+        self.store = open_item_log(config.item_log, default_path=config.state_dir)  # file, or PostgreSQL shared by all
         self.sales = read_sales(config.best_sellers.interactions)
         super().__init__(config, version)
 
     def _load(self, version: dict, previous: Served | None) -> Served:
         served = Served(version, QueryEncoder(self.config, version, previous.query if previous else None),
-                        Retriever(self.config, version, self.store, self.sales), Reranker(self.config, version))
+                        Retriever(self.config, version, self.store, self.sales), Reranker(self.config, version),
+                        PersonaModel(version["persona_run"]) if version.get("persona_run") else None)
         served.retriever.catalog.sync()  # catch up with item changes made while it was built
         return served
 
@@ -87,7 +90,8 @@ class Recommender(Versioned):
                 scope: str = "all", query: dict | None = None) -> dict:
         s = self._served()
         retrieved = s.retriever.similar(item_id, n_candidates, scope)
-        return self._answer(s, retrieved, k, mmr_lambda, query or {"item_id": item_id}, {})
+        return {**self._answer(s, retrieved, k, mmr_lambda, query or {"item_id": item_id}, {}),
+                "space": retrieved["space"]}
 
     def _check_space(self, s: Served, embedded: dict) -> None:
         if embedded["embed_run"] != version_label(s.version)["embed_run"]:
@@ -115,7 +119,37 @@ class Recommender(Versioned):
                 "source": query["source"], "not_in_user_model": query["not_in_user_model"]}
         return {"user": user, "unknown_values": query["unknown_values"], "results": hits,
                 "reranker": ranked["reranker"], "candidates": len(retrieved["items"]), "note": query["note"],
-                "model": retrieved["version"]}
+                "model": retrieved["version"], "answered_by": "user_tower", "persona": None}
+
+    def _persona_answer(self, s: Served, profile: dict | None, k: int, n_candidates: int,
+                        mmr_lambda: float | None, exclude_ids) -> dict:
+        """A profile alone (no id, history or context): the persona two-tower ranks the products, the
+        library MMR orders the top ``n_candidates`` live ones (lambda: users.mmr_lambda by default)."""
+        users = s.query.users
+        if users is not None:  # the user tower's field checks (types, unseen values), then the persona's fields
+            record, unknown = users.validate_profile(profile)
+            record = {key: value for key, value in record.items() if key in s.persona.fields}
+        else:
+            record, unknown = dict(profile or {}), {}
+        if not record:
+            raise InputError(f"give at least one of: history (item ids), profile (fields {s.persona.fields}) or "
+                             "context (text)", field="history")
+        ids, scores, persona = s.persona.recommend(record, len(s.persona.model.article_ids))
+        retrieved = s.retriever.ranked_items(ids, scores, n_candidates, exclude_ids)
+        lam = self.config.users.mmr_lambda if mmr_lambda is None else mmr_lambda
+        ranked = s.reranker.rerank(retrieved["scores"], retrieved["vectors"], k, lam)
+        hits = [{"rank": n + 1, "score": round(float(retrieved["scores"][i]), 6), "mmr_score": round(float(g), 6),
+                 "sources": {"persona": round(float(retrieved["scores"][i]), 6)}, "item": item_out(retrieved["items"][i])}
+                for n, (i, g) in enumerate(zip(ranked["order"], ranked["mmr_scores"]))]
+        reranker = {**ranked["reranker"], "name": "persona", "learned": True, "run": s.persona.run,
+                    "description": f"persona two-tower (profile tower x product tower, cosine; train_persona run "
+                                   f"{s.persona.run}), then MMR with lambda {ranked['reranker']['lambda']:g} over "
+                                   "image vectors"}
+        user = {"user_id": None, "history": [], "profile": record, "context": None, "source": "request",
+                "not_in_user_model": []}
+        return {"user": user, "unknown_values": unknown, "results": hits, "reranker": reranker,
+                "candidates": len(retrieved["items"]), "note": s.persona.note, "model": retrieved["version"],
+                "answered_by": "persona", "persona": persona}
 
     def recommend_stored_user(self, user_id: str, k: int, mmr_lambda: float | None = None) -> dict:
         s = self._served()
@@ -124,6 +158,9 @@ class Recommender(Versioned):
     def recommend_user(self, history: list[str] | None, profile: dict | None, context: str | None, k: int,
                        mmr_lambda: float | None = None, exclude_ids: list[str] | tuple = ()) -> dict:
         s = self._served()
+        if s.persona is not None and not history and context is None:
+            n_candidates = max(k, min(self.config.search.candidates, 5 * k))
+            return self._persona_answer(s, profile, k, n_candidates, mmr_lambda, exclude_ids)
         return self._user_answer(s, s.query.encode_user(history, profile, context), k, mmr_lambda, exclude_ids)
 
     def top10_to_new(self, item_ids: list[str], uploads: list[dict], k: int, n_candidates: int,
@@ -209,4 +246,5 @@ class Recommender(Versioned):
         s = self._served()
         return {"ok": True, "catalog": s.retriever.health(), "queries": s.query.health(),
                 "ranking": s.reranker.health(), "version": s.retriever.version_info(),
+                "persona": s.persona.describe() if s.persona is not None else None,
                 "last_move": self.last_move, "loads": self.loads}

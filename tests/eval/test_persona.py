@@ -1,11 +1,16 @@
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from recsys.config import ConfigError
+from recsys.data.demo_users import STAND_IN
 from recsys.data.interactions import interactions_table, users_table
+from recsys.data.result import AdapterError
 from recsys.data.schema import ITEM_SCHEMA, attributes, table_from_rows
-from recsys.eval.persona import (HeldOut, chance_report, cluster_personas, describe_personas, item_records,
-                                 mean_prices, persona_chart, persona_popularity_scores, popularity_scores,
+from recsys.eval.persona import (CustomerFieldsConfig, HeldOut, PersonaDataConfig, ProductFieldsConfig, chance_report,
+                                 cluster_personas, describe_personas, item_records, load_persona_inputs, mean_prices,
+                                 persona_chart, persona_popularity_scores, popularity_scores, prepare_persona_data,
                                  profiles_from_users, purchases_frame, ranking_report, split_last_day, tsne_plot)
 
 
@@ -124,6 +129,76 @@ def test_tsne_plot_draws_customers_and_products(tmp_path):
     tsne_plot(vectors[:30], np.arange(30) % 2, ["p0", "p1"], vectors[30:], ["Divided", "Ladieswear"] * 15,
               tmp_path / "tsne.png", "t", sample=20)
     assert (tmp_path / "tsne.png").stat().st_size > 5_000
+
+
+def _users_run(root, users: pd.DataFrame, log: pd.DataFrame, items: list[dict], manifest: bool = True):
+    """A train_users run's files by hand (users.parquet, interactions.parquet, manifest naming the items)."""
+    import json
+
+    items_dir = root / "items"
+    items_dir.mkdir(parents=True)
+    pq.write_table(table_from_rows(items, ITEM_SCHEMA), items_dir / "part-0.parquet")
+    run = root / "users-run"
+    run.mkdir()
+    users.to_parquet(run / "users.parquet", index=False)
+    log.to_parquet(run / "interactions.parquet", index=False)
+    if manifest:
+        (run / "manifest.json").write_text(json.dumps({"inputs": {"items": str(items_dir)}}))
+    return run, items_dir
+
+
+def _demo_item(item_id, category, style, colour):
+    return {"item_id": item_id, "source": "kfashion", "category_path": ["상의", category], "category": category,
+            "std_attributes": attributes({"category": category, "color": colour}), "styles": [style]}
+
+
+def test_a_users_run_becomes_the_canonical_tables_with_every_record_accounted_for(tmp_path):
+    users = pd.DataFrame({"user_id": ["user-1", "user-2", "user-2", None], "history": [["a"], ["b"], ["b"], []],
+                          "age": [31.0, None, 40.0, 20.0], "style": ["스트리트", "로맨틱", "로맨틱", None],
+                          "context": ["x", "y", "y", "z"]})
+    log = pd.DataFrame({"user_id": ["user-1", "user-1", "user-2", "user-2"], "item_id": ["a", "zz", "b", "a"],
+                        "timestamp": pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03", None])})
+    items = [_demo_item("a", "티셔츠", "스트리트", "블랙"), _demo_item("b", "블라우스", "로맨틱", "화이트"),
+             _demo_item("b", "블라우스", "로맨틱", "화이트")]
+    run, items_dir = _users_run(tmp_path, users, log, items)
+    inputs = load_persona_inputs(PersonaDataConfig(users_run=str(run)), CustomerFieldsConfig(["style"], ["age"]))
+    assert inputs.note == STAND_IN and inputs.paths == {"users_run": str(run.resolve()), "items": str(items_dir)}
+    (tmp_path / "LATEST").write_text("users-run\n")   # a runs root: its newest run
+    latest = load_persona_inputs(PersonaDataConfig(users_run=str(tmp_path)), CustomerFieldsConfig(["style"], ["age"]))
+    assert latest.paths["users_run"] == str(run.resolve())
+    tables = {name: result.reconciliation() for name, result in inputs.tables.items()}
+    assert all(t["reconciles"] for t in tables.values())
+    assert tables["customers"]["quarantine_reasons"] == {"missing_user": 1, "duplicate_user": 1}
+    assert tables["transactions"]["quarantine_reasons"] == {"unknown_item": 1, "invalid_order": 1}
+    assert tables["articles"]["quarantine_reasons"] == {"duplicate_item": 1}
+    assert profiles_from_users(inputs.tables["customers"].table) == {"user-1": {"age": 31.0, "style": "스트리트"},
+                                                                     "user-2": {"style": "로맨틱"}}
+    # the K-Fashion style (the items' `styles`) and colour (a STD attribute) are product fields
+    records = item_records(inputs.tables["articles"].table, ["category", "parent_category", "style", "color"])
+    assert records["a"] == {"category": "티셔츠", "parent_category": "상의", "style": "스트리트", "color": "블랙"}
+    # no prices in the log: price_bucket is refused; customer fields must exist in users.parquet
+    with pytest.raises(ValueError, match="'price_bucket' needs purchase prices"):
+        prepare_persona_data(inputs.tables["customers"].table, inputs.tables["articles"].table,
+                             inputs.tables["transactions"].table, CustomerFieldsConfig(["style"], ["age"]),
+                             ProductFieldsConfig(["category", "price_bucket"], colour_by="category"))
+    with pytest.raises(AdapterError, match=r"users.parquet: missing column\(s\) \['height'\]"):
+        load_persona_inputs(PersonaDataConfig(users_run=str(run)), CustomerFieldsConfig(["style"], ["height"]))
+    (run / "manifest.json").write_text("{}")
+    with pytest.raises(AdapterError, match=r"manifest.json: no field inputs.items"):
+        load_persona_inputs(PersonaDataConfig(users_run=str(run)), CustomerFieldsConfig(["style"], ["age"]))
+    assert load_persona_inputs(PersonaDataConfig(users_run=str(run), items=str(items_dir)),
+                               CustomerFieldsConfig(["style"], ["age"])).paths["items"] == str(items_dir)
+    with pytest.raises(ConfigError, match="data.items is read only with data.users_run"):
+        PersonaDataConfig(items=str(items_dir))
+
+
+def test_a_customer_field_no_profile_has_is_refused():
+    users = users_table(["u1"], {"age": pd.Series([31.0])}, {})
+    with pytest.raises(ValueError, match=r"customer field\(s\) \['club_member_status'\] have no value"):
+        prepare_persona_data(users, table_from_rows([_demo_item("a", "티셔츠", "스트리트", "블랙")], ITEM_SCHEMA),
+                             interactions_table(pd.DataFrame({"user_id": ["u1"], "item_id": ["a"],
+                                                              "timestamp": pd.to_datetime(["2020-01-01"])})),
+                             CustomerFieldsConfig(["club_member_status"], ["age"]), ProductFieldsConfig(["category"]))
 
 
 @pytest.mark.real_data

@@ -37,3 +37,23 @@ def test_rerank_report_by_hand():
     # top 2: [1, 2] (orthogonal: 1), [3, 4] (cos 1/sqrt2), [4, 1] (cos 1/sqrt2)
     assert report["ild@2"] == pytest.approx((1 + 2 * (1 - 1 / math.sqrt(2))) / 3)
     assert report["coverage@2"] == pytest.approx(4 / 4)
+
+
+def test_fusion_target_ranks_order_by_fusion_then_input_order_by_hand():
+    """u1: fusion a 0.03, b 0.02, c 0.02 (tie: c has the higher input score, so c before b): target b
+    is third -> rank 2. u2: target d has the best fusion -> rank 0. u3's target was not listed -> MISS."""
+    import pandas as pd
+
+    from recsys.data.candidate_lists import ItemIndex
+    from recsys.eval.rerankers import fusion_target_ranks
+
+    candidates = pd.DataFrame({
+        "user_id": ["u1", "u1", "u1", "u2", "u2", "u3"], "item_id": ["a", "b", "c", "b", "d", "a"],
+        "split": ["test"] * 6, "label": np.array([0, 1, 0, 0, 1, 0], dtype=np.int8),
+        "score_knn": [0.0] * 6, "rank_fusion": [0.03, 0.02, 0.02, 0.01, 0.05, 0.02],
+        "ranker_score": [0.1, 0.2, 0.9, 0.5, 0.4, 0.3]})
+    sequences = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "history_val": [[], [], []],
+                              "history_test": [["c"], ["a"], ["b"]], "target_val": ["a", "a", "a"],
+                              "target_test": ["b", "d", "c"]})
+    ranks = fusion_target_ranks(candidates, sequences, ItemIndex(["a", "b", "c", "d"]), None, ["score_knn"], 2)
+    assert ranks.tolist() == [2, 0, MISS]

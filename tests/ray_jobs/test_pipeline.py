@@ -13,7 +13,9 @@ from recsys.index import IndexConfig
 from recsys.ranking.rerankers import RerankEvalConfig
 from ray_jobs.preprocess import PreprocessConfig
 from ray_jobs.train_json_encoder import TrainJsonEncoderConfig
+from ray_jobs.train_persona import TrainPersonaConfig
 from ray_jobs.train_users import TrainUsersConfig
+from recsys.config import load_config
 from recsys.data.demo_users import UserLogConfig
 from recsys.data.synthetic import SyntheticCorpusConfig
 from recsys.encoders.image import ImageEncoderConfig
@@ -22,6 +24,7 @@ from recsys.models.rerankers import DeepFMConfig
 from recsys.models.user_tower import UserTowerConfig
 from recsys.train_loops.alignment import AlignmentTrainConfig
 from recsys.train_loops.rerankers import DeepFMTrainConfig
+from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig, TrainItemTowerConfig
 from recsys.train_loops.user_tower import UserTowerTrainConfig
 
 pytestmark = pytest.mark.ray
@@ -39,6 +42,8 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
                           text_sources=["title"]),
         build_index=BuildIndexConfig(output_root=str(tmp_path / "index"), view_column="view",
                                      index=IndexConfig(kind="exact"), recall_queries=50),
+        item_tower=TrainItemTowerConfig(output_root=str(tmp_path / "tower"), tower="unified",
+                                        simcse=SimCSEConfig(epochs=1, batch_size=64), adapter=AdapterConfig(epochs=1)),
         pretrain_json_encoder=replace(stage, output_root=str(tmp_path / "stage1"),
                                       train=replace(stage.train, objective="json_views")),
         train_json_encoder=replace(stage, output_root=str(tmp_path / "stage2")),
@@ -48,6 +53,9 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
             train=UserTowerTrainConfig(epochs=1, batch_size=64, patience=0, threads=1), val_max_users=100,
             rerankers=RerankEvalConfig(deepfm=DeepFMConfig(embedding_dim=16, hidden=[32]),
                                        deepfm_train=DeepFMTrainConfig(epochs=1, batch_lists=64))))
+    persona = load_config(Path(__file__).resolve().parents[2] / "configs" / "persona_demo.yaml", TrainPersonaConfig)
+    cfg.train_persona = replace(persona, output_root=str(tmp_path / "persona"), train=replace(persona.train, epochs=1),
+                                evaluation=replace(persona.evaluation, personas=2, tsne_sample=100))
     results = pipeline.run(cfg)
 
     image = results["embed"]["image"]
@@ -60,6 +68,44 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     vectors = results["build_index"]["vectors"]
     assert vectors["reconciles"] and vectors["indexed"] + vectors["quarantined"] == results["embed"]["items"]
     assert results["build_index"]["index"]["n_items"] == vectors["indexed"] > 0
+
+    # the item tower Serve's similar uses: trained on the preprocessed items (its manifest names them, which
+    # is how Serve matches it), and its exported vectors are what the served record of each item encodes to
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from recsys.models.item_towers import ItemTowerEncoder
+    from serve_app.catalog import ITEM_COLUMNS, item_record
+    from serve_app.item_space import canonical_row
+
+    tower_run = Path(results["item_tower"]["run_dir"])
+    items_dir = Path(results["preprocess"]["run_dir"]) / "items"
+    manifest = json.loads((tower_run / "manifest.json").read_text())
+    assert Path(manifest["inputs"]["items"]) == items_dir.resolve()
+    encoder = ItemTowerEncoder.load(tower_run)
+    exported_ids, exported = encoder.run_vectors()
+    rows = pq.read_table(items_dir, columns=ITEM_COLUMNS).to_pylist()
+    assert sorted(exported_ids.tolist()) == sorted(r["item_id"] for r in rows)
+    served = encoder.encode([canonical_row(item_record(r), encoder.std_fields) for r in rows])
+    position = {item_id: n for n, item_id in enumerate(exported_ids.tolist())}
+    assert np.abs(served - exported[[position[r["item_id"]] for r in rows]]).max() < 1e-5
+
+    # what Serve would load from these roots: the index over this embed run, the tower trained on these
+    # items, the persona run on these users (its products are served items)
+    from serve_app.config import ArtifactSettings, ServeAppConfig
+    from serve_app.versions import newest_version
+
+    version = newest_version(ServeAppConfig(artifacts=ArtifactSettings(
+        preprocess_root=str(tmp_path / "pre"), embed_root=str(tmp_path / "emb"),
+        json_encoder_root=str(tmp_path / "stage2"), users_root=str(tmp_path / "users"),
+        index_root=str(tmp_path / "index"), item_tower_root=str(tmp_path / "tower"),
+        persona_root=str(tmp_path / "persona"))))
+    assert version["index_run"] == str(Path(results["build_index"]["run_dir"]).resolve())
+    assert version["item_tower_run"] == str(tower_run.resolve())
+    assert version["persona_run"] == str(Path(results["train_persona"]["run_dir"]).resolve())
+    persona_metrics = results["train_persona"]
+    assert "synthetic stand-in" in persona_metrics["note"]
+    assert {"model", "most_popular", "persona_popular"} <= set(persona_metrics["warm"])
 
     stage1, stage2 = results["pretrain_json_encoder"], results["train_json_encoder"]
     assert stage1["objective"] == "json_views" and 0 <= stage1["json_view_retrieval"]["top5"] <= 1
@@ -89,13 +135,14 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
 
     # The users step: a stand-in log over the embedded items, a user tower and DeepFM, in the layout
     # the Serve app's user components load (serve_app.users), with the same request-time features.
-    import numpy as np
-
     from serve_app.users import LearnedReranker, UserModel, UserSources
 
     users = results["train_users"]
     assert "synthetic stand-in" in users["note"] and users["users"] == 200
     assert users["reranker"]["kind"] == "deepfm" and 0 <= users["reranker"]["test"]["reranker"]["ndcg@10"] <= 1
+    # the untrained order Serve falls back to, reported beside the learned one (recsys.retrieval.recommender's
+    # reciprocal_rank_fusion, written into the candidate contract)
+    assert 0 <= users["reranker"]["test"]["rank fusion order"]["ndcg@10"] <= 1
     run = Path(users["run_dir"])
     model = UserModel(run)
     user_id = model.store.sample_ids(1)[0]

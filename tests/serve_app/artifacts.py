@@ -183,6 +183,70 @@ def index_run(root: Path, embed: Path, run_name: str = "index-v1") -> Path:
     return run_dir
 
 
+def item_tower_run(root: Path, items_dir: Path, run_name: str = "tower-v1") -> Path:
+    """What ``ray_jobs.train_item_tower`` writes (featurizer, tower, adapter, exported item vectors),
+    with a seeded untrained unified tower: Serve reads the layout, not the quality. A few items are
+    left out of the export, so the app must place them by their attributes as it does new products."""
+    from dataclasses import asdict
+
+    from recsys.data.item_features import PRESETS, ItemFeaturizer
+    from recsys.models.item_towers import (ADAPTER_FILE, FEATURIZER_FILE, ITEM_VECTORS_FILE, TOWER_FILE, ItemTowerConfig,
+                                           MetricAdapter, adapt, build_item_tower, encode_items, write_item_vectors)
+
+    config = ItemTowerConfig(embedding_dim=16, heads=2, head_hidden=32, output_dim=32, title_mode="tokens")
+    run_dir = new_run_dir(root / "item_tower", config, run_name)
+    rows = pq.read_table(items_dir).to_pylist()
+    featurizer = ItemFeaturizer.fit(rows, PRESETS["kfashion"]())
+    torch.manual_seed(0)
+    tower = build_item_tower("unified", config, featurizer.vocab_size, featurizer.n_fields).eval()
+    adapter = MetricAdapter(32, 16).eval()
+    _mkdir(run_dir / "checkpoints")
+    torch.save({"tower": "unified", "tower_config": asdict(config), "vocab_size": featurizer.vocab_size,
+                "n_fields": featurizer.n_fields, "model": tower.state_dict()}, run_dir / TOWER_FILE)
+    torch.save({"in_dim": 32, "out_dim": 16, "hidden_dim": None, "model": adapter.state_dict()}, run_dir / ADAPTER_FILE)
+    featurizer.save(run_dir / FEATURIZER_FILE)
+    exported = rows[:-2]
+    tower_vectors = encode_items(tower, featurizer.transform(exported))
+    write_item_vectors(run_dir / ITEM_VECTORS_FILE, [r["item_id"] for r in exported],
+                       [r["category"] for r in exported], np.zeros(len(exported), bool), tower_vectors,
+                       adapt(adapter, tower_vectors))
+    write_manifest(run_dir, "train_item_tower", {"items": str(items_dir.resolve())},
+                   {"item_vectors": str(run_dir / ITEM_VECTORS_FILE)})
+    return run_dir
+
+
+def persona_run(root: Path, users: Path, items_dir: Path, run_name: str = "persona-v1") -> Path:
+    """What ``ray_jobs.train_persona`` writes for a users run (featurizers fitted on the users' profiles
+    and the items, the products = the items the users bought, two personas), with a seeded untrained
+    two-tower: Serve reads the layout, not the quality."""
+    from recsys.models.persona import (PersonaModelConfig, PersonaRecommender, Personas, PersonaTwoTower,
+                                       ProductFeaturizer, ProfileFeaturizer, model_state_extra)
+
+    config = PersonaModelConfig(embedding_dim=8, hidden_dim=16, output_dim=8)
+    run_dir = new_run_dir(root / "persona", config, run_name)
+    table = pq.read_table(users / "users.parquet").to_pylist()
+    profiles = [{"age": u["age"], "style": u["style"]} for u in table]
+    bought = sorted({i for u in table for i in u["history"]})
+    rows = {r["item_id"]: r for r in pq.read_table(items_dir, columns=["item_id", "category", "styles"]).to_pylist()}
+    products = [{"article_id": i, "category": rows[i]["category"], "style": (rows[i]["styles"] or [None])[0],
+                 "purchases": 1} for i in bought]
+    profile_featurizer = ProfileFeaturizer.fit(profiles, ["style"], ["age"], {"age": [30, 45]})
+    product_featurizer = ProductFeaturizer.fit(products, ["category", "style"])
+    torch.manual_seed(0)
+    model = PersonaTwoTower(profile_featurizer.sizes(), profile_featurizer.n_numeric, product_featurizer.sizes(), config)
+    _mkdir(run_dir / "checkpoints")
+    torch.save({"model": model.state_dict(), **model_state_extra(config, profile_featurizer.sizes(),
+                                                                 profile_featurizer.n_numeric,
+                                                                 product_featurizer.sizes())},
+               run_dir / PersonaRecommender.MODEL_FILE)
+    centroids = np.random.default_rng(0).normal(size=(2, config.output_dim)).astype(np.float32)
+    PersonaRecommender.save(run_dir, profile_featurizer, product_featurizer, products,
+                            Personas(centroids, ["persona A", "persona B"]))
+    write_json(run_dir / "metrics.json", {"note": "synthetic stand-in (test): untrained persona two-tower"})
+    write_manifest(run_dir, "train_persona", {"users_run": str(users)}, {"products": str(run_dir / "products.parquet")})
+    return run_dir
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -194,6 +258,9 @@ def build(root: Path, n_images: int = 12) -> dict:
     encoder = json_encoder_run(root, pre / "items", seed=0, run_name="json-v1")
     users = users_run(root, embed)
     index = index_run(root, embed)
+    tower = item_tower_run(root, pre / "items")
+    persona = persona_run(root, users, pre / "items")
     ids = pq.read_table(pre / "items", columns=["item_id"])["item_id"].to_pylist()
-    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "users": users, "index": index, "item_ids": ids,
+    return {"root": root, "preprocess": pre, "embed": embed, "json_encoder": encoder, "users": users, "index": index,
+            "item_tower": tower, "persona": persona, "item_ids": ids,
             "n_items": len(np.unique(ids))}

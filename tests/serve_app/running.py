@@ -40,7 +40,8 @@ def app_config(root) -> ServeAppConfig:
     return ServeAppConfig(
         artifacts=ArtifactSettings(preprocess_root=str(root / "preprocess"), embed_root=str(root / "embed"),
                                    json_encoder_root=str(root / "train_json_encoder"),
-                                   users_root=str(root / "train_users"), index_root=str(root / "index")),
+                                   users_root=str(root / "train_users"), index_root=str(root / "index"),
+                                   item_tower_root=str(root / "item_tower"), persona_root=str(root / "persona")),
         state_dir=str(root / "state"), uploads=UploadLimits(max_bytes=300_000, max_pixels=1_000_000),
         max_request_bytes=2_000_000, search=SearchSettings(default_k=5, max_k=MAX_K, candidates=60),
         kpi=KpiSettings(augmented_samples=2, augmented_views=2))

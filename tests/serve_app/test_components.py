@@ -16,7 +16,7 @@ from serve_app.attributes import validate_attributes
 from serve_app.config import ConfigError, ServeAppConfig, UploadLimits, config_from_args, load_serve_yaml
 from recsys.models.rerankers import mmr_with_gains
 from serve_app.errors import InputError, NotFound, app_error_of
-from serve_app.store import ItemStore
+from recsys.stores.item_log import FileItemLog
 from serve_app.uploads import decode_image
 
 SERVE_YAML = Path(__file__).resolve().parents[2] / "configs" / "serve.yaml"
@@ -42,7 +42,7 @@ def test_mmr_matches_a_hand_computation():
 
 
 def test_item_store_replays_in_order_and_skips_a_torn_line(tmp_path):
-    store = ItemStore(tmp_path)
+    store = FileItemLog(tmp_path)
     vector = np.arange(4, dtype=np.float32)
     store.add({"item_id": "a"}, vector, None)
     store.delete("a")
@@ -86,7 +86,7 @@ def test_catalog_search_exclusion_and_changes_shared_through_the_store(tmp_path)
     from serve_app.catalog import Catalog, trends
 
     version, vectors = _version(tmp_path)
-    store = ItemStore(tmp_path / "state")
+    store = FileItemLog(tmp_path / "state")
     first, second = Catalog(version, store, None), Catalog(version, store, None)  # two replicas
     ids, scores, found = first.search(vectors[0], None, 3, 0.0)
     assert ids[0] == "i0" and scores[0] == pytest.approx(1.0) and np.allclose(found[0], vectors[0])
@@ -110,7 +110,7 @@ def test_catalog_search_exclusion_and_changes_shared_through_the_store(tmp_path)
     rows = trends([first.get("i0"), first.get("i2")], [first.get("n1")])
     assert rows["color"] == [{"value": "레드", "best_sellers": 2, "share": 1.0, "new_products_matching": 0}]
     # a restart replays the log into a fresh catalog: same state
-    again = Catalog(version, ItemStore(tmp_path / "state"), None)
+    again = Catalog(version, FileItemLog(tmp_path / "state"), None)
     assert again.get("n1") is not None and again.get("i1") is None and again.counts()["items"] == 6
 
 

@@ -8,7 +8,6 @@ replica of each deployment again.
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 import requests

@@ -166,6 +166,47 @@ def test_similar_and_unknown_ids(url, built):
         assert response.status_code == 404 and "no-such-item" in response.json()["detail"], path
 
 
+def _offline_tower_neighbours(built, item_id, k, mmr_lambda):
+    """The offline path in the item tower's space: the run's exported vectors, the tower's encoding of
+    the items it did not export (from their canonical rows), exact cosine top-k, the library's MMR."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from recsys.models.item_towers import ItemTowerEncoder
+    from recsys.models.rerankers import mmr_lists
+
+    encoder = ItemTowerEncoder.load(built["item_tower"])
+    exported_ids, exported = encoder.run_vectors()
+    vectors = dict(zip(exported_ids.tolist(), exported))
+    rows = {r["item_id"]: r for r in pq.read_table(built["preprocess"] / "items").to_pylist()}
+    missing = [i for i in rows if i not in vectors]
+    vectors.update(zip(missing, encoder.encode([rows[i] for i in missing])))
+    ids = [i for i in rows if i != item_id]
+    gallery = np.stack([vectors[i] for i in ids])
+    scores = gallery @ vectors[item_id]
+    top = np.argsort(-scores, kind="stable")[:k * 5]
+    order = mmr_lists(scores[top][None], gallery[top][None], np.ones((1, len(top)), bool), mmr_lambda, k,
+                      normalize=True)[0]
+    return [ids[top[o]] for o in order], missing
+
+
+def test_similar_compares_item_tower_vectors_as_offline(url, built):
+    """``similar`` answers in the item tower's space (similar.space auto: the version has a tower run):
+    the served neighbours equal the offline top-k + MMR over the run's vectors, also for an item the
+    run did not export (placed by its attributes when the replica loaded)."""
+    left_out = built["item_ids"][-1]
+    for item_id in (built["item_ids"][0], left_out):
+        for mmr_lambda in (1.0, 0.5):
+            body = requests.get(f"{url}/api/similar/{item_id}", params={"k": 3, "mmr_lambda": mmr_lambda},
+                                timeout=10).json()
+            assert body["space"] == "item_tower" and body["model"]["item_tower_run"] == built["item_tower"].name
+            expected, missing = _offline_tower_neighbours(built, item_id, 3, mmr_lambda)
+            assert left_out in missing
+            assert [h["item"]["item_id"] for h in body["results"]] == expected, (item_id, mmr_lambda)
+    tower = requests.get(f"{url}/healthz", timeout=10).json()["deployments"]["recommender"]["catalog"]["item_tower"]
+    assert tower["encoded_from_attributes_at_load"] == len(missing)
+
+
 def _users(built):
     import pyarrow.parquet as pq
 
@@ -208,6 +249,26 @@ def test_described_user_history_profile_context(url, built):
     assert excluded not in {h["item"]["item_id"] for h in again["results"]}
     cold = _recommend(url, {"profile": {"age": 45, "style": "우주복"}, "context": "화이트 드레스", "k": 3})
     assert cold["unknown_values"] == {"style": ["우주복"]} and len(cold["results"]) == 3
+
+
+def test_profile_only_request_is_answered_by_the_persona_model(url, built):
+    """No id, history or context: the persona two-tower ranks the products (its run's own order, MMR at
+    lambda 1 keeps it) and names the profile's persona; with a history the user tower answers."""
+    from recsys.models.persona import PersonaRecommender
+
+    profile = {"age": 31, "style": "로맨틱"}
+    body = _recommend(url, {"profile": profile, "k": 4, "mmr_lambda": 1.0})
+    offline = PersonaRecommender.load(built["persona"])
+    assert body["answered_by"] == "persona" and body["persona"] == offline.persona(profile)
+    assert body["model"]["persona_run"] == built["persona"].name and body["reranker"]["name"] == "persona"
+    assert body["user"]["profile"] == profile and "stand-in" in body["note"]
+    assert [h["item"]["item_id"] for h in body["results"]] == [i for i, _ in offline.recommend(profile, top_n=4)]
+    assert [h["sources"]["persona"] for h in body["results"]] == pytest.approx(
+        [s for _, s in offline.recommend(profile, top_n=4)], abs=1e-5)
+    unseen = _recommend(url, {"profile": {"style": "우주복"}, "k": 2})
+    assert unseen["answered_by"] == "persona" and unseen["unknown_values"] == {"style": ["우주복"]}
+    with_history = _recommend(url, {"profile": profile, "history": list(_users(built).history[1])[:2], "k": 3})
+    assert with_history["answered_by"] == "user_tower" and with_history["persona"] is None
 
 
 @pytest.mark.parametrize("body, names", [
@@ -320,6 +381,27 @@ def test_add_item_is_recommendable_at_once(url, built):
     assert found["scope"] == "new" and found["results"][0]["item"]["item_id"] == "new-001"
     after = requests.get(f"{url}/api/kpi", timeout=30).json()["serving"]["catalog"]["items"]
     assert after == before + 1
+
+
+
+def test_new_product_is_placed_by_its_attributes(url, built):
+    """Cold start: a product added through the API with the attributes of a catalog item (and another
+    picture) lands on that item in the item tower's space: its nearest neighbour, cosine 1."""
+    import pyarrow.parquet as pq
+
+    from serve_app.catalog import item_record
+
+    twin = pq.read_table(built["preprocess"] / "items").to_pylist()[1]
+    record = item_record(twin)
+    added = _add(url, "new-twin", color=(5, 5, 5), title=record["title"], category=record["category"],
+                 category_path=record["category_path"], attributes=record["attributes"], styles=record["styles"])
+    assert added.status_code == 201, added.text
+    body = requests.get(f"{url}/api/similar/new-twin", params={"k": 1, "mmr_lambda": 1.0}, timeout=10).json()
+    assert body["space"] == "item_tower"
+    assert body["results"][0]["item"]["item_id"] == twin["item_id"]
+    assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert requests.delete(f"{url}/api/items/new-twin", headers=ADMIN, timeout=10).status_code == 200
+    assert requests.get(f"{url}/api/similar/new-twin", timeout=10).status_code == 404
 
 
 def test_item_store_bad_input_changes_nothing(url, built):
