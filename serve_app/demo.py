@@ -5,8 +5,8 @@
 Serves the newest complete version (the pipeline's runs, handed to the model deployments as their
 ``user_config``), starts Ray Serve with the YAML's settings and deployments, waits for /healthz and
 prints the URL with sample curl lines, then serves until Ctrl-C. ``--check`` instead calls a few
-endpoints (search, similar items, a stored user, a described user), prints what they answered and
-exits: 0 when every call answered 200.
+endpoints (search, similar items, a stored user, a described user, a profile alone), prints what
+they answered and exits: 0 when every call answered 200.
 """
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ def curl_lines(url: str, user_id: str | None, history: list[str], item_id: str) 
         described = json.dumps({"history": history[-2:], "profile": {"age": 31, "style": "로맨틱"},
                                 "context": "화이트 드레스", "k": 5, "mmr_lambda": 0.8}, ensure_ascii=False)
         lines += [f"curl -s '{url}/api/recommend/user/{user_id}?k=5'",
-                  f"curl -s -X POST {url}/api/recommend/user -H 'content-type: application/json' -d '{described}'"]
+                  f"curl -s -X POST {url}/api/recommend/user -H 'content-type: application/json' -d '{described}'",
+                  f"curl -s -X POST {url}/api/recommend/user -H 'content-type: application/json' -d "
+                  f"'{json.dumps({'profile': {'age': 31, 'style': '로맨틱'}, 'k': 5}, ensure_ascii=False)}'"
+                  "   # profile only: the persona model"]
     return lines
 
 
@@ -73,6 +76,8 @@ def check(url: str, user_id: str | None, history: list[str], item_id: str) -> di
         calls["stored user"] = ("get", f"/api/recommend/user/{user_id}", {"params": {"k": 3}})
         calls["described user"] = ("post", "/api/recommend/user", {"json": {"history": history[-2:],
                                                                            "context": "화이트 드레스", "k": 3}})
+        calls["profile only"] = ("post", "/api/recommend/user", {"json": {"profile": {"age": 31, "style": "로맨틱"},
+                                                                         "k": 3}})
     statuses = {}
     for name, (method, path, kwargs) in calls.items():
         response = getattr(requests, method)(url + path, timeout=60, **kwargs)
@@ -81,6 +86,8 @@ def check(url: str, user_id: str | None, history: list[str], item_id: str) -> di
         if response.status_code == 200:
             titles = [f"{h['item']['item_id']} {h['item'].get('title') or ''}".strip() for h in body["results"]]
             extra = f"  reranker {body['reranker']['name']}" if "reranker" in body else ""
+            extra += f"  space {body['space']}" if body.get("space") else ""
+            extra += f"  persona '{body['persona']}'" if body.get("persona") else ""
             print(f"  {name:15s} 200  {titles}{extra}")
         else:
             print(f"  {name:15s} {response.status_code}  {body}")
