@@ -125,7 +125,8 @@ def _in_fresh_process(what: str, args: dict) -> dict:
 
 def scaled_version(version: dict, n_items: int, index_config: IndexConfig, noise: float, seed: int,
                    work: Path) -> tuple[dict, dict]:
-    """The demo version with its catalog grown to ``n_items`` (embed run, items, index run)."""
+    """The demo version with its catalog grown to ``n_items`` (embed run, items, index run, item tower
+    vectors)."""
     items = pq.read_table(version["items"])
     vectors = pq.read_table(Path(version["embed_run"]) / "image_embeddings", columns=["item_id", "view", "vector"])
     base = {i: v for i, view, v in zip(vectors["item_id"].to_pylist(), vectors["view"].to_pylist(),
@@ -160,11 +161,33 @@ def scaled_version(version: dict, n_items: int, index_config: IndexConfig, noise
     index_run = new_run_dir(work / "index", index_config, "scaled")
     meta = index.save(index_run)
     write_manifest(index_run, "build_index", {"vectors": str(embed_run / "image_embeddings")}, {})
-    scaled = {**version, "embed_run": str(embed_run), "items": str(work / "items"), "index_run": str(index_run)}
+    scaled = {**version, "embed_run": str(embed_run), "items": str(work / "items"), "index_run": str(index_run),
+              "item_tower_run": _scaled_tower(version.get("item_tower_run"), base_ids, take, ids, work)}
     return scaled, {"items": len(ids), "dim": int(matrix.shape[1]), "index_kind": index.kind,
                     "index_bytes": meta["index_bytes"], "index_build_s": round(build_s, 2),
                     "vectors_parquet_mib": round((embed_run / "image_embeddings" / "part-0.parquet").stat().st_size
                                                  / 2 ** 20, 1)}
+
+
+def _scaled_tower(tower_run: str | None, base_ids: list[str], take: np.ndarray, ids: list[str],
+                  work: Path) -> str | None:
+    """The version's item tower run with an exported vector for every grown item (each copy gets its
+    original's vector), as train_item_tower on the grown catalog would export: a replica then reads
+    the vectors instead of encoding 200k items' attributes at load."""
+    if not tower_run:
+        return None
+    import shutil
+
+    from recsys.models.item_towers import ITEM_VECTORS_FILE
+
+    target = work / "item_tower" / "scaled"
+    shutil.copytree(tower_run, target, ignore=shutil.ignore_patterns(ITEM_VECTORS_FILE, "ray_results", "*.png"))
+    table = pq.read_table(Path(tower_run) / ITEM_VECTORS_FILE)
+    row_of = {item_id: n for n, item_id in enumerate(table["item_id"].to_pylist())}
+    rows = pa.array([row_of[base_ids[r]] for r in take])
+    grown = table.take(rows).set_column(table.schema.get_field_index("item_id"), "item_id", pa.array(ids))
+    pq.write_table(grown, target / ITEM_VECTORS_FILE)
+    return str(target)
 
 
 def run(cfg: BenchServeStartupConfig) -> dict:

@@ -72,6 +72,8 @@ def run(cfg: TrainItemTowerConfig) -> dict:
         for split, values in report.items():
             print(f"{name} {split}: category_hit@10 {values['category_hit@10']:.3f} sibling_confusion@10 "
                   f"{values['sibling_confusion@10']:.3f} gap {values['same_vs_sibling_gap']:.3f}")
+    print("  (the category is one of the tower's input tokens and its triplet label: these numbers check that the "
+          "space keeps it, not that the tower could infer it; they are not a quality measure)")
     print(f"item vectors: {vectors_path}")
     return metrics | {"run_dir": str(run_dir)}
 
