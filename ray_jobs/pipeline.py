@@ -137,7 +137,8 @@ def _print_results(results: dict, run_dir: Path) -> None:
         persona = results["train_persona"]
         hit = f"hit@{persona['k']}"
         print(f"  persona (profile-only):    {persona['run_dir']}  warm customers' {hit}: " + ", ".join(
-            f"{name} {persona['warm'][name]['overall'][hit]:.3f}" for name in ("model", "most_popular", "persona_popular")))
+            f"{name} {persona['warm'][name]['overall'][hit]:.3f}" for name in ("model", "most_popular", "persona_popular"))
+            + f"; served: {persona['served']['ranker']} (chosen on the validation day)")
     if "embed" in results and "train_json_encoder" in results:
         print("\nServe it: python -m serve_app.demo --config configs/serve.yaml")
 

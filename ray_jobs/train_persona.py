@@ -20,8 +20,9 @@ from dataclasses import asdict
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
-from recsys.eval.persona import (RANKERS, PersonaData, PersonaInputs, cluster_personas, describe_personas,
-                                 evaluate_rankers, load_persona_inputs, persona_chart, prepare_persona_data, tsne_plot)
+from recsys.eval.persona import (RANKERS, PersonaData, PersonaInputs, choose_served_ranker, cluster_personas,
+                                 describe_personas, evaluate_rankers, load_persona_inputs, persona_chart,
+                                 prepare_persona_data, tsne_plot)
 from recsys.models.persona import PersonaRecommender, Personas, encode, load_model
 from recsys.plots import line_panels
 from recsys.train_loops.persona import TrainPersonaConfig, persona_loop
@@ -65,14 +66,18 @@ def run(cfg: TrainPersonaConfig) -> dict:
                                   cfg.customer.numeric + cfg.customer.categorical,  # "age 25-34 · ACTIVE club · ..."
                                   cfg.customer.bands, cfg.customer.suffixes)
     names = [p["name"] for p in described]
+    persona_of = dict(zip(data.users, labels.tolist()))
+    serving, persona_scores = choose_served_ranker(split, candidates, data.item_category, persona_of, len(names),
+                                                   customer_vectors, data.user_index, product_vectors, k)
     saved = PersonaRecommender.save(run_dir, data.profile_featurizer, data.product_featurizer, data.product_records,
-                                    Personas(centroids, names))
+                                    Personas(centroids, names), {**serving, "article_ids": candidates,
+                                                                 "persona_popularity": persona_scores.tolist()})
     evaluation = evaluate_rankers(split, candidates, [data.item_category[a] for a in candidates], data.item_category,
-                                  dict(zip(data.users, labels.tolist())), names, customer_vectors, data.user_index,
+                                  persona_of, names, customer_vectors, data.user_index,
                                   product_vectors, k)
     metrics = {"note": inputs.note, "k": k, "n_customers": len(data.users), "n_candidates": len(candidates),
                "split": split.summary(), "train_seconds": train_seconds, "best_epoch": int(fitted["best_metrics"]["epoch"]),
-               "selected_on": cfg.train.select_on, "personas": described, **evaluation,
+               "selected_on": cfg.train.select_on, "served": serving, "personas": described, **evaluation,
                "data": {name: result.reconciliation() for name, result in inputs.tables.items()},
                "accounting": data.accounting,
                "featurizer": {"numeric_mean_std": data.profile_featurizer.stats,
@@ -102,6 +107,9 @@ def run(cfg: TrainPersonaConfig) -> dict:
 
 def _print_summary(metrics: dict, names: list[str], sizes: list[int], k: int) -> None:
     hit, cat = f"hit@{k}", f"category_hit@{k}"
+    served = metrics["served"][f"validation_{hit}"]
+    print(f"served for profile-only requests: {metrics['served']['ranker']} (chosen on the validation day: {hit} "
+          f"model {served['model']:.4f}, persona_popular {served['persona_popular']:.4f}; the test day is not used)")
     if metrics["note"]:
         print(f"data: {metrics['note']}")
     for population in ("warm", "cold"):

@@ -21,7 +21,11 @@ Artifact written by ``save`` (``load`` checks every file against the meta before
 
 ``load(dir, mmap=True)`` maps index.faiss instead of reading it onto the heap (``MMAP_FLAGS``): the
 vectors (and the HNSW graph, the IVF lists) stay in the page cache, shared by every replica on the
-node that maps the same file. ``loaded_as`` says which happened ("mmap" or "memory"). ``load_index``
+node that maps the same file. ``loaded_as`` says which happened ("mmap" or "memory"). faiss cannot
+grow a mapped index, so a mapped index stays read-only for good: rows added after the load go to a
+small in-memory exact delta (an ``IndexFlatIP``, rows N.. after the mapped base's 0..N-1) that every
+search also scans, exactly whatever the base's kind, merging both result lists by score; ``save``
+writes base + delta as one plain faiss index of the base's kind. ``load_index``
 takes a local folder or an object-store URI (downloaded once per content hash to a node-local cache).
 """
 from __future__ import annotations
@@ -205,7 +209,11 @@ def _mapped(index: faiss.Index) -> bool:
 
 
 class VectorIndex:
-    """A faiss index plus its string item ids, its config and the rows removed since it was built."""
+    """A faiss index plus its string item ids, its config and the rows removed since it was built.
+
+    ``index`` is the faiss index (for a mapped one: the read-only mapped base); ``delta`` is None, or,
+    after an add to a mapped index, the in-memory ``IndexFlatIP`` holding the added rows (searched
+    exactly; its row r is the index's row ``index.ntotal + r``)."""
 
     def __init__(self, index: faiss.Index, item_ids: np.ndarray, config: IndexConfig, removed: np.ndarray,
                  source: str | None = None, built_utc: str | None = None):
@@ -214,7 +222,8 @@ class VectorIndex:
         self.removed = np.asarray(removed, dtype=bool)
         self.built_utc = built_utc or _utc_now()
         self.loaded_as = "memory"  # how load() read index.faiss: "mmap" (mapped) or "memory" (onto the heap)
-        self.mapped = False  # still viewing the mapped file (an mmap load until its first add)
+        self.mapped = False  # viewing the mapped file (an mmap load; adds go to ``delta``, the base stays mapped)
+        self.delta: faiss.IndexFlat | None = None  # rows added to a mapped index, see _add_rows
         self.version: str | None = None  # the artifact's content hash, when loaded from one
         self.directory: Path | None = None  # the local folder it was loaded from
         self._live_rows = {item: row for row, item in enumerate(self.item_ids.tolist()) if not self.removed[row]}
@@ -261,16 +270,21 @@ class VectorIndex:
     def _add_rows(self, vectors: np.ndarray, ids: np.ndarray, progress: bool, chunk: int = 20_000) -> None:
         from tqdm import tqdm
 
+        target = self.index
         if self.mapped:
             # faiss cannot grow a mapped vector (it aborts the process, no Python exception) and
-            # clone_index keeps viewing the same mapping: appends go to a private in-memory copy.
-            self.index = faiss.deserialize_index(faiss.serialize_index(self.index))
-            self.mapped = False
-        first = self.index.ntotal
+            # clone_index keeps viewing the same mapping. Copying the whole index to the heap would
+            # undo what the mapping saves (every replica replays the API's adds at start), so the
+            # mapped base stays read-only and appends go to a small in-memory exact delta instead;
+            # search scans it exactly (whatever the base's kind) and save() merges the two.
+            if self.delta is None:
+                self.delta = faiss.IndexFlatIP(self.dim)
+            target = self.delta
+        first = self.ntotal
         starts = range(0, len(vectors), chunk)
         # Chunked so long HNSW builds show progress; faiss parallelises inside each chunk.
         for start in tqdm(starts, desc=f"add to {self.kind}", unit="chunk", disable=not progress or len(starts) < 2):
-            self.index.add(vectors[start:start + chunk])
+            target.add(vectors[start:start + chunk])
         self.item_ids = np.concatenate([self.item_ids, ids])
         self.removed = np.concatenate([self.removed, np.zeros(len(ids), dtype=bool)])
         self._live_rows.update({item: first + i for i, item in enumerate(ids.tolist())})
@@ -287,7 +301,10 @@ class VectorIndex:
 
     def _refresh_selector(self) -> None:
         blocked = np.flatnonzero(self.removed).astype(np.int64)
-        self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked)) if len(blocked) else None
+        base_rows = int(self.index.ntotal)
+        in_base, in_delta = blocked[blocked < base_rows], blocked[blocked >= base_rows] - base_rows
+        self._selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(in_base)) if len(in_base) else None
+        self._delta_selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(in_delta)) if len(in_delta) else None
 
     # -- searching -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> Hits:
@@ -295,9 +312,20 @@ class VectorIndex:
         for this call. Query norms scale the scores but never change the ranking."""
         queries = check_queries(queries, self.dim)
         scores, rows = self.index.search(queries, k, params=self._params(ef_search, nprobe))
+        if self.delta is not None and self.delta.ntotal:
+            # Rows added after an mmap load: scanned exactly, then the k best of both lists by score
+            # (stable: on a tie the base row, the lower row number, comes first).
+            params = faiss.SearchParameters(sel=self._delta_selector) if self._delta_selector is not None else None
+            delta_scores, delta_rows = self.delta.search(queries, min(k, int(self.delta.ntotal)), params=params)
+            delta_rows = np.where(delta_rows >= 0, delta_rows + self.index.ntotal, -1)
+            scores = np.concatenate([np.where(rows >= 0, scores, -np.inf),
+                                     np.where(delta_rows >= 0, delta_scores, -np.inf)], axis=1)
+            rows = np.concatenate([rows, delta_rows], axis=1)
+            best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            scores, rows = np.take_along_axis(scores, best, axis=1), np.take_along_axis(rows, best, axis=1)
         found = rows >= 0
         ids = np.where(found, self.item_ids[np.where(found, rows, 0)] if len(self.item_ids) else "", "")
-        return Hits(np.where(found, scores, -np.inf).astype(np.float32), ids, rows)
+        return Hits(np.where(found, scores, -np.inf).astype(np.float32), ids, rows.astype(np.int64))
 
     def _params(self, ef_search: int | None, nprobe: int | None):
         # Per-call parameters, not index attributes: concurrent searches (Serve replicas' threads)
@@ -319,8 +347,8 @@ class VectorIndex:
 
     @property
     def ntotal(self) -> int:
-        """Rows in the faiss index, removed ones included."""
-        return int(self.index.ntotal)
+        """Rows in the faiss index (and its delta), removed ones included."""
+        return int(self.index.ntotal) + (int(self.delta.ntotal) if self.delta is not None else 0)
 
     def __len__(self) -> int:
         return len(self._live_rows)
@@ -329,8 +357,19 @@ class VectorIndex:
         return item_id in self._live_rows
 
     def memory_bytes(self) -> int:
-        """Size of the serialised index: what it occupies in RAM, give or take a few headers."""
-        return int(faiss.serialize_index(self.index).size)
+        """Size of the serialised index: what it occupies in RAM, give or take a few headers (a mapped
+        index: in the page cache; plus its delta's vectors)."""
+        delta = int(self.delta.ntotal) * int(self.delta.code_size) if self.delta is not None else 0
+        return int(faiss.serialize_index(self.index).size) + delta
+
+    def _merged(self) -> faiss.Index:
+        """The faiss index to save: ``index`` itself, or (after adds to a mapped index) an in-memory copy
+        of the base with the delta's vectors added the way ``add`` adds to an unmapped index."""
+        if self.delta is None or not self.delta.ntotal:
+            return self.index
+        merged = faiss.deserialize_index(faiss.serialize_index(self.index))
+        merged.add(self.delta.reconstruct_n(0, self.delta.ntotal))
+        return merged
 
     # -- artifact --------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> dict:
@@ -338,7 +377,8 @@ class VectorIndex:
         index_meta.json; returns the meta."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        index_bytes = faiss.serialize_index(self.index).tobytes()
+        # After adds to a mapped index: base + delta as one plain index (a heap copy while saving).
+        index_bytes = faiss.serialize_index(self._merged()).tobytes()
         # Temp file + rename: a process that mapped the old index.faiss (load(mmap=True)) keeps its
         # file; rewriting it in place would change (or, shorter, SIGBUS) that process's index.
         tmp = directory / f".{INDEX_FILE}.{os.getpid()}.tmp"
@@ -366,7 +406,8 @@ class VectorIndex:
 
         ``mmap=True`` maps index.faiss (``MMAP_FLAGS``) instead of copying it onto the heap, and the
         content hash is computed by streaming the file; a kind faiss cannot map is read normally.
-        ``loaded_as`` records which happened. The first ``add`` to a mapped index copies it to memory.
+        ``loaded_as`` records which happened. A mapped index stays mapped: ``add`` puts new rows in an
+        in-memory exact delta (faiss cannot grow a mapped index), and ``save`` merges the two.
         """
         directory = Path(directory)
         for name in (META_FILE, INDEX_FILE, IDS_FILE):

@@ -261,8 +261,21 @@ class PersonaModel:
             raise InputError(f"profile: {error}", field="profile") from error
         return [i for i, _ in ranked], np.array([s for _, s in ranked], np.float32), self.model.persona(profile)
 
+    @property
+    def ranking(self) -> str:
+        """What orders the products, in words (the run's choice, made on its validation day)."""
+        serving = self.model.serving
+        hits = next((v for key, v in serving.items() if key.startswith("validation_hit@")), None)
+        chosen = (f"; chosen on the run's validation day: hit@{serving['k']} model {hits['model']:.4f}, "
+                  f"persona popularity {hits['persona_popular']:.4f}") if hits else ""
+        if self.model.ranker == "persona_popular":
+            return ("persona popularity (the training purchases of the customers in the profile's persona, which "
+                    f"the profile tower picks){chosen}")
+        return f"persona two-tower (profile tower x product tower, cosine){chosen}"
+
     def describe(self) -> dict:
         return {"run": self.run, "fields": self.fields, "products": len(self.model.article_ids),
+                "ranker": self.model.ranker, "ranking": self.ranking,
                 "personas": self.model.personas.names if self.model.personas is not None else None}
 
 

@@ -217,8 +217,8 @@ def test_add_remove_search_after_an_mmap_load(data, saved, kind, tmp_path):
     index.remove(["i1"])  # soft delete: the mapping stays
     assert index.mapped and "i1" not in index.search(vectors[1:2], 20).item_ids
     new = unit(np.random.default_rng(7).standard_normal((2, 32)))
-    index.add(new, ["new-a", "new-b"])  # faiss cannot append to a mapped index: copied to memory first
-    assert not index.mapped and index.loaded_as == "mmap" and len(index) == 2001
+    index.add(new, ["new-a", "new-b"])  # faiss cannot append to a mapped index: the adds go to an exact delta
+    assert index.mapped and index.loaded_as == "mmap" and len(index) == 2001
     assert index.search(new, 1).item_ids[:, 0].tolist() == ["new-a", "new-b"]
     index.remove(["new-a"])
     hits = index.search(np.vstack([new, vectors[1:2]]), 20)
@@ -256,3 +256,139 @@ def test_load_index_from_s3_checks_the_hash_and_downloads_once(s3_env, saved, tm
     fetched = [r.path.rsplit("/", 1)[1] for r in s3_env.object_gets(prefix)]
     assert "index.faiss" not in fetched and "item_ids.parquet" not in fetched  # listing + _content.json only
     assert load_index(folder, cache_dir=cache).directory == folder  # a local folder loads where it is
+
+
+# -- adds to a memory-mapped index: a read-only mapped base plus an in-memory exact delta -----------
+
+def _mapped_and_plain(folder, new, new_ids, removed):
+    """The index in ``folder`` loaded mapped and loaded normally, each given the same add (one call)
+    and the same removes."""
+    mapped, plain = VectorIndex.load(folder, mmap=True), VectorIndex.load(folder)
+    for index in (mapped, plain):
+        index.add(new, new_ids)
+        index.remove(removed)
+    return mapped, plain
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_mmap_index_keeps_its_mapping_when_items_are_added(data, saved, kind):
+    from recsys.index import _mapped
+
+    vectors, _, queries = data
+    folder = saved[kind][1]
+    new = unit(np.random.default_rng(11).standard_normal((6, 32)))
+    new_ids = [f"new-{i}" for i in range(6)]
+    probe = VectorIndex.load(folder, mmap=True)
+    base = probe.index
+    probe.add(new[:1], new_ids[:1])
+    assert probe.index is base and _mapped(probe.index) and probe.mapped and probe.loaded_as == "mmap"
+    assert probe.delta is not None and probe.delta.ntotal == 1 and probe.ntotal == 2001
+
+    mapped, plain = _mapped_and_plain(folder, new, new_ids, ["i5", "new-1"])
+    assert mapped.mapped and _mapped(mapped.index) and mapped.index.ntotal == 2000 and mapped.delta.ntotal == 6
+    assert len(mapped) == len(plain) == 2004 and mapped.ntotal == plain.ntotal == 2006
+    assert "new-1" not in mapped and "i5" not in mapped and "new-2" in mapped and "i6" in mapped
+    q = np.vstack([queries, new, vectors[5:7]])
+    got = mapped.search(q, 10)
+    assert got.scores.dtype == np.float32 and got.rows.dtype == np.int64 and got.item_ids.shape == (len(q), 10)
+    assert (got.item_ids == np.where(got.rows >= 0, mapped.item_ids[got.rows], "")).all()  # rows keep plain's numbering
+    assert "new-1" not in got.item_ids and "i5" not in got.item_ids
+    live_new = [i for i in range(6) if i != 1]
+    assert got.item_ids[len(queries) + np.array(live_new), 0].tolist() == [new_ids[i] for i in live_new]
+    if kind == "exact":
+        want = plain.search(q, 10)
+        assert (got.item_ids == want.item_ids).all() and (got.rows == want.rows).all()
+        assert np.array_equal(got.scores, want.scores)
+        return
+    # HNSW / IVF-PQ: the base answers as the same index without the adds would, the delta exactly
+    # (brute force over the live added vectors), and the k best of the two by score are returned.
+    base_only = VectorIndex.load(folder)
+    base_only.remove(["i5"])
+    base_hits = base_only.search(q, 10)
+    in_base = got.rows < 2000
+    for query in range(len(q)):
+        n = int(in_base[query].sum())
+        assert (got.rows[query][in_base[query]] == base_hits.rows[query, :n]).all()
+        assert np.array_equal(got.scores[query][in_base[query]], base_hits.scores[query, :n])
+    exact_delta = q @ new.T
+    for query, row in zip(*np.nonzero(~in_base)):
+        added = int(got.rows[query, row]) - 2000
+        assert added != 1 and got.scores[query, row] == pytest.approx(exact_delta[query, added], abs=1e-5)
+    for query in range(len(q)):  # no live added row better than the k-th hit was left out
+        worst = got.scores[query, -1]
+        better = {new_ids[i] for i in live_new if exact_delta[query, i] > worst + 1e-5}
+        assert better <= set(got.item_ids[query].tolist())
+
+
+def test_mmap_index_reads_removed_base_ids_back_into_the_delta(data, saved):
+    vectors, _, _ = data
+    index = VectorIndex.load(saved["exact"][1], mmap=True)
+    index.remove(["i3"])
+    moved = unit(np.random.default_rng(3).standard_normal((1, 32)))
+    index.add(moved, ["i3"])  # a removed id may return: as a new row in the delta
+    hits = index.search(moved, 3)
+    assert hits.item_ids[0, 0] == "i3" and hits.rows[0, 0] == 2000 and hits.scores[0, 0] == pytest.approx(1, abs=1e-5)
+    assert 3 not in index.search(vectors[3:4], 20).rows  # the old base row stays hidden
+    index.remove(["i3"])
+    assert "i3" not in index and "i3" not in index.search(moved, 20).item_ids and len(index) == 1999
+    hits = index.search(moved, 3000)  # k > rows: padded as always
+    assert (hits.rows[0, 1999:] == -1).all() and (hits.item_ids[0, 1999:] == "").all()
+    assert np.isneginf(hits.scores[0, 1999:]).all() and np.isfinite(hits.scores[0, :1999]).all()
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
+def test_save_after_adds_to_an_mmap_index_writes_one_plain_index(data, saved, kind, tmp_path):
+    _, _, queries = data
+    new = unit(np.random.default_rng(12).standard_normal((5, 32)))
+    new_ids = [f"new-{i}" for i in range(5)]
+    mapped, plain = _mapped_and_plain(saved[kind][1], new, new_ids, ["i7", "new-2"])
+    q = np.vstack([queries, new])
+    before = mapped.search(q, 10)
+    meta = mapped.save(tmp_path / "mapped")
+    plain_meta = plain.save(tmp_path / "plain")
+    # One plain faiss index of the base's kind, base + delta rows: the same bytes (and content hash) as
+    # the unmapped index with the same adds writes (fewer than 100 adds: faiss inserts HNSW nodes one by one).
+    assert meta["version"] == plain_meta["version"] and meta["n_items"] == 2005 and meta["n_removed"] == 2
+    assert (tmp_path / "mapped" / "index.faiss").read_bytes() == (tmp_path / "plain" / "index.faiss").read_bytes()
+    for mmap in (False, True):
+        again = VectorIndex.load(tmp_path / "mapped", mmap=mmap)  # load checks the content hash
+        assert again.version == meta["version"] and again.delta is None and again.ntotal == 2005
+        assert "i7" not in again and "new-2" not in again and "new-3" in again
+        assert again.mapped == mmap
+        want, got = plain.search(q, 10), again.search(q, 10)
+        assert (got.item_ids == want.item_ids).all() and np.array_equal(got.scores, want.scores)
+    # saving changed nothing in memory: still mapped, still the same answers
+    after = mapped.search(q, 10)
+    assert mapped.mapped and mapped.delta.ntotal == 5
+    assert (after.item_ids == before.item_ids).all() and np.array_equal(after.scores, before.scores)
+    if kind == "exact":  # exact: what was searched before saving is what the saved index answers
+        assert np.array_equal(VectorIndex.load(tmp_path / "mapped", mmap=True).search(q, 10).scores, before.scores)
+
+
+def test_first_add_to_an_mmap_index_does_not_copy_it_onto_the_heap(tmp_path):
+    import gc
+    import os
+
+    from recsys.index import _mapped
+
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("reads the resident set size from /proc")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    vectors = unit(np.random.default_rng(0).standard_normal((8000, 256)))  # an 8 MiB exact index
+    VectorIndex.build(vectors, ids_for(8000), IndexConfig(kind="exact")).save(tmp_path)
+    del vectors
+    size = (tmp_path / "index.faiss").stat().st_size
+    index = VectorIndex.load(tmp_path, mmap=True)
+    base = index.index
+    new = unit(np.random.default_rng(1).standard_normal((3, 256)))
+    gc.collect()
+    start = rss()
+    index.add(new, ["a", "b", "c"])
+    grown = rss() - start
+    assert index.index is base and _mapped(index.index) and index.mapped
+    assert grown < size / 2, f"RSS grew {grown} bytes on the first add to a mapped {size}-byte index"
+    assert index.search(new, 1).item_ids[:, 0].tolist() == ["a", "b", "c"]

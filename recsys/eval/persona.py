@@ -202,6 +202,27 @@ def persona_popularity_scores(train_items: np.ndarray, train_personas: np.ndarra
     return counts + overall / (overall.max() + 1)
 
 
+def choose_served_ranker(split, candidates: list[str], item_category: Mapping[str, str], persona_of: Mapping[str, int],
+                         n_personas: int, customer_vectors: np.ndarray, user_index: Mapping[str, int],
+                         product_vectors: np.ndarray, k: int) -> tuple[dict, np.ndarray]:
+    """Which ranker answers profile-only requests, decided on the validation day (never the test day):
+    the two-tower (cosine) or PersonaPop (the profile's persona's training purchases), by hit@k of
+    the customers with a validation day. Returns (the decision, PersonaPop's (personas, candidates)
+    scores in ``candidates`` order, what a server needs to rank that way)."""
+    candidate_index = {a: i for i, a in enumerate(candidates)}
+    train_items = split.train["item_id"].map(candidate_index).to_numpy()
+    by_persona = persona_popularity_scores(train_items, split.train["user_id"].map(persona_of).to_numpy(),
+                                           n_personas, len(candidates))
+    held = HeldOut.build(split.val, sorted(set(split.val["user_id"])), candidate_index, item_category, persona_of)
+    rows = np.array([user_index[u] for u in held.users], dtype=np.int64)
+    scores = {"model": customer_vectors[rows] @ product_vectors.T, "persona_popular": by_persona[held.personas]}
+    hits = {name: round(float(hit_flags(top_k(values, k), held.items).mean()), 4) if len(rows) else 0.0
+            for name, values in scores.items()}
+    ranker = "persona_popular" if hits["persona_popular"] > hits["model"] else "model"
+    return {"ranker": ranker, "decided_on": "validation day (second-to-last purchase day)", "k": k,
+            "n_customers": len(held.users), f"validation_hit@{k}": hits}, by_persona
+
+
 @dataclass
 class HeldOut:
     """Held-out purchases of the evaluated customers, aligned row by row."""

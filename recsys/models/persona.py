@@ -328,20 +328,37 @@ class PersonaRecommender:
     -> ``[(article_id, score), ...]``, best first; score = cosine between the customer and product
     vectors. Products with identical attributes get identical vectors, so equal scores are common:
     they rank by the record's ``purchases`` (training purchase count, when given), then article id.
+    When the training job found PersonaPop better on the validation day (``serving.json``), the
+    score is instead the profile's persona's training purchases of the product (plus overall
+    popularity / (max + 1), which only breaks ties): ``ranker`` says which.
     """
 
     FEATURIZER_FILE = "checkpoints/featurizer.json"
     MODEL_FILE = "checkpoints/best_model.pt"
     PRODUCTS_FILE = "products.parquet"
     PERSONAS_FILE = "personas.json"
+    SERVING_FILE = "serving.json"   # which ranker answers (chosen on validation) and PersonaPop's counts
 
     def __init__(self, model: PersonaTwoTower, profiles: ProfileFeaturizer, products: ProductFeaturizer,
-                 product_records: Sequence[Mapping], id_key: str = "article_id", personas: Personas | None = None):
+                 product_records: Sequence[Mapping], id_key: str = "article_id", personas: Personas | None = None,
+                 serving: Mapping | None = None):
         order = sorted(range(len(product_records)), key=lambda i: (-(product_records[i].get("purchases") or 0),
                                                                    str(product_records[i][id_key])))
         self.model, self.profiles, self.products, self.personas = model.eval(), profiles, products, personas
         self.article_ids = [str(product_records[i][id_key]) for i in order]
         self.product_vectors = encode(model.product, products.transform([product_records[i] for i in order]))
+        # "model": cosine of the two towers; "persona_popular": the persona's training purchases (chosen on
+        # validation by the training job when it ranks better there; the towers still pick the persona)
+        self.serving = dict(serving or {"ranker": "model"})
+        self.ranker = self.serving["ranker"]
+        if self.ranker == "persona_popular":
+            if personas is None:
+                raise ValueError("serving ranker persona_popular needs the personas (personas.json)")
+            column = {a: n for n, a in enumerate(self.serving["article_ids"])}
+            self.persona_scores = np.asarray(self.serving["persona_popularity"], np.float64)[
+                :, [column[a] for a in self.article_ids]]
+        elif self.ranker != "model":
+            raise ValueError(f"serving ranker: expected model or persona_popular, got {self.ranker!r}")
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "PersonaRecommender":
@@ -352,12 +369,15 @@ class PersonaRecommender:
         personas_path = run_dir / cls.PERSONAS_FILE
         personas = Personas.from_dict(json.loads(personas_path.read_text())) if personas_path.is_file() else None
         records = pq.read_table(run_dir / cls.PRODUCTS_FILE).to_pylist()
+        serving_path = run_dir / cls.SERVING_FILE
+        serving = json.loads(serving_path.read_text()) if serving_path.is_file() else None
         return cls(load_model(run_dir / cls.MODEL_FILE), ProfileFeaturizer.from_dict(featurizers["profile"]),
-                   ProductFeaturizer.from_dict(featurizers["product"]), records, personas=personas)
+                   ProductFeaturizer.from_dict(featurizers["product"]), records, personas=personas, serving=serving)
 
     @classmethod
     def save(cls, run_dir: str | Path, profiles: ProfileFeaturizer, products: ProductFeaturizer,
-             product_records: Sequence[Mapping], personas: Personas | None = None) -> dict[str, str]:
+             product_records: Sequence[Mapping], personas: Personas | None = None,
+             serving: Mapping | None = None) -> dict[str, str]:
         """Write what :meth:`load` reads besides the checkpoint (``MODEL_FILE``, copied there by the
         training job): featurizers, the candidates' records and the personas. Returns {what: path}."""
         import pyarrow as pa
@@ -372,6 +392,9 @@ class PersonaRecommender:
         pq.write_table(pa.Table.from_pylist(list(product_records)), paths["products"])
         if personas is not None:
             write_json(paths["personas"], personas.to_dict())
+        if serving is not None:  # {"ranker", ..., "article_ids", "persona_popularity": (personas, products)}
+            paths["serving"] = run_dir / cls.SERVING_FILE
+            write_json(paths["serving"], dict(serving))
         return {name: str(path) for name, path in paths.items() if path.exists()}
 
     def embed(self, profiles: Sequence[Mapping]) -> np.ndarray:
@@ -381,7 +404,11 @@ class PersonaRecommender:
     def recommend(self, profile: Mapping, top_n: int = 10) -> list[tuple[str, float]]:
         if not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
             raise ValueError(f"top_n: expected a positive integer, got {top_n!r}")
-        scores = self.product_vectors @ self.embed([profile])[0]
+        vector = self.embed([profile])[0]
+        if self.ranker == "persona_popular":
+            scores = self.persona_scores[int(self.personas.assign(vector[None])[0])]
+        else:
+            scores = self.product_vectors @ vector
         best = np.argsort(-scores, kind="stable")[:top_n]
         return [(self.article_ids[i], float(scores[i])) for i in best]
 

@@ -142,9 +142,9 @@ class Recommender(Versioned):
                  "sources": {"persona": round(float(retrieved["scores"][i]), 6)}, "item": item_out(retrieved["items"][i])}
                 for n, (i, g) in enumerate(zip(ranked["order"], ranked["mmr_scores"]))]
         reranker = {**ranked["reranker"], "name": "persona", "learned": True, "run": s.persona.run,
-                    "description": f"persona two-tower (profile tower x product tower, cosine; train_persona run "
-                                   f"{s.persona.run}), then MMR with lambda {ranked['reranker']['lambda']:g} over "
-                                   "image vectors"}
+                    "ranker": s.persona.model.ranker,
+                    "description": f"{s.persona.ranking} (train_persona run {s.persona.run}), then MMR with lambda "
+                                   f"{ranked['reranker']['lambda']:g} over image vectors"}
         user = {"user_id": None, "history": [], "profile": record, "context": None, "source": "request",
                 "not_in_user_model": []}
         return {"user": user, "unknown_values": unknown, "results": hits, "reranker": reranker,

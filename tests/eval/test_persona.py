@@ -216,3 +216,31 @@ def test_split_on_the_real_hm_subset(shared_data):
     assert split.summary() == {"train_rows": 5432, "val_rows": 1139, "test_rows": 2303, "val_users": 480,
                                "warm_users": 639, "cold_users": 398}
     assert split.train["item_id"].nunique() == 2772  # the candidates
+
+
+def test_served_ranker_is_chosen_on_the_validation_day_by_hand():
+    """Persona 0 (u1, u2) bought a, persona 1 (u3) bought b in training. Every customer vector points
+    at product c. Validation day: u1 buys a, u3 buys b -> PersonaPop hits both (1.0), the model none:
+    PersonaPop is served. When the validation purchases are c, the model wins; a tie keeps the model.
+    The test day never enters the decision (a test day of c's would not change the first case)."""
+    from recsys.eval.persona import PurchaseSplit, choose_served_ranker
+
+    frame = lambda rows: pd.DataFrame(rows, columns=["user_id", "item_id"])  # noqa: E731
+    train = frame([("u1", "a"), ("u2", "a"), ("u2", "a"), ("u3", "b"), ("u3", "c")])
+    persona_of, user_index = {"u1": 0, "u2": 0, "u3": 1}, {"u1": 0, "u2": 1, "u3": 2}
+    customer_vectors = np.tile(np.array([[0.0, 0.0, 1.0]], np.float32), (3, 1))
+    products = np.eye(3, dtype=np.float32)
+    category = {"a": "x", "b": "y", "c": "z"}
+
+    def choose(val, test=frame([("u1", "c"), ("u3", "c")])):
+        split = PurchaseSplit(train, frame(val), test, ["u1", "u2", "u3"], [])
+        return choose_served_ranker(split, ["a", "b", "c"], category, persona_of, 2, customer_vectors, user_index,
+                                    products, k=1)
+
+    decision, scores = choose([("u1", "a"), ("u3", "b")])
+    assert decision["ranker"] == "persona_popular" and decision["n_customers"] == 2
+    assert decision["validation_hit@1"] == {"model": 0.0, "persona_popular": 1.0}
+    # persona 0: a bought 3 times -> 3 + overall/(max+1): a 3 + 3/4, b 1/4, c 1/4; persona 1: b 1 + 1/4, c 1 + 1/4
+    assert scores.tolist() == [[3.75, 0.25, 0.25], [0.75, 1.25, 1.25]]
+    assert choose([("u1", "c"), ("u3", "c")])[0]["ranker"] == "model"
+    assert choose([("u1", "a"), ("u3", "c")])[0]["ranker"] == "model"       # 0.5 each: the model stays

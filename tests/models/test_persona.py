@@ -236,3 +236,28 @@ def test_recommender_save_and_load_round_trip(tiny, tmp_path):
     assert [a for a, _ in ours] == [a for a, _ in theirs]
     assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-6)
     assert loaded.persona({"age": 20}) == "young"
+
+
+def test_persona_popularity_serving_ranks_by_the_personas_purchases(tiny, tmp_path):
+    """serving.json with ranker persona_popular (the training job's validation choice): the towers pick
+    the persona, the persona's purchase counts (given in their own article order) rank the products."""
+    _, parts = tiny
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": parts["model"].state_dict(),
+                **model_state_extra(parts["config"], parts["profiles"].sizes(), parts["profiles"].n_numeric,
+                                    parts["products"].sizes())}, tmp_path / PersonaRecommender.MODEL_FILE)
+    counts = {"young": {"c0": 9, "a1": 4, "b0": 1}, "older": {"a0": 7, "b1": 3}}   # deliberately not the towers'
+    article_ids = ["c0", "b1", "b0", "a1", "a0"]
+    serving = {"ranker": "persona_popular", "k": 3, "validation_hit@3": {"model": 0.1, "persona_popular": 0.2},
+               "article_ids": article_ids,
+               "persona_popularity": [[counts[p].get(a, 0) for a in article_ids] for p in ("young", "older")]}
+    saved = PersonaRecommender.save(tmp_path, parts["profiles"], parts["products"], PRODUCTS,
+                                    Personas(parts["centroids"], ["young", "older"]), serving)
+    assert set(saved) == {"featurizer", "products", "personas", "serving"}
+    loaded = PersonaRecommender.load(tmp_path)
+    assert loaded.ranker == "persona_popular"
+    assert loaded.recommend({"age": 20}, 3) == [("c0", 9.0), ("a1", 4.0), ("b0", 1.0)]
+    assert [a for a, _ in loaded.recommend({"age": 64}, 2)] == ["a0", "b1"]
+    with pytest.raises(ValueError, match="serving ranker"):
+        PersonaRecommender(parts["model"], parts["profiles"], parts["products"], PRODUCTS,
+                           personas=Personas(parts["centroids"], ["young", "older"]), serving={"ranker": "best"})

@@ -80,7 +80,16 @@ def test_persona_demo_trains_on_a_users_run_and_serves_its_items(idle_ray, users
     profile = {"age": 31, "style": "스트리트"}
     top = recommender.recommend(profile, top_n=5)
     catalog = set(pq.read_table(run_dir / "products.parquet")["article_id"].to_pylist())
-    assert len(top) == 5 and all(item in catalog and item in users_run["item_ids"] and -1 <= s <= 1 for item, s in top)
+    assert len(top) == 5 and all(item in catalog and item in users_run["item_ids"] for item, _ in top)
+    # what answers profile-only requests was chosen on the validation day (serving.json), and is what loads
+    served = saved["served"]
+    assert recommender.ranker == served["ranker"] in ("model", "persona_popular")
+    hits = served["validation_hit@3"]
+    assert served["ranker"] == ("persona_popular" if hits["persona_popular"] > hits["model"] else "model")
+    if served["ranker"] == "model":
+        assert all(-1 <= score <= 1 for _, score in top)                  # cosines
+    else:
+        assert [score for _, score in top] == sorted((score for _, score in top), reverse=True) and top[0][1] >= 1
     assert recommender.persona(profile) in names
     with pytest.raises(ValueError, match=r"profile field\(s\) \['colour'\] are not model inputs"):
         recommender.recommend({"age": 31, "colour": "블랙"})
