@@ -58,7 +58,7 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
 
     candidates = pq.read_table(out / "candidates.parquet")
     assert candidates.schema.names == ["user_id", "item_id", "split", "label", "score_user_tower", "score_itemknn",
-                                       "score_basket", "score_mostpop", "ranker_score"]
+                                       "score_basket", "score_mostpop", "rank_fusion", "ranker_score"]
     assert set(candidates.column("split").to_pylist()) == {"val", "test"}
     labels = candidates.column("label").to_numpy()
     assert labels.dtype == np.int8 and 0 < labels.sum() <= 2 * saved["n_users"]
