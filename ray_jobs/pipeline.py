@@ -85,9 +85,8 @@ def run(cfg: PipelineConfig) -> dict:
             if cfg.train_persona is not None:
                 print("[9/9] train_persona: persona two-tower on the users' profiles on Ray Train (profile-only "
                       "requests)")
-                users_run = results["train_users"]["run_dir"]
                 results["train_persona"] = train_persona.run(replace(cfg.train_persona, data=replace(
-                    cfg.train_persona.data, users_run=users_run)))
+                    cfg.train_persona.data, users_run=results["train_users"]["run_dir"])))
     _print_results(results, run_dir)
     return results
 
