@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.errors import AppError
 from serve_app.metrics import LiveStats
-from serve_app.routes import Services, dashboard, items, ops, recommend, search, users
+from serve_app.routes import Services, crm, dashboard, items, ops, recommend, search, users
 from serve_app.web import add_web_routes
 
 log = logging.getLogger("ray.serve")
@@ -106,7 +106,7 @@ def create_api(services: Services) -> FastAPI:
         return JSONResponse(status_code=exc.status_code, content={"error": code, "detail": str(exc.detail)},
                             headers=getattr(exc, "headers", None))
 
-    for area in (search, recommend, users, items, dashboard, ops):
+    for area in (search, recommend, users, crm, items, dashboard, ops):
         app.include_router(area.router(services))
     add_web_routes(app)
     return app

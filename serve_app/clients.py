@@ -106,6 +106,11 @@ class RecommenderClient:
         return await self.call("top10_to_new", item_ids, uploads, k, n_candidates, share, mmr_lambda, scope,
                                idempotent=True)
 
+    async def crm_messages(self, persona: str | None, user_id: str | None, profile: dict | None,
+                           product_ids: list[str] | None, goal: str, channel: str) -> dict:
+        # idempotent: it changes nothing, so a lost replica's request may be asked again
+        return await self.call("crm_messages", persona, user_id, profile, product_ids, goal, channel, idempotent=True)
+
     async def add_item(self, record: dict, embedded: dict, image: bytes) -> dict:
         return await self.call("add_item", record, embedded, image)
 

@@ -15,7 +15,9 @@ from typing import Any
 import yaml
 
 from recsys.config import ConfigError, from_dict
+from recsys.crm.messages import CrmConfig
 from recsys.index import IndexConfig
+from recsys.llm.config import LLMConfig
 from recsys.stores.item_log import ItemLogConfig
 
 
@@ -88,6 +90,14 @@ class UserSettings:
 
 
 @dataclass
+class CrmSettings:
+    """``POST /api/crm/messages``: the writer (the offline template stand-in unless an
+    OpenAI-compatible server is named) and the messages' settings (tones, channel limits, products)."""
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    crm: CrmConfig = field(default_factory=CrmConfig)
+
+
+@dataclass
 class BestSellerSettings:
     share: float = 0.1                     # top share of the catalog when no best sellers are given
     interactions: str | None = None        # interactions parquet (sales); None: centrality proxy
@@ -137,6 +147,7 @@ class ServeAppConfig:
     best_sellers: BestSellerSettings = field(default_factory=BestSellerSettings)
     new_items_file: str | None = None      # optional list of catalog item ids that count as new products
     kpi: KpiSettings = field(default_factory=KpiSettings)
+    crm: CrmSettings = field(default_factory=CrmSettings)
     latency_window: int = 10_000           # requests kept for the live latency percentiles
 
     def __post_init__(self):

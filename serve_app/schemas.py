@@ -161,6 +161,65 @@ class UserRecommendResponse(BaseModel):
     took_ms: float
 
 
+class CrmRequest(Strict):
+    """A customer segment, exactly one of: a persona of the served persona run (by name, see
+    /healthz persona.personas), a stored customer (their own profile and recommendations), or a
+    profile (its persona's products). Optionally the products to write about and a campaign goal."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"persona": "age 25-34 · ACTIVE club · NONE news", "goal": "봄 신상", "channel": "kakao"},
+        {"user_id": "user-000000", "channel": "sms"}, {"profile": {"age": 31}, "product_ids": ["1000008-outer"]}]})
+    persona: str | None = Field(None, max_length=200, description="a persona name of the served persona run")
+    user_id: str | None = Field(None, max_length=128, description="a customer of the served user store")
+    profile: dict[str, Any] | None = Field(None, description="profile fields (as POST /api/recommend/user)")
+    product_ids: list[str] | None = Field(None, max_length=10, description="write about these catalog items "
+                                          "(default: the segment's top recommendations)")
+    goal: str = Field("", max_length=300, description="campaign goal: the query the product facts are retrieved with")
+    channel: str = Field("kakao", max_length=32, description="a configured channel (its length limit applies)")
+
+
+class CrmMessageOut(BaseModel):
+    tone: str
+    text: str
+    product_ids: list[str] = Field(..., description="products the message names (all among the chosen ones)")
+    source_ids: list[str] = Field(..., description="the fact snippets it used (keys of `sources`)")
+    backend: str = Field(..., description="who wrote it; 'crm templates (stand-in, no LLM)' is the offline default")
+    attempt: int
+
+
+class CrmSource(BaseModel):
+    snippet_id: str
+    item_id: str
+    field: str
+    text: str
+
+
+class CrmRejected(BaseModel):
+    tone: str
+    attempt: int
+    text: str
+    reasons: list[str]
+
+
+class CrmSegmentOut(BaseModel):
+    name: str
+    profile: dict[str, Any] = Field(..., description="aggregates for a persona; the customer's own fields otherwise")
+
+
+class CrmResponse(BaseModel):
+    segment: CrmSegmentOut
+    channel: str
+    product_ids: list[str]
+    products: list[ItemOut]
+    messages: list[CrmMessageOut] = Field(..., description="one per tone that passed every check")
+    sources: dict[str, list[CrmSource]] = Field(..., description="the retrieved facts per product (the prompt's)")
+    rejected: list[CrmRejected] = Field(..., description="drafts that failed a check, with the reasons")
+    dropped_tones: list[str]
+    backend: str
+    retrieval: str = Field(..., description="the embedder that retrieved the facts")
+    model: ModelInfo
+    took_ms: float | None = None
+
+
 class MatchedBestSeller(BaseModel):
     item_id: str
     similarity: float

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from recsys.data.candidate_lists import RERANKER_FILE
 from recsys.retrieval.user_model import RERANKER_DIR, USER_TOWER_DIR, USERS_FILE, read_user_model, served_sources
-from serve_app.errors import InputError
+from serve_app.errors import InputError, NotFound
 
 MAX_HISTORY = 200
 
@@ -249,8 +249,19 @@ class PersonaModel:
         self.model = PersonaRecommender.load(run_dir)
         self.run = run_dir.name
         self.fields: list[str] = self.model.profiles.fields
-        metrics = run_dir / "metrics.json"
-        self.note = (json.loads(metrics.read_text()).get("note") if metrics.is_file() else None)
+        metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+        self.note = metrics.get("note")
+        self.described = {p["name"]: p for p in metrics.get("personas", [])}   # size, dominant values
+
+    def segment(self, name: str):
+        """A persona as a CRM segment (aggregates only) and its products best first; 404 for an unknown name."""
+        from recsys.crm.campaign import persona_segment
+
+        try:
+            ranked = self.model.recommend_persona(name, len(self.model.article_ids))
+        except KeyError as error:
+            raise NotFound(str(error).strip("'\""), field="persona") from error
+        return persona_segment(self.described.get(name, {"name": name, "size": 0})), [a for a, _ in ranked]
 
     def recommend(self, profile: dict, n: int) -> tuple[list[str], np.ndarray, str | None]:
         """(product ids best first, cosine scores, the profile's persona name); 422 for a bad profile."""

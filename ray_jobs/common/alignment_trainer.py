@@ -97,6 +97,7 @@ def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig,
     """Run the ASHA sweep and summarise it (library-level so tests can call it on toy data)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     param_space = {"temperature": tune.grid_search(list(cfg.temperatures)),
                    "batch_size": tune.choice(list(cfg.batch_sizes)),
@@ -110,7 +111,9 @@ def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric="val_top5", mode="max", num_samples=cfg.samples_per_temperature,
-            max_concurrent_trials=cfg.max_concurrent_trials,
+            # seeded sampling: the same config draws the same learning rates (a sweep can be rerun);
+            # the generator holds the concurrency limit (Tune ignores max_concurrent_trials beside it)
+            search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials),
             scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=cfg.grace_period,
                                     reduction_factor=cfg.reduction_factor)),
         run_config=tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune_results")),

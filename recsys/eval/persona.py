@@ -548,3 +548,20 @@ def evaluate_rankers(split, candidates: list[str], candidate_category: list[str]
                                   **{name: ranking_report(scores, held_out, category, names, k, order)
                                      for name, (scores, order) in rankers.items()}}
     return evaluation
+
+
+def evaluate_segment_picks(split, candidates: list[str], item_category: dict[str, str], persona_of: dict[str, int],
+                           names: list[str], segment_scores: np.ndarray, k: int) -> dict:
+    """Products picked per persona (the same top k for every member, as a campaign sends them;
+    ``segment_scores``: personas x candidates) against what each customer with a test day bought on
+    it, beside MostPop's top k (training purchases) and chance: overall and per persona."""
+    candidate_index = {a: i for i, a in enumerate(candidates)}
+    most_popular = popularity_scores(split.train["item_id"].map(candidate_index).to_numpy(), len(candidates))
+    users = sorted(set(split.test["user_id"]) & set(persona_of))
+    held_out = HeldOut.build(split.test, users, candidate_index, item_category, persona_of)
+    category = np.array([item_category[a] for a in candidates])
+    n = len(held_out.users)
+    return {"k": k, "n_customers": n, "chance": chance_report(held_out, len(candidates), names, k),
+            "segment_picks": ranking_report(np.asarray(segment_scores)[held_out.personas], held_out, category, names, k),
+            "most_popular": ranking_report(np.broadcast_to(most_popular, (n, len(candidates))), held_out, category,
+                                           names, k)}

@@ -355,7 +355,7 @@ class PersonaRecommender:
             if personas is None:
                 raise ValueError("serving ranker persona_popular needs the personas (personas.json)")
             column = {a: n for n, a in enumerate(self.serving["article_ids"])}
-            self.persona_scores = np.asarray(self.serving["persona_popularity"], np.float64)[
+            self._persona_popularity = np.asarray(self.serving["persona_popularity"], np.float64)[
                 :, [column[a] for a in self.article_ids]]
         elif self.ranker != "model":
             raise ValueError(f"serving ranker: expected model or persona_popular, got {self.ranker!r}")
@@ -406,9 +406,33 @@ class PersonaRecommender:
             raise ValueError(f"top_n: expected a positive integer, got {top_n!r}")
         vector = self.embed([profile])[0]
         if self.ranker == "persona_popular":
-            scores = self.persona_scores[int(self.personas.assign(vector[None])[0])]
+            scores = self._persona_popularity[int(self.personas.assign(vector[None])[0])]
         else:
             scores = self.product_vectors @ vector
+        best = np.argsort(-scores, kind="stable")[:top_n]
+        return [(self.article_ids[i], float(scores[i])) for i in best]
+
+    def persona_index(self, name: str) -> int:
+        """Index of the persona named ``name``; KeyError naming the known personas."""
+        names = self.personas.names if self.personas is not None else []
+        if name not in names:
+            raise KeyError(f"unknown persona {name!r}; this run's personas: {names}")
+        return names.index(name)
+
+    def persona_scores(self) -> np.ndarray:
+        """(personas, products in ``article_ids`` order): what a whole persona gets, the served ranker's
+        scores for the segment: its training purchases (PersonaPop) or the cosine with its centroid."""
+        if self.personas is None:
+            raise ValueError("this run has no personas (personas.json)")
+        if self.ranker == "persona_popular":
+            return self._persona_popularity
+        centroids = np.asarray(self.personas.centroids, np.float32)
+        centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        return centroids @ self.product_vectors.T
+
+    def recommend_persona(self, name: str, top_n: int = 10) -> list[tuple[str, float]]:
+        """A persona's products, best first (ties in ``article_ids`` order: training purchases, then id)."""
+        scores = self.persona_scores()[self.persona_index(name)]
         best = np.argsort(-scores, kind="stable")[:top_n]
         return [(self.article_ids[i], float(scores[i])) for i in best]
 

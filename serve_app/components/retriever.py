@@ -261,6 +261,11 @@ class Retriever:
     def counts(self) -> dict:
         return self._current().counts()
 
+    def live_items(self) -> list[dict]:
+        """Every live item's record (the CRM claim checker's vocabulary is built from them)."""
+        catalog = self._current()
+        return [public(item) for item in map(catalog.get, catalog.live_ids()) if item is not None]
+
     def health(self) -> dict:
         users = self.users
         return {"ok": True, **self.counts(), "user_items": len(users.item_ids) if users is not None else None}

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.crm.messages import Segment
+from serve_app.components.crm import CrmWriter
 from serve_app.components.query_encoder import QueryEncoder
 from serve_app.components.reranker import Reranker
 from serve_app.components.retriever import Retriever, read_sales, top10_to_new
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
-from serve_app.errors import InputError, Unavailable, VersionMoved
+from serve_app.errors import Conflict, InputError, Unavailable, VersionMoved
 from serve_app.kpi import dashboard, image_url
 from serve_app.users import PersonaModel
 from recsys.stores.item_log import open_item_log
@@ -32,6 +34,7 @@ class Served:
     retriever: Retriever
     reranker: Reranker
     persona: PersonaModel | None = None  # profile-only requests, when the version has a persona run
+    crm: CrmWriter | None = None         # POST /api/crm/messages
 
 
 def item_out(item: dict) -> dict:
@@ -48,6 +51,7 @@ class Recommender(Versioned):
         served = Served(version, QueryEncoder(self.config, version, previous.query if previous else None),
                         Retriever(self.config, version, self.store, self.sales), Reranker(self.config, version),
                         PersonaModel(version["persona_run"]) if version.get("persona_run") else None)
+        served.crm = CrmWriter(self.config.crm, served.query.text)
         served.retriever.catalog.sync()  # catch up with item changes made while it was built
         return served
 
@@ -206,6 +210,46 @@ class Recommender(Versioned):
         return {"best_sellers": {"source": source, "n": len(best), "items": listed}, "results": hits,
                 "trends": matched["trends"], "reranker": reranker, "scope": retrieved["scope"],
                 "note": retrieved["note"], "model": retrieved["version"]}
+
+    # -- CRM messages ----------------------------------------------------------------------------
+    def _crm_segment(self, s: Served, persona: str | None, user_id: str | None, profile: dict | None,
+                     n: int) -> tuple[Segment, list[str]]:
+        """(the segment, its products best first): a persona's aggregates and products, a stored
+        customer's own profile and recommendations, or a profile's persona answer."""
+        if persona is not None:
+            if s.persona is None:
+                raise Unavailable("this version has no persona run (train one: python -m ray_jobs.train_persona)",
+                                  code="persona_unavailable")
+            return s.persona.segment(persona)
+        if user_id is not None:
+            answer = self.recommend_stored_user(user_id, n)
+            return (Segment(f"customer {user_id}", answer["user"]["profile"] or {}),
+                    [hit["item"]["item_id"] for hit in answer["results"]])
+        answer = self.recommend_user(None, profile, None, n)
+        name = f"profile (persona {answer['persona']})" if answer.get("persona") else "profile"
+        return Segment(name, answer["user"]["profile"] or {}), [hit["item"]["item_id"] for hit in answer["results"]]
+
+    def crm_messages(self, persona: str | None, user_id: str | None, profile: dict | None,
+                     product_ids: list[str] | None, goal: str, channel: str) -> dict:
+        """One grounded message per tone for a segment about its products (or the given ones)."""
+        s = self._served()
+        settings = self.config.crm.crm
+        if channel not in settings.channel_limits:
+            raise InputError(f"channel: expected one of {sorted(settings.channel_limits)}, got {channel!r}",
+                             field="channel")
+        segment, ranked = self._crm_segment(s, persona, user_id, profile, settings.products_per_message)
+        n = settings.products_per_message
+        if product_ids:
+            items = s.retriever.items_with_vectors(list(dict.fromkeys(product_ids))[:n])["items"]   # 404 unknown
+        else:
+            items = s.retriever.ranked_items(ranked, np.zeros(len(ranked), np.float32), n)["items"]
+        if not items:
+            raise Conflict(f"segment {segment.name!r} has no live products to write about", code="no_products")
+        counts = s.retriever.counts()   # they move with every add or delete: the vocabulary's cache key
+        vocabulary = s.crm.vocabulary((counts["items"], counts["added_through_api"], counts["deleted"]),
+                                      s.retriever.live_items)
+        answer = s.crm.write(segment, items, vocabulary, goal, channel)
+        return {**answer, "products": [item_out(i) for i in items], "model": version_label(s.version)}
 
     # -- the item store --------------------------------------------------------------------------
     def add_item(self, record: dict, embedded: dict, image: bytes) -> dict:

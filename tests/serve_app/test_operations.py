@@ -42,21 +42,25 @@ def _reads(url, built) -> list:
 
 def test_a_killed_replica_fails_no_request(url, config, built, restore_settings):
     two = {**OPTIONS, **{name: {**OPTIONS[name], "num_replicas": 2} for name in ("Recommender", "ImageEmbedder")}}
-    deploy(serve_config(config, options=two))
+    # seconds for the second replicas to start with no load: the yardstick for recovery under load
+    cold_start_s = deploy(serve_config(config, options=two))
     uploads = [("POST", "/api/recommend/customer_input", None,
                 {"file": (f"q{n}.jpg", _jpeg((40 * n, 90, 200 - 30 * n)), "image/jpeg"),
                  "scope": (None, "all", None)}) for n in range(5)]
     for deployment, requests_ in (("Recommender", _reads(url, built)), ("ImageEmbedder", uploads)):
         wait_replicas(APP, deployment, 2, 120)
-        result = kill_under_load(url, APP, deployment, requests_, clients=16, replicas=2, before_s=2, after_s=3)
+        result = kill_under_load(url, APP, deployment, requests_, clients=16, replicas=2, before_s=2, after_s=3,
+                                 recover_timeout_s=300)
         print(f"{deployment}: killed {result['killed']}; {result['failed']} failed of {result['answers']}; "
-              f"healthy with 2 replicas after {result['seconds_to_healthy']} s")
+              f"healthy with 2 replicas after {result['seconds_to_healthy']} s (cold start {cold_start_s:.1f} s)")
         # uploads are slow (an image model per request on 2 shared cores): fewer answers in the window
         assert result["answers_after_kill"] >= (20 if deployment == "Recommender" else 5), {
             k: v for k, v in result.items() if k != "timeline"}
         # reads are retried on the surviving replica when theirs dies (serve_app.clients)
         assert result["failed"] == 0, result["failure_examples"]
-        assert result["seconds_to_healthy"] < 90
+        # The replacement starts while 16 clients load the 2 shared cores (here: about 2x the unloaded
+        # start for the Recommender, 2.5x for the image model): allow 4x, and 120 s at least.
+        assert result["seconds_to_healthy"] < max(120.0, 4 * cold_start_s), (result["seconds_to_healthy"], cold_start_s)
 
 
 def test_autoscaling_follows_the_load(url, config, built, restore_settings):
