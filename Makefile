@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-quick bench-preprocess bench-embed eval-alignment eval-item-towers eval-next-purchase eval-seq \
-	eval-seq-synthetic bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich
+	eval-seq-synthetic bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich crm
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -79,6 +79,12 @@ enrich: setup
 		--set catalog=$(SHARED_DATA)/fashion_product_images_styles_full/styles_full.parquet --set output_root=artifacts/enrich/fpi
 	$(PY) -m ray_jobs.enrich --config configs/enrich.yaml \
 		--set catalog=$(SHARED_DATA)/hm_pse_subset/articles.parquet --set output_root=artifacts/enrich/hm
+
+# CRM messages for the H&M personas, evaluated on the persona run's split (trains that run first, ~2 min);
+# the offline template writer (no LLM) and MiniLM retrieval.
+crm: setup
+	$(PY) -m ray_jobs.train_persona --config configs/persona.yaml
+	$(PY) -m ray_jobs.crm --config configs/crm.yaml
 
 # Protocol E3 on H&M (sequential next item, leave-last-out): recommender vs MostPop and ItemKNN, ~3-7 min.
 eval-seq: setup

@@ -29,6 +29,7 @@ def _hand_fit(hm_like, recommender, picks: dict[str, list[str]], k: int) -> tupl
     articles = set(pd.read_parquet(hm_like / "articles.parquet")["article_id"])
     t = pd.read_parquet(hm_like / "transactions.parquet")
     t = t[t["article_id"].isin(articles)].assign(day=lambda f: f["t_dat"].dt.normalize())
+    t = t.drop_duplicates(["customer_id", "day", "article_id"])   # one purchase per article and day
     days = t.groupby("customer_id")["day"].agg(["max", lambda d: sorted(set(d))])
     test = t[t["day"] == t["customer_id"].map(days["max"])]
     cutoff = {c: (ds[-2] if len(ds) >= 3 else ds[-1]) for c, ds in days.iloc[:, 1].items()}
