@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from bench.ports import free_port
 
 from recsys.artifacts import write_json
 from recsys.plots import plt, save_figure
@@ -63,12 +64,6 @@ class BenchServeConfig:
     # Serve deployment settings for the run: {deployment: options}, merged over configs/serve.yaml's
     deployment_overrides: dict[str, dict] = field(default_factory=dict)
     startup_timeout_s: int = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, timeout: float, process: subprocess.Popen | None = None) -> float:

@@ -116,7 +116,8 @@ class _App:
         import ray
         from ray import serve
 
-        from bench.serve import free_port, wait_healthy
+        from bench.ports import free_port
+        from bench.serve import wait_healthy
         from serve_app.app import build_app
         from serve_app.versions import newest_version
 

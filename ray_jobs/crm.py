@@ -24,7 +24,7 @@ from recsys.crm.campaign import (Campaign, CrmRunConfig, SegmentWriter, canary_l
                                  plant_canaries, write_html)
 from recsys.crm.claims import Vocabulary
 from recsys.crm.evaluation import evaluate_checker
-from recsys.crm.messages import make_writer
+from recsys.crm.messages import writer_label
 from recsys.eval.persona import evaluate_segment_picks, profiles_from_users
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 
@@ -50,11 +50,11 @@ def _write(segments: list[dict], campaign: Campaign, cfg: CrmRunConfig) -> tuple
 
 def run(cfg: CrmRunConfig) -> dict:
     campaign = Campaign.load(cfg.persona_run)
-    run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
-    backend = getattr(make_writer(cfg.llm), "backend_label", cfg.llm.backend)
     customers, canaries = plant_canaries(campaign.customers, cfg.evaluation.canary_share, cfg.evaluation.seed,
                                          exclude=campaign.messaged_users(cfg))
-    segments = campaign.segments(cfg, profiles_from_users(customers))
+    segments = campaign.segments(cfg, profiles_from_users(customers))   # bad personas/users fail before any output
+    run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
+    backend = writer_label(cfg.llm)
     print(f"crm [writer: {backend}; retrieval: {embedder_label(cfg.embedder)}]: {len(segments)} segments of persona "
           f"run {campaign.run_dir.name}; {len(canaries)} canaries planted -> {run_dir}")
     init_ray()
@@ -90,11 +90,12 @@ def run(cfg: CrmRunConfig) -> dict:
 
 def _summary(report: dict, run_dir) -> None:
     fit, k, checker = report["segment_fit"], report["k"], report["claim_checker"]
+    hit = lambda block: f"{block[f'hit@{k}']:.4f}" if block[f"hit@{k}"] is not None else "n/a"  # noqa: E731
     print(f"{report['messages']} messages for {report['segments']} segments in {report['seconds']} s "
           f"({report['rejected_drafts']} drafts rejected) [writer: {report['backend']}]")
     print(f"segment fit hit@{k} on the test day ({fit['n_customers']} customers): picks "
-          f"{fit['segment_picks']['overall'][f'hit@{k}']:.4f}, MostPop {fit['most_popular']['overall'][f'hit@{k}']:.4f}, "
-          f"chance {fit['chance']['overall'][f'hit@{k}']:.4f}")
+          f"{hit(fit['segment_picks']['overall'])}, MostPop {hit(fit['most_popular']['overall'])}, "
+          f"chance {hit(fit['chance']['overall'])}")
     print(f"claim checker: precision {checker['precision']:.3f}, recall {checker['recall']:.3f} on {checker['n']} "
           f"messages; privacy: {report['privacy']['leaked']} of {report['privacy']['canaries']} canaries in "
           f"{report['privacy']['prompts']} prompts")

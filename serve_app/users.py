@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from recsys.data.candidate_lists import RERANKER_FILE
 from recsys.retrieval.user_model import RERANKER_DIR, USER_TOWER_DIR, USERS_FILE, read_user_model, served_sources
-from serve_app.errors import InputError, NotFound
+from serve_app.errors import InputError, NotFound, Unavailable
 
 MAX_HISTORY = 200
 
@@ -261,6 +261,8 @@ class PersonaModel:
             ranked = self.model.recommend_persona(name, len(self.model.article_ids))
         except KeyError as error:
             raise NotFound(str(error).strip("'\""), field="persona") from error
+        except ValueError as error:   # a run without personas.json
+            raise Unavailable(f"persona: {error}", code="persona_unavailable") from error
         return persona_segment(self.described.get(name, {"name": name, "size": 0})), [a for a, _ in ranked]
 
     def recommend(self, profile: dict, n: int) -> tuple[list[str], np.ndarray, str | None]:

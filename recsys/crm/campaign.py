@@ -36,6 +36,8 @@ from recsys.llm.config import LLMConfig
 
 CANARY_PREFIX = "CANARY-"
 EMBEDDERS = ("minilm", "hashing")
+MIN_HOLDERS = 10     # a persona's value is shown only when at least this many of its customers share it
+ONE_CUSTOMER = "one customer"   # a one-customer segment's name in prompts: no id goes to the LLM
 
 
 @dataclass
@@ -64,6 +66,8 @@ class CrmRunConfig:
     run_name: str | None = None
 
     def __post_init__(self):
+        if self.sample_users < 0 or self.writers < 1:
+            raise ConfigError(f"crm: sample_users must be >= 0 and writers >= 1, got {self.sample_users}, {self.writers}")
         if self.embedder not in EMBEDDERS:
             raise ConfigError(f"crm embedder must be one of {EMBEDDERS}, got {self.embedder!r}")
         try:
@@ -87,8 +91,8 @@ def plant_canaries(customers: pa.Table, share: float, seed: int, exclude: Sequen
     """A copy of a USER_SCHEMA table where a seeded ``share`` of the customers (never one in
     ``exclude``) have every categorical value replaced by a unique canary ("CANARY-<n>-<field>").
     Returns (the table, the canaries): any canary in a prompt is another customer's data leaking."""
-    rows = customers.to_pylist()
-    eligible = [n for n, row in enumerate(rows) if row["user_id"] not in set(exclude)]
+    rows, excluded = customers.to_pylist(), set(exclude)
+    eligible = [n for n, row in enumerate(rows) if row["user_id"] not in excluded]
     chosen = set(random.Random(seed).sample(eligible, round(share * len(eligible)))) if eligible else set()
     canaries = set()
     for n in chosen:
@@ -102,19 +106,22 @@ def plant_canaries(customers: pa.Table, share: float, seed: int, exclude: Sequen
 def segment_of_persona(name: str, members: Sequence[Mapping], fields: Sequence[str],
                        bands: Mapping[str, Sequence[float]] | None = None) -> Segment:
     """A persona as a segment: its name, size and each field's dominant value (with its share) over
-    its members' profiles; aggregates only, so no single customer's value can reach a prompt unless
-    it is what most of them share."""
+    its members' profiles; aggregates only (``persona_segment``)."""
     from recsys.eval.persona import describe_personas
 
     described = describe_personas(list(members), np.zeros(len(members), np.int64), fields, bands) if members else []
     return persona_segment({**(described[0] if described else {"dominant": {}}), "name": name, "size": len(members)})
 
 
-def persona_segment(described: Mapping) -> Segment:
-    """One ``describe_personas`` entry (a persona run's metrics.json ``personas``) as a segment."""
-    profile: dict[str, Any] = {"customers": int(described["size"])}
+def persona_segment(described: Mapping, min_holders: int = MIN_HOLDERS) -> Segment:
+    """One ``describe_personas`` entry (a persona run's metrics.json ``personas``) as a segment. A
+    dominant value held by fewer than ``min_holders`` customers reads "mixed": in a small persona
+    it would be one person's value (k-anonymity, k = ``min_holders``)."""
+    size = int(described["size"])
+    profile: dict[str, Any] = {"customers": size}
     for field_name, dominant in (described.get("dominant") or {}).items():
-        profile[field_name] = f"{dominant['value']} ({dominant['share']:.0%})"
+        holders = round(float(dominant["share"]) * size)
+        profile[field_name] = f"{dominant['value']} ({dominant['share']:.0%})" if holders >= min_holders else "mixed"
     return Segment(str(described["name"]), profile)
 
 
@@ -156,10 +163,10 @@ class SegmentWriter:
                  embedder: str):
         self.facts = FactIndex([s for row in rows for s in item_snippets(row)], make_embedder(embedder))
         self.vocabulary, self.channel, self.goal = vocabulary, channel, goal
-        self.llm, self.crm = LLMConfig(**llm), CrmConfig(**crm)
+        self.writer, self.crm = make_writer(LLMConfig(**llm)), CrmConfig(**crm)   # one HTTP client per actor
 
     def __call__(self, row: dict) -> dict:
-        client = recording(make_writer(self.llm))
+        client = recording(self.writer)
         segment = Segment(row["name"], json.loads(row["profile"]))
         result = write_messages(segment, list(row["product_ids"]), self.facts, client, self.crm, self.channel,
                                 self.goal, self.vocabulary)
@@ -250,6 +257,7 @@ class Campaign:
         data = prepare_persona_data(tables["customers"], tables["articles"], tables["transactions"],
                                     persona_config.customer, persona_config.product)
         recommender = PersonaRecommender.load(run)
+        _check_same_data(run, data, recommender)
         labels = recommender.personas.assign(recommender.embed([data.profiles.get(u, {}) for u in data.users]))
         return cls(run, recommender, persona_config, data, tables["customers"], dict(zip(data.users, labels.tolist())),
                    {str(r["item_id"]): r for r in tables["articles"].to_pylist()}, inputs.note)
@@ -289,6 +297,22 @@ class Campaign:
                              "product_ids": [a for a, _ in self.recommender.recommend_persona(name, n)]})
         for user in self.messaged_users(cfg):
             own = {f: v for f, v in profiles.get(user, {}).items() if f in self.fields}
-            rows.append({"kind": "customer", "key": user, "name": f"customer {user}", "profile": own,
+            rows.append({"kind": "customer", "key": user, "name": ONE_CUSTOMER, "profile": own,
                          "product_ids": [a for a, _ in self.recommender.recommend(own, n)]})
+        if not rows:
+            raise ConfigError("crm: no segments (personas is an empty list and no users are asked for)")
         return [{**row, "profile": json.dumps(row["profile"], ensure_ascii=False, default=str)} for row in rows]
+
+
+def _check_same_data(run: Path, data, recommender) -> None:
+    """The re-read data must be what the run trained on: the same split sizes and candidates, so
+    its test day is still the day the run never saw (changed files would move it)."""
+    metrics_path = run / "metrics.json"
+    recorded = json.loads(metrics_path.read_text()).get("split") if metrics_path.is_file() else None
+    if recorded is not None and recorded != data.split.summary():
+        raise ConfigError(f"persona_run {run}: its data changed since training (split {recorded} then, "
+                          f"{data.split.summary()} now); retrain it on the current files")
+    missing = sorted(set(recommender.article_ids) - set(data.candidates))
+    if missing:
+        raise ConfigError(f"persona_run {run}: {len(missing)} of its products are no longer candidates in its "
+                          f"data (e.g. {missing[:5]}); retrain it on the current files")

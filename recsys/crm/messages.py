@@ -176,6 +176,12 @@ class TemplateWriter:
         return {**answer, BACKEND_KEY: self.backend_label}
 
 
+def writer_label(config: LLMConfig | None = None) -> str:
+    """Who writes the messages, as every output states it (the template stand-in says it is one)."""
+    from recsys.llm.client import backend_label
+    return TEMPLATE_STAND_IN if (config or LLMConfig()).backend == "rules" else backend_label(config)
+
+
 def make_writer(config: LLMConfig | None = None) -> LLMClient:
     """The CRM writer for ``config``: the template stand-in for ``rules``, else the configured LLM."""
     config = config or LLMConfig()

@@ -409,6 +409,10 @@ class PersonaRecommender:
             scores = self._persona_popularity[int(self.personas.assign(vector[None])[0])]
         else:
             scores = self.product_vectors @ vector
+        return self._top(scores, top_n)
+
+    def _top(self, scores: np.ndarray, top_n: int) -> list[tuple[str, float]]:
+        """Best first; equal scores keep ``article_ids`` order (training purchases, then id)."""
         best = np.argsort(-scores, kind="stable")[:top_n]
         return [(self.article_ids[i], float(scores[i])) for i in best]
 
@@ -432,9 +436,7 @@ class PersonaRecommender:
 
     def recommend_persona(self, name: str, top_n: int = 10) -> list[tuple[str, float]]:
         """A persona's products, best first (ties in ``article_ids`` order: training purchases, then id)."""
-        scores = self.persona_scores()[self.persona_index(name)]
-        best = np.argsort(-scores, kind="stable")[:top_n]
-        return [(self.article_ids[i], float(scores[i])) for i in best]
+        return self._top(self.persona_scores()[self.persona_index(name)], top_n)
 
     def persona(self, profile: Mapping) -> str | None:
         """Name of the persona (nearest k-means centroid) a profile falls into; None without personas."""

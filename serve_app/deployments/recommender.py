@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.crm.campaign import ONE_CUSTOMER
 from recsys.crm.messages import Segment
 from serve_app.components.crm import CrmWriter
 from serve_app.components.query_encoder import QueryEncoder
@@ -20,7 +21,7 @@ from serve_app.components.reranker import Reranker
 from serve_app.components.retriever import Retriever, read_sales, top10_to_new
 from serve_app.config import ServeAppConfig
 from serve_app.deployments.base import Versioned
-from serve_app.errors import Conflict, InputError, Unavailable, VersionMoved
+from serve_app.errors import Conflict, InputError, NotFound, Unavailable, VersionMoved
 from serve_app.kpi import dashboard, image_url
 from serve_app.users import PersonaModel
 from recsys.stores.item_log import open_item_log
@@ -221,10 +222,12 @@ class Recommender(Versioned):
                 raise Unavailable("this version has no persona run (train one: python -m ray_jobs.train_persona)",
                                   code="persona_unavailable")
             return s.persona.segment(persona)
-        if user_id is not None:
+        if user_id is not None:   # the prompt gets the customer's own profile, never the id
             answer = self.recommend_stored_user(user_id, n)
-            return (Segment(f"customer {user_id}", answer["user"]["profile"] or {}),
+            return (Segment(ONE_CUSTOMER, answer["user"]["profile"] or {}),
                     [hit["item"]["item_id"] for hit in answer["results"]])
+        if not profile:
+            raise InputError("profile: give at least one profile field", field="profile")
         answer = self.recommend_user(None, profile, None, n)
         name = f"profile (persona {answer['persona']})" if answer.get("persona") else "profile"
         return Segment(name, answer["user"]["profile"] or {}), [hit["item"]["item_id"] for hit in answer["results"]]
@@ -233,14 +236,20 @@ class Recommender(Versioned):
                      product_ids: list[str] | None, goal: str, channel: str) -> dict:
         """One grounded message per tone for a segment about its products (or the given ones)."""
         s = self._served()
-        settings = self.config.crm.crm
-        if channel not in settings.channel_limits:
-            raise InputError(f"channel: expected one of {sorted(settings.channel_limits)}, got {channel!r}",
-                             field="channel")
-        segment, ranked = self._crm_segment(s, persona, user_id, profile, settings.products_per_message)
-        n = settings.products_per_message
+        settings, n = self.config.crm.crm, self.config.crm.crm.products_per_message
+        try:
+            settings.limit(channel)
+        except ValueError as error:
+            raise InputError(f"channel: {error}", field="channel") from error
+        if product_ids and len(set(product_ids)) > n:
+            raise InputError(f"product_ids: at most {n} products per message (crm.products_per_message), "
+                             f"got {len(set(product_ids))}", field="product_ids")
+        segment, ranked = self._crm_segment(s, persona, user_id, profile, n)
         if product_ids:
-            items = s.retriever.items_with_vectors(list(dict.fromkeys(product_ids))[:n])["items"]   # 404 unknown
+            try:
+                items = [s.retriever.get_item(i) for i in dict.fromkeys(product_ids)]
+            except NotFound as error:
+                raise NotFound(f"product_ids: {error}", field="product_ids") from error
         else:
             items = s.retriever.ranked_items(ranked, np.zeros(len(ranked), np.float32), n)["items"]
         if not items:

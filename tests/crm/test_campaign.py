@@ -5,8 +5,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from recsys.crm.campaign import (CrmEvalConfig, CrmRunConfig, SegmentWriter, canary_leaks, facts_of, plant_canaries, recording,
-                                 segment_of_persona)
+from recsys.crm.campaign import (CrmEvalConfig, CrmRunConfig, SegmentWriter, canary_leaks, facts_of, persona_segment,
+                                 plant_canaries, recording, segment_of_persona)
 from recsys.crm.claims import Vocabulary
 from recsys.crm.messages import TemplateWriter
 from recsys.config import ConfigError
@@ -33,12 +33,18 @@ def test_canaries_replace_every_categorical_value_of_a_seeded_share_never_an_exc
     assert canary_leaks([[{"role": "user", "content": "hi"}]], canaries) == []
 
 
-def test_a_persona_segment_holds_only_aggregates():
-    members = [{"age": 22, "club": "ACTIVE"}, {"age": 24, "club": "ACTIVE"}, {"age": 51, "club": "CANARY-7-club"}]
+def test_a_persona_segment_holds_only_aggregates_shared_by_enough_customers():
+    members = [{"age": 22, "club": "ACTIVE"}] * 12 + [{"age": 51, "club": "CANARY-7-club"}] * 8
     segment = segment_of_persona("young", members, ["age", "club"], {"age": [25, 35]})
     assert segment.name == "young"
-    assert segment.profile == {"customers": 3, "age": "<25 (67%)", "club": "ACTIVE (67%)"}
+    assert segment.profile == {"customers": 20, "age": "<25 (60%)", "club": "ACTIVE (60%)"}
     assert "CANARY" not in segment.describe() and "51" not in segment.describe()
+    # A small persona's "dominant" value is one person's: fewer than 10 holders read "mixed"
+    # (a tie between two members would otherwise name the alphabetically first, here the canary).
+    tiny = segment_of_persona("tiny", [{"club": "PRE-CREATE"}, {"club": "CANARY-3-club"}], ["club"])
+    assert tiny.profile == {"customers": 2, "club": "mixed"}
+    assert persona_segment({"name": "p", "size": 4, "dominant": {"club": {"value": "ACTIVE", "share": 0.5}}},
+                           min_holders=2).profile == {"customers": 4, "club": "ACTIVE (50%)"}
 
 
 def test_the_segment_writer_records_every_prompt_and_returns_checked_messages():

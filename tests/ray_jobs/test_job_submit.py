@@ -3,7 +3,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from bench.ports import free_port
 from tests.ray_jobs.corpus import fault_corpus
 
 pytestmark = [pytest.mark.ray, pytest.mark.real_data]
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray_cli(args, env, timeout=120):
@@ -35,7 +29,7 @@ def ray_head(tmp_path):
     Stopped by signalling its group rather than `ray stop`, which would also kill the test
     session's own Ray. Draining is turned off so the head goes down at once.
     """
-    dashboard, head_port = _free_port(), _free_port()
+    dashboard, head_port = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     log = open(tmp_path / "head.log", "w")
@@ -44,10 +38,10 @@ def ray_head(tmp_path):
                              "--include-dashboard=true", "--disable-usage-stats",
                              # Own agent ports: the session's Ray already holds the defaults (52365...),
                              # and a head whose job agent cannot bind refuses every submission.
-                             f"--dashboard-agent-listen-port={_free_port()}",
-                             f"--dashboard-agent-grpc-port={_free_port()}",
-                             f"--runtime-env-agent-port={_free_port()}",
-                             f"--metrics-export-port={_free_port()}"],
+                             f"--dashboard-agent-listen-port={free_port()}",
+                             f"--dashboard-agent-grpc-port={free_port()}",
+                             f"--runtime-env-agent-port={free_port()}",
+                             f"--metrics-export-port={free_port()}"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 90

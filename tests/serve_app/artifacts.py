@@ -243,7 +243,7 @@ def persona_run(root: Path, users: Path, items_dir: Path, run_name: str = "perso
     PersonaRecommender.save(run_dir, profile_featurizer, product_featurizer, products,
                             Personas(centroids, ["persona A", "persona B"]))
     write_json(run_dir / "metrics.json", {"note": "synthetic stand-in (test): untrained persona two-tower",
-                                          "personas": [{"name": "persona A", "size": 10,
+                                          "personas": [{"name": "persona A", "size": 20,
                                                         "dominant": {"style": {"value": "로맨틱", "share": 0.6}}},
                                                        {"name": "persona B", "size": 5, "dominant": {}}]})
     write_manifest(run_dir, "train_persona", {"users_run": str(users)}, {"products": str(run_dir / "products.parquet")})

@@ -10,12 +10,13 @@ application and moves to a new version, in its file order.
 """
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import requests
+
+from bench.ports import free_port  # noqa: F401 (conftest starts Serve on it)
 
 from serve_app.config import ArtifactSettings, KpiSettings, SearchSettings, ServeAppConfig, UploadLimits
 
@@ -45,12 +46,6 @@ def app_config(root) -> ServeAppConfig:
         state_dir=str(root / "state"), uploads=UploadLimits(max_bytes=300_000, max_pixels=1_000_000),
         max_request_bytes=2_000_000, search=SearchSettings(default_k=5, max_k=MAX_K, candidates=60),
         kpi=KpiSettings(augmented_samples=2, augmented_views=2))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serve_config(config: ServeAppConfig, version: dict | None = None, options: dict | None = None) -> dict:

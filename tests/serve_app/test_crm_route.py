@@ -46,7 +46,7 @@ def test_a_persona_gets_three_grounded_messages_about_its_products(url, built):
     offline = [a for a, _ in PersonaRecommender.load(built["persona"]).recommend_persona("persona A", 200)]
     live = [i for i in offline if requests.get(f"{url}/api/items/{i}", timeout=10).ok]
     assert body["product_ids"] == live[:3]
-    assert body["segment"] == {"name": "persona A", "profile": {"customers": 10, "style": "로맨틱 (60%)"}}
+    assert body["segment"] == {"name": "persona A", "profile": {"customers": 20, "style": "로맨틱 (60%)"}}
     assert body["backend"] == STAND_IN and all(m["backend"] == STAND_IN for m in body["messages"])
     assert body["retrieval"].startswith("MiniLM") and body["model"]["persona_run"] == built["persona"].name
     sms = _post(url, {"persona": "persona B", "channel": "sms"})
@@ -59,7 +59,7 @@ def test_a_customer_a_profile_or_given_products(url, built):
     body = _post(url, {"user_id": user})
     _grounded(body)
     assert body["product_ids"] == [h["item"]["item_id"] for h in recommended["results"]]
-    assert body["segment"] == {"name": f"customer {user}", "profile": recommended["user"]["profile"]}
+    assert body["segment"] == {"name": "one customer", "profile": recommended["user"]["profile"]}   # no id
     profiled = _post(url, {"profile": {"age": 31}})
     _grounded(profiled)
     assert profiled["segment"]["name"].startswith("profile (persona persona ")
@@ -73,7 +73,9 @@ def test_a_customer_a_profile_or_given_products(url, built):
     ({"persona": "persona A", "user_id": "x"}, 422, ["exactly one segment"]),
     ({"persona": "nobody"}, 404, ["unknown persona 'nobody'", "persona A"]),
     ({"user_id": "no-such-user"}, 404, ["no-such-user"]),
-    ({"persona": "persona A", "product_ids": ["no-such-item"]}, 404, ["no-such-item"]),
+    ({"persona": "persona A", "product_ids": ["no-such-item"]}, 404, ["no-such-item", "product_ids"]),
+    ({"persona": "persona A", "product_ids": ["a", "b", "c", "d"]}, 422, ["product_ids", "at most 3"]),
+    ({"profile": {}}, 422, ["profile", "at least one profile field"]),
     ({"persona": "persona A", "channel": "fax"}, 422, ["channel", "kakao", "sms"]),
     ({"persona": "persona A", "tone": "angry"}, 422, ["tone"]),
 ])

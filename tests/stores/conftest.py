@@ -2,10 +2,4 @@
 ``make_state_dir``) live in tests/conftest.py, shared with the Serve tests."""
 from __future__ import annotations
 
-import socket
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from bench.ports import free_port  # noqa: F401 (the store tests' import)
