@@ -19,7 +19,8 @@ from serve_app.components.crm import CrmWriter
 from serve_app.components.query_encoder import QueryEncoder
 from serve_app.components.reranker import Reranker
 from serve_app.components.retriever import Retriever, read_sales, top10_to_new
-from serve_app.config import ServeAppConfig
+from recsys.config import from_dict
+from serve_app.config import CrmSettings, ServeAppConfig
 from serve_app.deployments.base import Versioned
 from serve_app.errors import Conflict, InputError, NotFound, Unavailable, VersionMoved
 from serve_app.kpi import dashboard, image_url
@@ -46,13 +47,26 @@ class Recommender(Versioned):
     def __init__(self, config: ServeAppConfig, version: dict | None = None):
         self.store = open_item_log(config.item_log, default_path=config.state_dir)  # file, or PostgreSQL shared by all
         self.sales = read_sales(config.best_sellers.interactions)
+        self.crm_settings = config.crm   # user_config.crm replaces it in place (a new LLM endpoint, tones ...)
         super().__init__(config, version)
+
+    async def reconfigure(self, user_config: dict | None) -> None:
+        """The version (``Versioned``), then ``user_config.crm`` ({llm, crm} as in the app's args): the
+        CRM writer moves to it without a restart, e.g. to another OpenAI-compatible endpoint."""
+        crm = (user_config or {}).get("crm")
+        settings = from_dict(CrmSettings, crm, "user_config.crm") if crm is not None else self.config.crm
+        changed = settings != self.crm_settings
+        self.crm_settings = settings
+        await super().reconfigure(user_config)
+        state = self.state
+        if changed and state is not None and state.crm is not None:
+            state.crm = CrmWriter(settings, state.query.text)   # a reference swap, like a version move
 
     def _load(self, version: dict, previous: Served | None) -> Served:
         served = Served(version, QueryEncoder(self.config, version, previous.query if previous else None),
                         Retriever(self.config, version, self.store, self.sales), Reranker(self.config, version),
                         PersonaModel(version["persona_run"]) if version.get("persona_run") else None)
-        served.crm = CrmWriter(self.config.crm, served.query.text)
+        served.crm = CrmWriter(self.crm_settings, served.query.text)
         served.retriever.catalog.sync()  # catch up with item changes made while it was built
         return served
 
@@ -236,7 +250,8 @@ class Recommender(Versioned):
                      product_ids: list[str] | None, goal: str, channel: str) -> dict:
         """One grounded message per tone for a segment about its products (or the given ones)."""
         s = self._served()
-        settings, n = self.config.crm.crm, self.config.crm.crm.products_per_message
+        writer = s.crm   # read once: a user_config.crm change swaps it
+        settings, n = writer.settings.crm, writer.settings.crm.products_per_message
         try:
             settings.limit(channel)
         except ValueError as error:
@@ -255,9 +270,9 @@ class Recommender(Versioned):
         if not items:
             raise Conflict(f"segment {segment.name!r} has no live products to write about", code="no_products")
         counts = s.retriever.counts()   # they move with every add or delete: the vocabulary's cache key
-        vocabulary = s.crm.vocabulary((counts["items"], counts["added_through_api"], counts["deleted"]),
+        vocabulary = writer.vocabulary((counts["items"], counts["added_through_api"], counts["deleted"]),
                                       s.retriever.live_items)
-        answer = s.crm.write(segment, items, vocabulary, goal, channel)
+        answer = writer.write(segment, items, vocabulary, goal, channel)
         return {**answer, "products": [item_out(i) for i in items], "model": version_label(s.version)}
 
     # -- the item store --------------------------------------------------------------------------

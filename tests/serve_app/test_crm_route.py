@@ -4,7 +4,7 @@ pointed at the loopback OpenAI-compatible server of the LLM tests (a real HTTP s
 scripted drafts: here hallucinated product names), every ungrounded draft rejected end to end."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict
 
 import pandas as pd
 import pytest
@@ -15,7 +15,7 @@ from recsys.llm.config import LLMConfig
 from recsys.models.persona import PersonaRecommender
 from serve_app.config import CrmSettings
 from tests.llm.fake_openai_server import FakeOpenAIServer, last_user_content
-from bench.serve_load import wait_replicas
+from bench.serve_load import replica_actor_names, wait_replicas
 from tests.serve_app.running import APP, deploy, serve_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -106,8 +106,10 @@ def test_scripted_hallucinations_are_rejected_end_to_end(url, config, built, fak
         return {"json": {"tone": tone_of(body), "text": f"{foreign_title} 강력 추천!", "product_ids": [chosen[0]],
                          "source_ids": []}}
 
+    # The writer moves to the scripted server through the Recommender's user_config: in place, no restart.
     llm = LLMConfig(backend="openai", base_url=fake_llm.base_url, model="scripted", max_retries=0, timeout_s=10)
-    deploy(serve_config(replace(config, crm=CrmSettings(llm=llm))))
+    replicas = replica_actor_names(APP, "Recommender")
+    deploy(_with_crm(config, CrmSettings(llm=llm)))
     try:
         fake_llm.responder = hallucinating
         error = _post(url, {"persona": "persona A"}, 502)
@@ -126,6 +128,16 @@ def test_scripted_hallucinations_are_rejected_end_to_end(url, config, built, fak
         # The prompts held the segment's aggregates and the chosen products' facts only.
         prompts = [last_user_content(r["body"]) for r in fake_llm.requests]
         assert all("persona A" in p and f"[{foreign}#" not in p for p in prompts)
+        assert replica_actor_names(APP, "Recommender") == replicas   # the same replica: no restart
     finally:
-        deploy(serve_config(config))
+        deploy(_with_crm(config, config.crm))
         wait_replicas(APP, "Recommender", 1, 120)
+    assert _post(url, {"persona": "persona A"})["backend"] == STAND_IN
+
+
+def _with_crm(config, crm: CrmSettings) -> dict:
+    """The test app's Serve config with ``user_config.crm`` on the Recommender (Serve's in-place update)."""
+    out = serve_config(config)
+    recommender = next(d for d in out["applications"][0]["deployments"] if d["name"] == "Recommender")
+    recommender["user_config"] = {"crm": asdict(crm)}
+    return out
