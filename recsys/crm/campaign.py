@@ -59,6 +59,8 @@ class CrmRunConfig:
     personas: list[str] | None = None        # persona names; null: every persona of the run
     users: list[str] = field(default_factory=list)   # customer ids messaged as one-customer segments
     sample_users: int = 2                    # plus this many seeded customers with a test day
+    profiles: list[dict] = field(default_factory=list)   # described customers: {field: value} each
+    product_ids: list[str] = field(default_factory=list)  # write every segment about these (default: its picks)
     embedder: str = "minilm"                 # minilm (offline MiniLM) | hashing (no model, lexical)
     writers: int = 1                         # Ray Data actors writing messages
     evaluation: CrmEvalConfig = field(default_factory=CrmEvalConfig)
@@ -286,8 +288,13 @@ class Campaign:
         n = cfg.crm.products_per_message
         unknown = [p for p in cfg.personas or [] if p not in self.names]
         missing = [u for u in cfg.users if u not in self.persona_of]
-        if unknown or missing:
-            raise ConfigError(f"crm: unknown persona(s) {unknown} (the run has {self.names}) or customer(s) {missing[:5]}")
+        foreign = [i for i in cfg.product_ids if i not in self.items]
+        if unknown or missing or foreign:
+            raise ConfigError(f"crm: unknown persona(s) {unknown} (the run has {self.names}), customer(s) {missing[:5]} "
+                              f"or product_ids {foreign[:5]} (not in the run's catalog)")
+        if len(set(cfg.product_ids)) > n:
+            raise ConfigError(f"crm: product_ids has {len(set(cfg.product_ids))} products; a message takes at most "
+                              f"crm.products_per_message = {n}")
         rows = []
         for p, name in enumerate(self.names):
             if cfg.personas is None or name in cfg.personas:
@@ -299,8 +306,18 @@ class Campaign:
             own = {f: v for f, v in profiles.get(user, {}).items() if f in self.fields}
             rows.append({"kind": "customer", "key": user, "name": ONE_CUSTOMER, "profile": own,
                          "product_ids": [a for a, _ in self.recommender.recommend(own, n)]})
+        for number, profile in enumerate(cfg.profiles):
+            try:
+                self.recommender.profiles.validate(profile)
+            except ValueError as exc:
+                raise ConfigError(f"crm profiles[{number}]: {exc}") from exc
+            rows.append({"kind": "profile", "key": str(number), "profile": dict(profile),
+                         "name": f"profile (persona {self.recommender.persona(profile)})",
+                         "product_ids": [a for a, _ in self.recommender.recommend(profile, n)]})
         if not rows:
-            raise ConfigError("crm: no segments (personas is an empty list and no users are asked for)")
+            raise ConfigError("crm: no segments (personas is an empty list and no users or profiles are asked for)")
+        if cfg.product_ids:
+            rows = [{**row, "product_ids": list(dict.fromkeys(cfg.product_ids))} for row in rows]
         return [{**row, "profile": json.dumps(row["profile"], ensure_ascii=False, default=str)} for row in rows]
 
 

@@ -20,6 +20,7 @@ def campaign_run(ray_session, hm_like_persona_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("crm")
     report = crm.main(["--config", "configs/crm.yaml", "--set", f"persona_run={persona_run}",
                        "--set", "embedder=hashing", "--set", "evaluation.canary_share=0.25",
+                       "--set", "profiles=[{age: 20, fashion_news_frequency: Regularly}]",
                        "--set", f"output_root={out}", "--set", "run_name=fixed"])
     return report, out / "fixed", persona_run
 
@@ -65,10 +66,13 @@ def test_crm_job_writes_grounded_messages_and_its_evaluation(campaign_run, hm_li
     results = [json.loads(line) for line in (run_dir / "messages.jsonl").read_text().splitlines()]
     recommender = PersonaRecommender.load(persona_run)
     names = recommender.personas.names
-    assert [r["segment"]["name"] for r in results[:3]] == names and len(results) == 5
-    assert all(r["segment"]["name"] == "one customer" for r in results[3:])   # no customer id in a prompt
+    assert [r["segment"]["name"] for r in results[:3]] == names and len(results) == 6
+    assert all(r["segment"]["name"] == "one customer" for r in results[3:5])   # no customer id in a prompt
+    young = {"age": 20, "fashion_news_frequency": "Regularly"}
+    assert results[5]["segment"] == {"name": f"profile (persona {recommender.persona(young)})", "profile": young}
+    assert results[5]["product_ids"] == [a for a, _ in recommender.recommend(young, 3)]
     # The offline template writer: three tones per segment, every one passing the checker first time.
-    assert report["messages"] == 15 and report["rejected_drafts"] == 0 and not report["dropped"]
+    assert report["messages"] == 18 and report["rejected_drafts"] == 0 and not report["dropped"]
     assert report["backend"] == "crm templates (stand-in, no LLM)"
     assert "say nothing about a real LLM" in (run_dir / "report.html").read_text()
     for result in results:
@@ -90,11 +94,11 @@ def test_crm_job_writes_grounded_messages_and_its_evaluation(campaign_run, hm_li
     assert 0 < fit["chance"]["overall"]["hit@3"] < 1
     # Privacy: canaries in a quarter of the customers' rows, none in any prompt (read back here too).
     privacy = report["privacy"]
-    assert privacy["canaries"] >= 60 and privacy["leaked"] == 0 and privacy["prompts"] == 15
+    assert privacy["canaries"] >= 60 and privacy["leaked"] == 0 and privacy["prompts"] == 18
     assert "CANARY-" not in (run_dir / "prompts.jsonl").read_text()
     # The checker on this run's messages: each injected false claim found, no valid message flagged.
     checker = report["claim_checker"]
-    assert checker["n"] == 15 and checker["tp"] + checker["fn"] == 8
+    assert checker["n"] == 18 and checker["tp"] + checker["fn"] == 9
     assert checker["precision"] == 1.0 and checker["recall"] >= 0.75, checker
 
 
@@ -103,6 +107,13 @@ def test_unknown_personas_and_non_runs_are_refused(hm_like_persona_run, tmp_path
     with pytest.raises(ConfigError, match="unknown persona.*'nobody'"):
         crm.main(["--config", "configs/crm.yaml", "--set", f"persona_run={persona_run}", "--set", "personas=[nobody]",
                   "--set", f"output_root={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"profiles\[0\].*'height'"):
+        crm.main(["--config", "configs/crm.yaml", "--set", f"persona_run={persona_run}",
+                  "--set", "profiles=[{height: 170}]", "--set", f"output_root={tmp_path}"])
+    with pytest.raises(ConfigError, match="product_ids.*'nope'"):
+        crm.main(["--config", "configs/crm.yaml", "--set", f"persona_run={persona_run}",
+                  "--set", "product_ids=[nope]", "--set", f"output_root={tmp_path}"])
+    assert not any(tmp_path.iterdir())   # refused before any run directory was written
     with pytest.raises(ConfigError, match="not a train_persona run"):
         crm.main(["--config", "configs/crm.yaml", "--set", f"persona_run={tmp_path}"])
     with pytest.raises(ConfigError, match="unknown channel"):
