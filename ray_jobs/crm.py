@@ -61,7 +61,8 @@ def run(cfg: CrmRunConfig) -> dict:
     started = time.perf_counter()
     written, vocabulary = _write(segments, campaign, cfg)
     seconds = time.perf_counter() - started
-    results = [json.loads(row["result"]) for row in written]
+    # kind and key (persona name, customer id, profile number) are in the outputs, never in a prompt
+    results = [{"kind": row["kind"], "key": row["key"], **json.loads(row["result"])} for row in written]
     prompts = [prompt for row in written for prompt in json.loads(row["prompts"])]
     k = cfg.crm.products_per_message
     checker = evaluate_checker([(m["text"], facts_of(r)) for r in results for m in r["messages"]], vocabulary,
@@ -70,7 +71,7 @@ def run(cfg: CrmRunConfig) -> dict:
     report = {"persona_run": str(campaign.run_dir), "backend": backend, "embedder": embedder_label(cfg.embedder),
               "note": campaign.note, "k": k, "segments": len(results), "seconds": round(seconds, 1),
               "messages": sum(len(r["messages"]) for r in results), "rejected_drafts": sum(len(r["rejected"]) for r in results),
-              "dropped": {r["segment"]["name"]: r["dropped_tones"] for r in results if r["dropped_tones"]},
+              "dropped": {f"{r['kind']} {r['key']}": r["dropped_tones"] for r in results if r["dropped_tones"]},
               "claim_checker": asdict(checker), "privacy": {"canaries": len(canaries), "prompts": len(prompts),
                                                             "leaked": len(leaked), "examples": leaked[:5]},
               "segment_fit": evaluate_segment_picks(campaign.data.split, campaign.data.candidates,

@@ -68,6 +68,9 @@ def test_crm_job_writes_grounded_messages_and_its_evaluation(campaign_run, hm_li
     names = recommender.personas.names
     assert [r["segment"]["name"] for r in results[:3]] == names and len(results) == 6
     assert all(r["segment"]["name"] == "one customer" for r in results[3:5])   # no customer id in a prompt
+    assert [r["kind"] for r in results] == ["persona"] * 3 + ["customer"] * 2 + ["profile"]
+    customer_ids = [r["key"] for r in results[3:5]]   # the outputs say who, the prompts do not
+    assert not any(c in (run_dir / "prompts.jsonl").read_text() for c in customer_ids)
     young = {"age": 20, "fashion_news_frequency": "Regularly"}
     assert results[5]["segment"] == {"name": f"profile (persona {recommender.persona(young)})", "profile": young}
     assert results[5]["product_ids"] == [a for a, _ in recommender.recommend(young, 3)]
