@@ -174,19 +174,26 @@ def wait_replicas(app: str, deployment: str, running: int, timeout_s: float, exc
 
 def kill_under_load(url: str, app: str, deployment: str, requests_: list[Request], clients: int = 16,
                     replicas: int = 2, before_s: float = 4.0, after_s: float = 3.0,
-                    recover_timeout_s: float = 120.0) -> dict:
+                    recover_timeout_s: float = 120.0, load_until_healthy: bool = True) -> dict:
     """``clients`` concurrent clients; after ``before_s`` one replica of ``deployment`` is killed;
     the load goes on until Serve reports the deployment healthy with ``replicas`` running again
-    (plus ``after_s``). Returns failures (before and after the kill) and the time to recovery."""
+    (plus ``after_s``). Returns failures (before and after the kill) and the time to recovery.
+    ``load_until_healthy=False`` (the tests): the load stops ``after_s`` after the kill (the window
+    where requests to the lost replica must be retried), then the replacement starts unloaded."""
     load = Load(url, requests_, max_clients=clients).start(clients)
+    samples = None
     try:
         time.sleep(before_s)
         killed_at = time.perf_counter()
         victim = kill_one_replica(app, deployment)
+        if not load_until_healthy:
+            time.sleep(after_s)
+            samples = load.stop()
         recovered_s = wait_replicas(app, deployment, replicas, recover_timeout_s, exclude=victim)
-        time.sleep(after_s)
+        if load_until_healthy:
+            time.sleep(after_s)
     finally:
-        samples = load.stop()
+        samples = load.stop() if samples is None else samples
     after = [s for s in samples if s.started >= killed_at]
     failed = [s for s in samples if not s.ok]
     return {"deployment": deployment, "killed": victim, "clients": clients, "replicas": replicas,

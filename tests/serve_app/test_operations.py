@@ -49,8 +49,11 @@ def test_a_killed_replica_fails_no_request(url, config, built, restore_settings)
                  "scope": (None, "all", None)}) for n in range(5)]
     for deployment, requests_ in (("Recommender", _reads(url, built)), ("ImageEmbedder", uploads)):
         wait_replicas(APP, deployment, 2, 120)
-        result = kill_under_load(url, APP, deployment, requests_, clients=16, replicas=2, before_s=2, after_s=3,
-                                 recover_timeout_s=300)
+        # 16 clients through the kill and 6 s past it (Serve notices a dead replica within its 2 s
+        # health check; requests routed to it meanwhile must be retried), then the replacement starts
+        # without load: `make bench-serve-ops` measures recovery under load.
+        result = kill_under_load(url, APP, deployment, requests_, clients=16, replicas=2, before_s=2, after_s=6,
+                                 recover_timeout_s=300, load_until_healthy=False)
         print(f"{deployment}: killed {result['killed']}; {result['failed']} failed of {result['answers']}; "
               f"healthy with 2 replicas after {result['seconds_to_healthy']} s (cold start {cold_start_s:.1f} s)")
         # uploads are slow (an image model per request on 2 shared cores): fewer answers in the window
@@ -58,9 +61,9 @@ def test_a_killed_replica_fails_no_request(url, config, built, restore_settings)
             k: v for k, v in result.items() if k != "timeline"}
         # reads are retried on the surviving replica when theirs dies (serve_app.clients)
         assert result["failed"] == 0, result["failure_examples"]
-        # The replacement starts while 16 clients load the 2 shared cores (here: about 2x the unloaded
-        # start for the Recommender, 2.5x for the image model): allow 4x, and 120 s at least.
-        assert result["seconds_to_healthy"] < max(120.0, 4 * cold_start_s), (result["seconds_to_healthy"], cold_start_s)
+        # The replacement is one more replica start on the shared cores: 3x the unloaded start of the
+        # second replicas (CI machines are slower than this one), and 90 s at least.
+        assert result["seconds_to_healthy"] < max(90.0, 3 * cold_start_s), (result["seconds_to_healthy"], cold_start_s)
 
 
 def test_autoscaling_follows_the_load(url, config, built, restore_settings):
