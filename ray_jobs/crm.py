@@ -102,6 +102,8 @@ def _summary(report: dict, run_dir) -> None:
           f"{report['privacy']['prompts']} prompts")
     if "stand-in" in report["backend"]:
         print("the messages come from the offline template stand-in: these numbers say nothing about a real LLM")
+    if report["note"]:   # a synthetic persona run (the demo's users): its customers are stand-ins too
+        print(f"data: {report['note']}")
     print(f"results in {run_dir}")
 
 

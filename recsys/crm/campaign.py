@@ -198,6 +198,8 @@ def write_html(path: Path, report: Mapping, results: Sequence[Mapping], titles: 
     if "stand-in" in report["backend"]:
         parts.append("<p><b>These messages come from the offline template stand-in: their numbers say nothing "
                      "about a real LLM's quality.</b></p>")
+    if report.get("note"):
+        parts.append(f"<p><b>data:</b> {e(str(report['note']))}</p>")
     checker, privacy = report["claim_checker"], report["privacy"]
     parts.append(f"<p>claim checker on {checker['n']} messages ({checker['tp'] + checker['fn']} with an injected false "
                  f"claim): precision {checker['precision']:.3f}, recall {checker['recall']:.3f}. Privacy: "
