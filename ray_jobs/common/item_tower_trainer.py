@@ -3,15 +3,17 @@
 the prepared catalog of ``recsys.data.item_catalog``."""
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from recsys.data.item_catalog import ItemTowerData, SplitConfig
+from recsys.eval.item_space import baseline_vectors
 from recsys.metrics.neighbours import neighbour_report
 from recsys.models.item_towers import ItemTowerConfig, adapt, encode_items, load_adapter, load_tower
-from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig, adapter_loop, simcse_loop
+from recsys.train_loops.item_tower import AdapterConfig, ItemTowerEvalConfig, SimCSEConfig, adapter_loop, simcse_loop
 from recsys.train_loops.scaling import ScalingSettings
 from ray_jobs.common.trainer import fit_torch
 
@@ -49,15 +51,54 @@ def fit_tower_and_adapter(data: ItemTowerData, tower: str, tower_cfg: ItemTowerC
                                       f"adapter_{adapter.sampler}", adapter_dim)
 
 
-def warm_cold_report(data: ItemTowerData, vectors: np.ndarray, k: int, split: SplitConfig) -> dict:
-    """Neighbour metrics for warm (trained) and cold (held-out) query items against the whole catalog."""
+def warm_cold_report(data: ItemTowerData, vectors, k: int, split: SplitConfig) -> dict:
+    """Neighbour metrics against the whole catalog for warm (trained) query items, cold ones (unseen
+    items of seen categories) and ``unseen_category`` ones (categories no training item had)."""
     warm = np.concatenate([data.train, data.val])
     rng = np.random.default_rng(split.seed)
     if len(warm) > split.max_eval_queries:
         warm = np.sort(rng.choice(warm, split.max_eval_queries, replace=False))
     out = {}
-    for name, rows in (("warm", warm), ("cold", data.cold)):
+    for name, rows in (("warm", warm), ("cold", data.cold), ("unseen_category", data.unseen_category)):
         if len(rows):
             out[name] = neighbour_report(vectors[rows], vectors, rows, data.fine, data.parent, data.token_sets,
                                          k=k, seed=split.seed)
     return out
+
+
+def evaluate_catalog(data: ItemTowerData, cfg: ItemTowerEvalConfig, out_dir: Path, cache_dir: Path,
+                     prefix: str = "") -> dict:
+    """The baselines and every tower x (no adapter | adapter per sampler) on one prepared catalog:
+    ``{"variants", "seconds", "histories", "vectors"}`` keyed by ``prefix + variant name``."""
+    out = {"variants": {}, "seconds": {}, "histories": {}, "vectors": {}}
+
+    def record(name: str, vectors, started: float, history=None) -> None:
+        out["variants"][prefix + name] = warm_cold_report(data, vectors, cfg.k, cfg.split)
+        out["seconds"][prefix + name] = round(time.perf_counter() - started, 1)
+        out["vectors"][prefix + name] = vectors
+        if history is not None:
+            out["histories"][prefix + name] = history
+        print_rows(out["variants"], [prefix + name])
+
+    for baseline in cfg.baselines:
+        started = time.perf_counter()
+        record(f"baseline:{baseline}", baseline_vectors(baseline, data, cache_dir), started)
+    for tower in cfg.towers:
+        started = time.perf_counter()
+        fitted = fit_tower(data, tower, cfg.tower, cfg.simcse, cfg.scaling, out_dir / tower)
+        record(tower, fitted["vectors"], started, fitted["history"])
+        for sampler in cfg.samplers:
+            started = time.perf_counter()
+            adapted = fit_metric_adapter(data, fitted["vectors"], replace(cfg.adapter, sampler=sampler),
+                                         cfg.scaling, out_dir / tower, f"adapter_{sampler}")
+            record(f"{tower}+adapter({sampler})", adapted["vectors"], started, adapted["history"])
+    return out
+
+
+REPORTED = ("category_hit@10", "sibling_confusion@10", "same_vs_sibling_gap", "ild@10", "coverage@10")
+
+
+def print_rows(variants: dict, names: list[str]) -> None:
+    for name in names:
+        for split, report in variants[name].items():
+            print(f"  {name:42s} {split:15s} " + "  ".join(f"{k} {report[k]:.3f}" for k in REPORTED), flush=True)

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -313,6 +314,68 @@ class ItemFeaturizer:
     @classmethod
     def load(cls, path: str | Path) -> "ItemFeaturizer":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _normalised(value) -> str:
+    return re.sub(r"[^0-9a-z]+", "", str(value).lower())
+
+
+def withhold_label(config: ItemFeatureConfig, items: pa.Table | Sequence[Mapping], label_level: int = -1,
+                   copy_share: float = 0.5) -> tuple[ItemFeatureConfig, dict]:
+    """The leak-free input config when a metric's label is hierarchy level ``label_level``: that
+    level and every finer one leave the inputs, and so does any attribute field that copies the
+    label (its value equals the label's, compared normalised, on at least ``copy_share`` of the
+    items that have the field). A tower must then infer the category from the other attributes,
+    the title and the description, as it would for a real new product.
+
+    Returns ``(input config, {"levels": [...], "fields": {field: share}})``. Withheld fields go to
+    ``ignore_fields`` so the catch-all RE field cannot pick them up again."""
+    depth = len(config.hierarchy)
+    level = label_level % depth if -depth <= label_level < depth else None
+    if level is None:
+        raise ValueError(f"label_level {label_level} is not a level of the hierarchy {config.hierarchy}")
+    if level == 0:
+        raise ValueError(f"withholding label level {config.hierarchy[0]!r} and every finer one would leave no "
+                         f"category level as input (hierarchy {config.hierarchy}); label a finer level")
+    have, same = Counter(), Counter()
+    for row in _rows(items):
+        path = row.get("category_path") or []
+        label = _normalised(path[level]) if level < len(path) and path[level] else ""
+        for column in ("std_attributes", "re_attributes"):
+            for attribute in row.get(column) or []:
+                values = [_normalised(v) for v in attribute["values"] or [] if v]
+                if values:
+                    have[attribute["field"]] += 1
+                    same[attribute["field"]] += bool(label) and label in values
+    copies = {name: round(same[name] / have[name], 4) for name in sorted(have)
+              if same[name] / have[name] >= copy_share}
+    withheld_levels = list(config.hierarchy[level:])
+    gone = set(withheld_levels) | set(copies)
+    kept_finest = config.hierarchy[level - 1]
+    parents = {child: (parent if parent not in gone else kept_finest) for child, parent in config.re_parents.items()
+               if child not in gone}
+    input_config = replace(config, hierarchy=list(config.hierarchy[:level]),
+                           std_fields=[f for f in config.std_fields if f not in gone],
+                           re_fields=[f for f in config.re_fields if f not in gone],
+                           ignore_fields=list(dict.fromkeys([*config.ignore_fields, *sorted(copies)])),
+                           re_parents=parents)
+    return input_config, {"levels": withheld_levels, "fields": copies}
+
+
+def input_text(row: Mapping, config: ItemFeatureConfig) -> str:
+    """One item's tower inputs as text, for text-encoder baselines that must see exactly what the
+    tower sees: the title, the input category levels and attribute values (withheld and ignored
+    fields left out), the description keywords."""
+    values = _row_values(row, config)
+    named = set(config.std_all) | set(config.re_fields)
+    parts = [str(row.get("title") or "")]
+    parts += [", ".join(values[name]) for name in config.std_all + config.re_fields if values.get(name)]
+    if config.other_re_field:
+        skip = named | set(config.ignore_fields)
+        parts += [f"{a['field'].replace('_', ' ')} {', '.join(v for v in a['values'] if v)}"
+                  for a in row.get("re_attributes") or [] if a["field"] not in skip and any(a["values"])]
+    parts.append(" ".join(keywords(row.get("description"), config.description_keywords)))
+    return ". ".join(p for p in parts if p.strip())
 
 
 def featurize_items(items: pa.Table | Sequence[Mapping], config: ItemFeatureConfig

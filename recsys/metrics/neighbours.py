@@ -13,21 +13,25 @@ and ask what a merchandiser would: are they the same product type, or its confus
   items' attribute token sets (1 - Jaccard), so every variant is judged on the same scale rather
   than by its own embedding.
 - ``coverage@k``: share of the gallery that appears in at least one top-k list.
+
+Vectors may be dense arrays or scipy sparse rows (TF-IDF baselines), L2-normalised.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 
 def top_k_neighbours(queries: np.ndarray, gallery: np.ndarray, k: int, query_ids: np.ndarray | None = None,
                      chunk: int = 2048) -> np.ndarray:
     """(Q, k) gallery indices of the best inner products, best first; ``query_ids[i]`` (the query's
     own gallery index, or -1) is never returned for query i."""
-    out = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), chunk):
+    out = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], chunk):
         scores = queries[start:start + chunk] @ gallery.T
+        scores = scores.toarray() if sp.issparse(scores) else scores
         if query_ids is not None:
             rows = np.arange(len(scores))
             own = query_ids[start:start + chunk]
@@ -52,16 +56,24 @@ def same_vs_sibling_gap(vectors: np.ndarray, fine: np.ndarray, parent: np.ndarra
                         seed: int = 0) -> dict[str, float]:
     """Mean cosine of sampled same-category pairs and of sampled sibling-category pairs, and the gap."""
     rng = np.random.default_rng(seed)
-    i, j = rng.integers(0, len(vectors), size=(2, pairs * 4))
+    i, j = rng.integers(0, vectors.shape[0], size=(2, pairs * 4))
     keep = i != j
     i, j = i[keep], j[keep]
     same = fine[i] == fine[j]
     sibling = (parent[i] == parent[j]) & ~same
-    cosine = np.einsum("ij,ij->i", vectors[i], vectors[j])
+    cosine = _pair_cosines(vectors, i, j)
     if not same.any() or not sibling.any():
         return {"same_mean": float("nan"), "sibling_mean": float("nan"), "gap": float("nan")}
     same_mean, sibling_mean = float(cosine[same][:pairs].mean()), float(cosine[sibling][:pairs].mean())
     return {"same_mean": same_mean, "sibling_mean": sibling_mean, "gap": same_mean - sibling_mean}
+
+
+def _pair_cosines(vectors, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    if not sp.issparse(vectors):
+        return np.einsum("ij,ij->i", vectors[i], vectors[j])
+    vectors = vectors.tocsr()
+    return np.concatenate([np.asarray(vectors[i[s:s + 65536]].multiply(vectors[j[s:s + 65536]]).sum(axis=1)).ravel()
+                           for s in range(0, len(i), 65536)] or [np.zeros(0)])
 
 
 def intra_list_diversity(neighbours: np.ndarray, token_sets: Sequence[frozenset]) -> float:
@@ -92,4 +104,4 @@ def neighbour_report(queries: np.ndarray, gallery: np.ndarray, query_ids: np.nda
             "same_vs_sibling_gap": gap["gap"], "same_mean_cosine": gap["same_mean"],
             "sibling_mean_cosine": gap["sibling_mean"],
             f"ild@{k}": intra_list_diversity(neighbours, token_sets),
-            f"coverage@{k}": coverage(neighbours, len(gallery)), "n_queries": int(len(queries))}
+            f"coverage@{k}": coverage(neighbours, gallery.shape[0]), "n_queries": int(queries.shape[0])}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from recsys.metrics.neighbours import category_hit, same_vs_sibling_gap, top_k_neighbours
-from recsys.data.item_catalog import CatalogConfig, SplitConfig
+from recsys.data.item_catalog import CatalogConfig, LeakFreeConfig, SplitConfig
 from recsys.losses.contrastive import NTXentConfig
 from recsys.losses.metric import TripletConfig
 from recsys.models.item_towers import (FEATURE_PREFIXES, ItemTowerConfig, MetricAdapter, adapt, batch_to_tensors,
@@ -110,12 +110,20 @@ class ItemTowerEvalConfig:
     simcse: SimCSEConfig = field(default_factory=SimCSEConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     samplers: list[str] = field(default_factory=lambda: ["random", "hierarchical"])
-    split: SplitConfig = field(default_factory=SplitConfig)
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(unseen_category_fraction=0.05))
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     k: int = 10
+    # Leak-free by default: the metrics' label level (and finer ones, and fields copying it) is no input.
+    leak_free: LeakFreeConfig = field(default_factory=lambda: LeakFreeConfig(enabled=True))
+    baselines: list[str] = field(default_factory=lambda: ["tfidf", "minilm"])   # same inputs, same run
+    enriched: str | None = None   # an enrich run's items/: raw (its additions withheld) vs enriched, one split
 
     def __post_init__(self):  # a named block gives the shared size settings
         self.tower = named_config(self.tower, ItemTowerConfig, "item_tower", drop=("tower",))
+        from recsys.eval.item_space import BASELINES
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"baselines: unknown {unknown}; known {list(BASELINES)}")
 
 
 def shard_to_numpy(shard) -> dict[str, np.ndarray]:

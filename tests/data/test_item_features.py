@@ -8,7 +8,7 @@ import pytest
 from recsys.data.catalogs import load_fashion_product_images, load_hm_articles
 from recsys.data.item_features import (PRESETS, ItemFeatureConfig, ItemFeaturizer,
                                        fashion_product_images_features, featurize_items, hm_article_features,
-                                       keywords, kfashion_features, records_to_items, token_counts)
+                                       input_text, keywords, kfashion_features, records_to_items, token_counts)
 
 ROWS = records_to_items([
     {"category_path": ["Apparel", "Shirts"], "std_attributes": {"colour": "White", "year": "2012"},
@@ -160,3 +160,36 @@ def test_hm_articles_first_500_rows(shared_data, tmp_path):
     department = (features["re_field_ids"] == fields["department_name"]) & features["re_mask"]
     assert department.sum() == 500 and (features["re_parent_pos"][department] == 3).all()  # index_name
     assert (features["re_field_ids"] == fields["description"]).sum(axis=1).mean() > 8  # detail_desc keywords
+
+
+def test_withhold_label_removes_the_label_level_finer_ones_and_copying_fields():
+    from recsys.data.item_features import withhold_label
+
+    rows = records_to_items([
+        {"category_path": ["Apparel", "Shirts"], "std_attributes": {"colour": "White", "kind": "shirts"},
+         "re_attributes": {"material": "linen", "neck": "round"}, "title": "White Shirt"},
+        {"category_path": ["Apparel", "Tshirts"], "std_attributes": {"colour": "Black", "kind": "T-shirts"},
+         "re_attributes": {"material": "cotton", "neck": "Tshirts"}, "title": "Tee"},
+        {"category_path": ["Apparel", "Jeans"], "std_attributes": {"colour": "Blue", "kind": "jeans"},
+         "re_attributes": {"material": "denim", "neck": "none"}},
+    ])
+    config = ItemFeatureConfig(hierarchy=["master", "article"], std_fields=["colour", "kind"],
+                               re_fields=["material", "neck"], re_parents={"neck": "article"})
+    leak_free, withheld = withhold_label(config, rows)
+    # "kind" equals the article on 3/3 items (normalised: "T-shirts" == "Tshirts"), "neck" on 1/3.
+    assert withheld == {"levels": ["article"], "fields": {"kind": 1.0}}
+    assert leak_free.hierarchy == ["master"] and leak_free.std_fields == ["colour"]
+    assert leak_free.re_fields == ["material", "neck"] and leak_free.ignore_fields == ["kind"]
+    assert leak_free.re_parents == {"neck": "master"}  # its parent was withheld: the kept finest level
+    _, stricter = withhold_label(config, rows, copy_share=0.3)
+    assert stricter["fields"] == {"kind": 1.0, "neck": 0.3333}
+    # The featurized inputs hold no token of the label or its copy; labels still come from the full path.
+    featurizer, features = featurize_items(rows, leak_free)
+    assert featurizer.vocab.std.size("master") == 3 and "article" not in featurizer.config.std_all
+    text = input_text(rows[1], leak_free)
+    assert text == "Tee. Apparel. Black. cotton. Tshirts"  # title, master, colour, material, neck
+    assert "kind" not in text.lower() and "T-shirts" not in text
+    with pytest.raises(ValueError, match="no category level"):
+        withhold_label(config, rows, label_level=0)
+    with pytest.raises(ValueError, match="not a level"):
+        withhold_label(config, rows, label_level=2)

@@ -55,3 +55,13 @@ def test_report_has_the_documented_keys():
     report = neighbour_report(vectors[:3], vectors, np.arange(3), fine, parent, sets, k=2)
     assert set(report) >= {"category_hit@2", "sibling_confusion@2", "same_vs_sibling_gap", "ild@2", "coverage@2"}
     assert report["n_queries"] == 3
+
+
+def test_sparse_vectors_give_the_dense_report():
+    import scipy.sparse as sp
+
+    vectors, fine, parent = _space()
+    tokens = [frozenset({i % 3}) for i in range(6)]
+    dense = neighbour_report(vectors, vectors, np.arange(6), fine, parent, tokens, k=2)
+    sparse = neighbour_report(sp.csr_matrix(vectors), sp.csr_matrix(vectors), np.arange(6), fine, parent, tokens, k=2)
+    assert sparse == pytest.approx(dense)
