@@ -68,9 +68,10 @@ def run(cfg: EnrichConfig) -> dict:
     answers = pa.concat_tables(ray.get(validated.to_arrow_refs()) or [VALIDATED_SCHEMA.empty_table()])
     seconds = time.perf_counter() - started
 
-    enriched, quarantine, after = merge_answers(catalog.items, answers, schema, cfg.overwrite_std)
+    enriched, quarantine, after, ungrounded = merge_answers(catalog.items, answers, schema, cfg.overwrite_std,
+                                                            cfg.text_fields, cfg.re_grounding)
     outputs = write_outputs(run_dir, enriched, quarantine, catalog, cfg.rows_per_shard)
-    report = enrich_report(catalog, enriched, quarantine, after, schema, backend, seconds) | {"outputs": outputs}
+    report = enrich_report(catalog, enriched, quarantine, after, schema, backend, seconds, ungrounded) | {"outputs": outputs}
     write_json(run_dir / "enrich_report.json", report)
     write_json(run_dir / "reconciliation.json", {"backend": backend, **report["items"], "catalog": catalog.reconciliation})
     write_manifest(run_dir, "enrich", {"catalog": str(cfg.catalog or cfg.items)},

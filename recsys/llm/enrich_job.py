@@ -12,13 +12,16 @@ Steps (each a plain function of a pyarrow batch, so they run inside ``map_batche
    (``recsys.llm.enrichment``): STD spellings mapped onto the vocabulary, unknown values rejected
    (or nulled), never added -> ``{row, item_id, record, reason, backend}``.
 4. ``merge_answers`` (driver): fills missing STD fields (a present value is kept unless
-   ``overwrite_std``), appends RE phrases the item does not already state, and records exactly what
+   ``overwrite_std``), appends RE phrases the item does not already state and whose words its own
+   prompt text holds (``re_grounding``: a paraphrased or invented phrase is dropped and counted
+   per field in the report; the rules stand-in quotes the text, so it always passes), and records exactly what
    was added in ``enriched_fields`` / ``enriched_values`` so an evaluation can withhold it
    (``withhold_enrichment``). Failed rows go to the quarantine table with their reason.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +70,7 @@ class EnrichConfig:
     overwrite_std: bool = False           # replace present STD values with the answer's (loses the raw value)
     unknown_std: str = "reject"           # reject: quarantine the answer | null: drop just that value
     re_max_length: int = 300
+    re_grounding: float = 1.0             # share of an RE phrase's words that must occur in the item's text (0: off)
     min_value_count: int = 1              # a catalog value enters the STD vocabulary from this many items
     batch_size: int = 256                 # rows per map_batches call (rules) / per HTTP actor batch
     concurrency: int = 1                  # HTTP processor actors (each keeps llm.max_concurrency in flight)
@@ -143,11 +147,16 @@ def attributes_dump(row: Mapping) -> str:
     return "; ".join(f"{f.replace('_', ' ')}: {v}" for f, v in pairs)
 
 
+def prompt_text(row: Mapping, text_fields: Sequence[str]) -> str:
+    """The raw text an item's prompt shows (and the RE grounding check reads)."""
+    return item_text({**row, ATTRIBUTES_TEXT: attributes_dump(row)}, text_fields)
+
+
 def prompt_batch(batch: pa.Table, text_fields: Sequence[str]) -> pa.Table:
     """Items -> ``{row, item_id, text}``; ``row`` is the item's position in the input table (the
     key the answers are merged back on: ids of a canonical parquet need not be unique)."""
     rows = batch.to_pylist()
-    texts = [item_text({**r, ATTRIBUTES_TEXT: attributes_dump(r)}, text_fields) for r in rows]
+    texts = [prompt_text(r, text_fields) for r in rows]
     return pa.table({"row": batch.column("row"), "item_id": batch.column("item_id"), "text": pa.array(texts, pa.string())})
 
 
@@ -199,15 +208,31 @@ def validate_batch(batch: pa.Table, schema: dict, unknown_std: str = "reject") -
 
 # --- merge, quarantine, report ---------------------------------------------------------------------
 
+def words(text: str) -> set[str]:
+    """Lower-case word tokens of any script (Korean included), for the RE grounding check."""
+    return {w for w in re.findall(r"\w+", str(text).lower()) if len(w) > 1 or not w.isascii()}
+
+
+def grounded(phrase: str, source_words: set[str], share: float) -> bool:
+    """Whether at least ``share`` of the phrase's words occur in the item's own text: an RE phrase
+    must be read from the item, not written by the model (a paraphrase fails; ``share=0`` accepts all)."""
+    phrase_words = words(phrase)
+    return not phrase_words or len(phrase_words & source_words) >= share * len(phrase_words)
+
+
 def merge_item(item: Mapping, record: Mapping, std_names: Sequence[str], re_names: Sequence[str],
-               overwrite_std: bool = False) -> tuple[dict, dict[str, list[str]]]:
-    """The enriched item and ``{field: values added}``. STD: fill a missing field (or replace it with
-    ``overwrite_std``); RE: append the answer's phrases ("; "-separated) that the item does not
-    already state (as a value, a field name or its title, compared normalised)."""
+               overwrite_std: bool = False, source_words: set[str] | None = None, re_grounding: float = 1.0
+               ) -> tuple[dict, dict[str, list[str]], dict[str, list[str]]]:
+    """The enriched item, ``{field: values added}`` and ``{field: phrases dropped as ungrounded}``.
+    STD: fill a missing field (or replace it with ``overwrite_std``); RE: append the answer's
+    phrases ("; "-separated) that the item does not already state (as a value, a field name or its
+    title, compared normalised) and, given the item's ``source_words`` (its prompt text), that are
+    grounded in it (``grounded``)."""
     std, re_ = attributes_to_dict(item.get("std_attributes")), attributes_to_dict(item.get("re_attributes"))
     known = {normalise(v) for values in (*std.values(), *re_.values()) for v in values}
     known |= {normalise(f.replace("_", " ")) for f in (*std, *re_)} | {normalise(item.get("title") or "")}
     added: dict[str, list[str]] = {}
+    dropped: dict[str, list[str]] = {}
     for name in std_names:
         value = record.get(name)
         if value and (not std.get(name) or (overwrite_std and std[name] != [value])):
@@ -216,24 +241,30 @@ def merge_item(item: Mapping, record: Mapping, std_names: Sequence[str], re_name
         new, seen = [], set(known)   # per field: "detail" and "neck" may quote the same clause
         for phrase in str(record.get(name) or "").split(";"):
             phrase = " ".join(phrase.split())
-            if normalise(phrase) and normalise(phrase) not in seen:
-                seen.add(normalise(phrase))
-                new.append(phrase)
+            if not normalise(phrase) or normalise(phrase) in seen:
+                continue
+            if source_words is not None and not grounded(phrase, source_words, re_grounding):
+                dropped.setdefault(name, []).append(phrase)
+                continue
+            seen.add(normalise(phrase))
+            new.append(phrase)
         if new:
             re_[name] = re_.get(name, []) + new
             added[name] = new
-    return {**item, "std_attributes": attributes(std), "re_attributes": attributes(re_)}, added
+    return {**item, "std_attributes": attributes(std), "re_attributes": attributes(re_)}, added, dropped
 
 
-def merge_answers(items: pa.Table, validated: pa.Table, schema: Mapping, overwrite_std: bool = False
-                  ) -> tuple[pa.Table, pa.Table, list[dict]]:
-    """``(enriched items, quarantine, after)``: items with a valid answer merged (input order), the
-    rest quarantined with their reason; ``after`` = every input item as it stands now (quarantined
-    ones unchanged), for the fill rates."""
+def merge_answers(items: pa.Table, validated: pa.Table, schema: Mapping, overwrite_std: bool = False,
+                  text_fields: Sequence[str] | None = None, re_grounding: float = 1.0
+                  ) -> tuple[pa.Table, pa.Table, list[dict], Counter]:
+    """``(enriched items, quarantine, after, ungrounded)``: items with a valid answer merged (input
+    order), the rest quarantined with their reason; ``after`` = every input item as it stands now
+    (quarantined ones unchanged), for the fill rates; ``ungrounded`` = RE phrases dropped per field
+    because the item's prompt text (``text_fields``; None: no check) does not hold them."""
     std_names = [f for f, p in schema["properties"].items() if "enum" in p]
     re_names = [f for f, p in schema["properties"].items() if "enum" not in p]
     by_row = {r["row"]: r for r in validated.to_pylist()}
-    enriched, rejected, after = [], [], []
+    enriched, rejected, after, ungrounded = [], [], [], Counter()
     for index, item in enumerate(items.to_pylist()):
         answer = by_row.get(index) or {"reason": "missing_answer: the backend returned no row for this item"}
         if answer.get("record") is None:
@@ -242,11 +273,15 @@ def merge_answers(items: pa.Table, validated: pa.Table, schema: Mapping, overwri
                                            why.split(":", 1)[0], why))
             after.append(item)
             continue
-        merged, added = merge_item(item, json.loads(answer["record"]), std_names, re_names, overwrite_std)
+        source = None if text_fields is None else words(prompt_text(item, text_fields))
+        merged, added, dropped = merge_item(item, json.loads(answer["record"]), std_names, re_names, overwrite_std,
+                                            source, re_grounding)
+        ungrounded.update({name: len(phrases) for name, phrases in dropped.items()})
         enriched.append({**merged, "enriched_fields": list(added), "enriched_values": attributes(added),
                          "enriched_by": answer.get("backend")})
         after.append(merged)
-    return (table_from_rows(enriched, ENRICHED_ITEM_SCHEMA), table_from_rows(rejected, QUARANTINE_SCHEMA), after)
+    return (table_from_rows(enriched, ENRICHED_ITEM_SCHEMA), table_from_rows(rejected, QUARANTINE_SCHEMA), after,
+            ungrounded)
 
 
 def withhold_enrichment(items: pa.Table) -> pa.Table:
@@ -273,7 +308,7 @@ def fill_rates(rows: Sequence[Mapping], schema: Mapping) -> dict[str, float]:
 
 
 def enrich_report(catalog: CatalogInput, enriched: pa.Table, quarantine: pa.Table, after: Sequence[Mapping],
-                  schema: Mapping, backend: str, seconds: float) -> dict:
+                  schema: Mapping, backend: str, seconds: float, ungrounded: Mapping[str, int] | None = None) -> dict:
     """``enrich_report.json``: counts (items in = enriched + quarantined), fill rates before/after
     per field, what was filled, throughput; ``backend`` says who answered."""
     n_in = catalog.items.num_rows
@@ -290,6 +325,7 @@ def enrich_report(catalog: CatalogInput, enriched: pa.Table, quarantine: pa.Tabl
             "throughput": {"seconds": round(seconds, 2), "items_per_s": round(n_in / max(seconds, 1e-9), 1)},
             "fields": {name: {"kind": "std" if "enum" in prop else "re", "before": before[name], "after": now[name],
                               "items_filled": filled.get(name, 0),
+                              **({} if "enum" in prop else {"phrases_dropped_ungrounded": (ungrounded or {}).get(name, 0)}),
                               **({"vocabulary": len(prop["enum"]) - 1} if "enum" in prop else {})}
                        for name, prop in schema["properties"].items()}}
 
@@ -305,7 +341,8 @@ def summary_lines(report: Mapping) -> list[str]:
                  f"{speed['seconds']} s); {report['items_with_a_filled_field']} items gained a field")
     lines.append(f"fill rate before -> after [backend: {backend}]")
     lines += [f"  {info['kind']} {name:<28} {info['before']:6.1%} -> {info['after']:6.1%}"
-              for name, info in report["fields"].items()]
+              + (f"  ({info['phrases_dropped_ungrounded']} ungrounded phrases dropped)"
+                 if info.get("phrases_dropped_ungrounded") else "") for name, info in report["fields"].items()]
     return lines
 
 
@@ -327,4 +364,4 @@ def write_outputs(run_dir: Path, enriched: pa.Table, quarantine: pa.Table, catal
 
 __all__ = ["EnrichConfig", "CatalogInput", "ENRICHED_ITEM_SCHEMA", "load_catalog", "std_vocabulary",
            "enrichment_schema", "prompt_batch", "RulesAnswers", "ToMessages", "validate_batch", "merge_item",
-           "merge_answers", "withhold_enrichment", "fill_rates", "enrich_report", "summary_lines", "write_outputs"]
+           "merge_answers", "prompt_text", "words", "grounded", "withhold_enrichment", "fill_rates", "enrich_report", "summary_lines", "write_outputs"]

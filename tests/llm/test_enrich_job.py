@@ -9,7 +9,8 @@ import pytest
 from recsys.config import ConfigError
 from recsys.data.schema import ITEM_SCHEMA, attributes, attributes_to_dict, table_from_rows
 from recsys.llm.enrich_job import (EnrichConfig, RulesAnswers, enrichment_schema, fill_rates, merge_answers,
-                                   merge_item, prompt_batch, std_vocabulary, validate_batch, withhold_enrichment)
+                                   merge_item, prompt_batch, prompt_text, std_vocabulary, validate_batch,
+                                   withhold_enrichment)
 from recsys.llm.rules import STAND_IN
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,7 +60,7 @@ def test_rules_pipeline_fills_only_missing_std_values_from_the_vocabulary():
     answers = RulesAnswers(schema)(prompts)
     assert set(answers.column("backend").to_pylist()) == {STAND_IN}
     validated = validate_batch(answers, schema)
-    enriched, quarantine, after = merge_answers(ITEMS, validated, schema)
+    enriched, quarantine, after, _ = merge_answers(ITEMS, validated, schema)
     assert enriched.num_rows == 3 and quarantine.num_rows == 0
     by_id = {r["item_id"]: r for r in enriched.to_pylist()}
     # b: gender found in the title ("Women"); c: colour "navy-blue" mapped onto "Navy Blue", "Teal" not invented.
@@ -80,11 +81,11 @@ def test_rules_pipeline_fills_only_missing_std_values_from_the_vocabulary():
 def test_merge_keeps_present_values_unless_told_and_appends_only_new_phrases():
     row = item("a", {"colour": "White"}, {"fit": "Regular Fit"}, "Plain tee")
     record = {"colour": "Navy Blue", "fit": "regular fit; Plain tee; boxy cut", "detail": None}
-    merged, added = merge_item(row, record, ["colour"], ["fit", "detail"])
+    merged, added, _ = merge_item(row, record, ["colour"], ["fit", "detail"])
     assert attributes_to_dict(merged["std_attributes"]) == {"colour": ["White"]}
     assert attributes_to_dict(merged["re_attributes"]) == {"fit": ["Regular Fit", "boxy cut"]}
     assert added == {"fit": ["boxy cut"]}
-    merged, added = merge_item(row, record, ["colour"], [], overwrite_std=True)
+    merged, added, _ = merge_item(row, record, ["colour"], [], overwrite_std=True)
     assert attributes_to_dict(merged["std_attributes"]) == {"colour": ["Navy Blue"]} and added == {"colour": ["Navy Blue"]}
 
 
@@ -94,10 +95,33 @@ def test_failed_answers_are_quarantined_with_their_reason():
     answers = pa.table({"row": [0, 1, 2], "item_id": ["a", "b", "c"],
                         "answer": [json.dumps(good), "not json", json.dumps(good | {"colour": "Teal"})],
                         "error": [None, None, None], "backend": ["x"] * 3})
-    enriched, quarantine, after = merge_answers(ITEMS, validate_batch(answers, schema), schema)
+    enriched, quarantine, after, _ = merge_answers(ITEMS, validate_batch(answers, schema), schema)
     assert enriched.column("item_id").to_pylist() == ["a"]
     assert quarantine.column("reason").to_pylist() == ["invalid_json", "schema_violation"]
     assert "'Teal'" in quarantine.column("detail").to_pylist()[1]
     assert len(after) == 3 and after[2] == ITEMS.to_pylist()[2]   # quarantined items count unchanged
     nulled = validate_batch(answers, schema, unknown_std="null")
     assert json.loads(nulled.column("record").to_pylist()[2])["colour"] is None
+
+
+def test_re_phrases_must_be_read_from_the_item_text():
+    """A real LLM may paraphrase or invent detail: an RE phrase is kept only when its words occur in
+    the item's prompt text (title, description, attribute dump), any script."""
+    from recsys.llm.enrich_job import grounded, words
+
+    row = item("a", {"colour": "White"}, {}, "Plain tee", "Boxy cut, 우븐 레이스 trim. Made in Italy")
+    source = words(prompt_text(row, ["title", "description", "attributes"]))
+    assert {"boxy", "cut", "우븐", "레이스", "white", "plain"} <= source
+    assert grounded("boxy cut", source, 1.0) and grounded("우븐 레이스", source, 1.0)
+    assert not grounded("oversized silhouette", source, 1.0) and not grounded("boxy silhouette", source, 1.0)
+    assert grounded("boxy silhouette", source, 0.5) and grounded("anything", source, 0.0)
+    record = {"colour": None, "detail": "boxy cut; hand-stitched silk lining; 우븐 레이스 trim"}
+    merged, added, dropped = merge_item(row, record, ["colour"], ["detail"], source_words=source)
+    assert added == {"detail": ["boxy cut", "우븐 레이스 trim"]}
+    assert dropped == {"detail": ["hand-stitched silk lining"]}
+    schema = {"properties": {"detail": {"type": ["string", "null"]}}}
+    answers = pa.table({"row": [0], "record": [json.dumps(record)], "backend": ["x"]})
+    enriched, _, _, ungrounded = merge_answers(pa.Table.from_pylist([row]), answers, schema,
+                                               text_fields=["title", "description", "attributes"])
+    assert ungrounded == {"detail": 1}
+    assert attributes_to_dict(enriched.to_pylist()[0]["enriched_values"]) == {"detail": ["boxy cut", "우븐 레이스 trim"]}

@@ -103,6 +103,8 @@ def scripted(body: dict) -> dict:
         return {"status": 500}
     if "SLOW" in item:
         return {"delay_s": 3.0, "json": {"colour": None, "gender": None, "detail": "late"}}
+    if "PARAPHRASE" in item:   # detail the item's text does not hold: dropped, the item still enriched
+        return {"json": {"colour": None, "gender": None, "detail": "ribbed crew neck; hand-finished silk lining"}}
     colour = "navy-blue" if "navy-blue" in item else next((c for c in COLOURS if c in item), None)
     return {"json": {"colour": colour, "gender": "Men" if "for men" in item else None, "detail": "ribbed crew neck"}}
 
@@ -121,7 +123,7 @@ def test_openai_backend_quarantines_bad_answers_with_their_reason(ray_session, f
     catalog = write_catalog(tmp_path / "catalog.csv", n=16)
     text = catalog.read_text().splitlines()
     markers = {"s1": "BADJSON", "s2": "INVENT", "s4": "FAULT500", "s5": "SLOW"}
-    for sku, marker in markers.items():   # mark four items' names
+    for sku, marker in (markers | {"s6": "PARAPHRASE"}).items():   # mark five items' names
         text = [line.replace(f"Basic tee {sku[1:]},", f"Basic tee {marker},") if line.startswith(f"{sku},") else line
                 for line in text]
     catalog.write_text("\n".join(text) + "\n")
@@ -145,6 +147,8 @@ def test_openai_backend_quarantines_bad_answers_with_their_reason(ray_session, f
     assert attributes_to_dict(items["s11"]["std_attributes"])["colour"] == ["Navy Blue"]   # 'navy-blue' mapped
     assert "colour" in items["s11"]["enriched_fields"] and "colour" not in items["s0"]["enriched_fields"]
     assert attributes_to_dict(items["s0"]["re_attributes"])["detail"] == ["ribbed crew neck"]
+    assert attributes_to_dict(items["s6"]["re_attributes"])["detail"] == ["ribbed crew neck"]   # the invention dropped
+    assert report["fields"]["detail"]["phrases_dropped_ungrounded"] == 1
     assert {r["enriched_by"] for r in items.values()} == {report["backend"]}
     assert report["fields"]["colour"]["after"] > report["fields"]["colour"]["before"]
     logged = fake_server.requests
@@ -170,6 +174,7 @@ def test_rules_backend_on_the_real_catalogs(ray_session, shared_data, tmp_path, 
     assert report["catalog"]["reconciles"]
     for name, info in report["fields"].items():
         assert info["after"] >= info["before"], name
+        assert info.get("phrases_dropped_ungrounded", 0) == 0, name   # the stand-in quotes the item's text
     assert report["fields"]["detail"]["after"] > 0.9
     assert_std_within_vocabulary(report, std_vocabulary(load_item_catalog(catalog).table))
     assert set(pq.read_table(report["outputs"]["items"]).column("enriched_by").to_pylist()) == {STAND_IN}
