@@ -81,15 +81,15 @@ def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
             results.setdefault(key, {}).update(value)
     data = next(iter(sides.values()))
     variants = results["variants"]
-    towers = [v for v in variants if "baseline:" not in v] or list(variants)
-    best = max(towers, key=lambda v: variants[v].get("cold", variants[v]["warm"])["category_hit@10"])
+    towers = [v for v in variants if "baseline:" not in v]   # the projection needs dense vectors
+    best = max(towers or variants, key=lambda v: variants[v].get("cold", variants[v]["warm"])["category_hit@10"])
     ablation_chart(variants, REPORTED[:3], out_dir / "ablation.png",
                    f"Item-tower ablation (leak-free: {data.withheld.get('levels')} withheld), "
                    f"{len(data.item_ids)} items ({data.source}); k={cfg.k}")
-    projection_plot(results["vectors"][best], data.categories, np.concatenate([data.cold, data.unseen_category]),
-                    out_dir / "projection.png", f"{best}: item space (t-SNE of a sample), coloured by category; "
-                    "x = cold-start items and unseen categories",
-                    seed=cfg.split.seed)
+    if towers:
+        projection_plot(results["vectors"][best], data.categories, np.concatenate([data.cold, data.unseen_category]),
+                        out_dir / "projection.png", f"{best}: item space (t-SNE of a sample), coloured by category; "
+                        "x = cold-start items and unseen categories", seed=cfg.split.seed)
     metrics = {"variants": variants, "withheld": data.withheld, "n_items": int(len(data.item_ids)),
                "n_cold": int(len(data.cold)), "n_unseen_category": int(len(data.unseen_category)),
                "n_train": int(len(data.train)), "n_val": int(len(data.val)), "best_tower_cold": best,

@@ -41,7 +41,8 @@ class SplitConfig:
 class LeakFreeConfig:
     """Which inputs a category metric's label removes (module doc)."""
     enabled: bool = False         # the item-tower evaluation turns it on; a served tower keeps its category
-    label_level: int = -1         # hierarchy level the metrics label (-1: the finest)
+    label_level: int = -1         # the coarsest level withheld, with every finer one (-1: the finest,
+                                  # the level the metrics label; a coarser one makes the task harder)
     copy_share: float = 0.5       # a field equal to the label on this share of its items is withheld
 
 
@@ -167,7 +168,7 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     if leak_free is not None and leak_free.enabled:
         try:
             input_cfg, withheld = withhold_label(features_cfg, [rows[i] for i in train], leak_free.label_level,
-                                                 leak_free.copy_share)
+                                                 leak_free.copy_share, name_items=rows)
         except ValueError as exc:
             raise ConfigError(f"leak_free: {exc}") from exc
     featurizer = ItemFeaturizer.fit([rows[i] for i in train], input_cfg)  # held-out values stay unseen

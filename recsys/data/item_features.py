@@ -97,8 +97,12 @@ class ItemFeatureConfig:
     max_re_tokens: int = 24
     num_buckets: int = 100_000
     min_count: int = 1                   # STD values seen fewer times map to UNKNOWN
+    # Attribute values dropped wherever they occur (normalised, see ``withhold_label``): the names
+    # of withheld category levels, so "department: Sneakers" cannot carry the label.
+    withheld_values: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        self._withheld = frozenset(self.withheld_values)
         if not self.hierarchy:
             raise ValueError("hierarchy needs at least one level (the category)")
         names = self.std_all + self.re_all
@@ -183,15 +187,22 @@ PRESETS = {"fashion_product_images": fashion_product_images_features, "hm": hm_a
 
 # --- featurization -----------------------------------------------------------------------------
 
+def _kept(values, config: ItemFeatureConfig) -> list[str]:
+    """Non-empty attribute values, without ``config.withheld_values``."""
+    if not config._withheld:
+        return [str(v) for v in values or [] if v]
+    return [str(v) for v in values or [] if v and _normalised(v) not in config._withheld]
+
+
 def _row_values(row: Mapping, config: ItemFeatureConfig) -> dict[str, list[str]]:
     """Every field value of a canonical row by name (hierarchy levels, attributes, list columns)."""
     values: dict[str, list[str]] = {}
     for column in _LIST_COLUMNS:
         if row.get(column):
-            values[column] = [str(v) for v in row[column] if v]
+            values[column] = _kept(row[column], config)
     for column in ("re_attributes", "std_attributes"):  # STD wins when both hold a key
         for attribute in row.get(column) or []:
-            values[attribute["field"]] = [v for v in attribute["values"] if v]
+            values[attribute["field"]] = _kept(attribute["values"], config)
     path = row.get("category_path") or []
     for level, name in enumerate(config.hierarchy):
         values[name] = [path[level]] if level < len(path) and path[level] else []
@@ -273,7 +284,8 @@ class ItemFeaturizer:
             if cfg.other_re_field:
                 for attribute in row.get("re_attributes") or []:
                     if attribute["field"] not in named:  # hash the real key, share the catch-all field id
-                        tokens.append((cfg.other_re_field, hashed.encode(attribute["field"], attribute["values"])))
+                        tokens.append((cfg.other_re_field, hashed.encode(attribute["field"],
+                                                                          _kept(attribute["values"], cfg))))
             tokens.append((DESCRIPTION_FIELD, hashed.encode(
                 DESCRIPTION_FIELD, keywords(row.get("description"), cfg.description_keywords))))
             re_ids, re_field_ids, parents = [], [], []
@@ -317,19 +329,24 @@ class ItemFeaturizer:
 
 
 def _normalised(value) -> str:
-    return re.sub(r"[^0-9a-z]+", "", str(value).lower())
+    """Lower case without spaces and punctuation, any script ("T-shirts" == "Tshirts", "블라우스")."""
+    return re.sub(r"[\W_]+", "", str(value).lower())
 
 
 def withhold_label(config: ItemFeatureConfig, items: pa.Table | Sequence[Mapping], label_level: int = -1,
-                   copy_share: float = 0.5) -> tuple[ItemFeatureConfig, dict]:
-    """The leak-free input config when a metric's label is hierarchy level ``label_level``: that
-    level and every finer one leave the inputs, and so does any attribute field that copies the
-    label (its value equals the label's, compared normalised, on at least ``copy_share`` of the
-    items that have the field). A tower must then infer the category from the other attributes,
-    the title and the description, as it would for a real new product.
+                   copy_share: float = 0.5, name_items: pa.Table | Sequence[Mapping] = ()
+                   ) -> tuple[ItemFeatureConfig, dict]:
+    """The leak-free input config when a metric labels items by their category: hierarchy level
+    ``label_level`` and every finer one leave the inputs, and so does any attribute field that
+    copies a withheld level (its value equals that level's, compared normalised, on at least
+    ``copy_share`` of the ``items`` that have the field). Any attribute value equal to a withheld
+    level's name (in ``items`` or ``name_items``, e.g. the whole catalog, so a held-out category's
+    name counts too) is dropped wherever it occurs: a field that names the type for some
+    items only ("department: Sneakers") keeps its other values. A tower must then infer the category
+    from the other attributes, the title and the description, as it would for a real new product.
 
-    Returns ``(input config, {"levels": [...], "fields": {field: share}})``. Withheld fields go to
-    ``ignore_fields`` so the catch-all RE field cannot pick them up again."""
+    Returns ``(input config, {"levels": [...], "fields": {field: share}, "values": n})``. Withheld
+    fields go to ``ignore_fields`` so the catch-all RE field cannot pick them up again."""
     depth = len(config.hierarchy)
     level = label_level % depth if -depth <= label_level < depth else None
     if level is None:
@@ -338,15 +355,16 @@ def withhold_label(config: ItemFeatureConfig, items: pa.Table | Sequence[Mapping
         raise ValueError(f"withholding label level {config.hierarchy[0]!r} and every finer one would leave no "
                          f"category level as input (hierarchy {config.hierarchy}); label a finer level")
     have, same = Counter(), Counter()
+    names = {_normalised(v) for row in _rows(name_items) for v in (row.get("category_path") or [])[level:] if v}
     for row in _rows(items):
-        path = row.get("category_path") or []
-        label = _normalised(path[level]) if level < len(path) and path[level] else ""
+        labels = {_normalised(v) for v in (row.get("category_path") or [])[level:] if v} - {""}
+        names |= labels
         for column in ("std_attributes", "re_attributes"):
             for attribute in row.get(column) or []:
-                values = [_normalised(v) for v in attribute["values"] or [] if v]
+                values = {_normalised(v) for v in attribute["values"] or [] if v}
                 if values:
                     have[attribute["field"]] += 1
-                    same[attribute["field"]] += bool(label) and label in values
+                    same[attribute["field"]] += bool(labels & values)
     copies = {name: round(same[name] / have[name], 4) for name in sorted(have)
               if same[name] / have[name] >= copy_share}
     withheld_levels = list(config.hierarchy[level:])
@@ -358,8 +376,8 @@ def withhold_label(config: ItemFeatureConfig, items: pa.Table | Sequence[Mapping
                            std_fields=[f for f in config.std_fields if f not in gone],
                            re_fields=[f for f in config.re_fields if f not in gone],
                            ignore_fields=list(dict.fromkeys([*config.ignore_fields, *sorted(copies)])),
-                           re_parents=parents)
-    return input_config, {"levels": withheld_levels, "fields": copies}
+                           re_parents=parents, withheld_values=sorted(names - {""}))
+    return input_config, {"levels": withheld_levels, "fields": copies, "values": len(input_config.withheld_values)}
 
 
 def input_text(row: Mapping, config: ItemFeatureConfig) -> str:
@@ -372,8 +390,8 @@ def input_text(row: Mapping, config: ItemFeatureConfig) -> str:
     parts += [", ".join(values[name]) for name in config.std_all + config.re_fields if values.get(name)]
     if config.other_re_field:
         skip = named | set(config.ignore_fields)
-        parts += [f"{a['field'].replace('_', ' ')} {', '.join(v for v in a['values'] if v)}"
-                  for a in row.get("re_attributes") or [] if a["field"] not in skip and any(a["values"])]
+        parts += [f"{a['field'].replace('_', ' ')} {', '.join(_kept(a['values'], config))}"
+                  for a in row.get("re_attributes") or [] if a["field"] not in skip and _kept(a["values"], config)]
     parts.append(" ".join(keywords(row.get("description"), config.description_keywords)))
     return ". ".join(p for p in parts if p.strip())
 

@@ -20,6 +20,7 @@ Steps (each a plain function of a pyarrow batch, so they run inside ``map_batche
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections import Counter
@@ -36,7 +37,7 @@ from recsys.data.schema import (ATTRIBUTE_LIST, ITEM_SCHEMA, QUARANTINE_SCHEMA, 
 from recsys.llm.config import LLMConfig
 from recsys.llm.enrichment import build_schema, instructions, item_text, messages_for_text, validate_answer
 from recsys.llm.errors import LLMError, reason
-from recsys.llm.rules import RulesClient, normalise
+from recsys.llm.rules import RulesClient
 
 ATTRIBUTES_TEXT = "attributes"   # pseudo text field: "field: value" lines of the item's STD and RE values
 ENRICHED_ITEM_SCHEMA = pa.schema(list(ITEM_SCHEMA) + [
@@ -209,8 +210,14 @@ def validate_batch(batch: pa.Table, schema: dict, unknown_std: str = "reject") -
 # --- merge, quarantine, report ---------------------------------------------------------------------
 
 def words(text: str) -> set[str]:
-    """Lower-case word tokens of any script (Korean included), for the RE grounding check."""
-    return {w for w in re.findall(r"\w+", str(text).lower()) if len(w) > 1 or not w.isascii()}
+    """Lower-case word tokens of any script (Korean included; digits too: an invented "3/4" counts),
+    HTML tags stripped and entities unescaped, for the RE grounding check."""
+    return set(re.findall(r"\w+", html.unescape(re.sub(r"<[^>]+>", " ", str(text))).lower()))
+
+
+def phrase_key(text: str) -> str:
+    """A phrase's comparison form for "already stated" checks: its words in order, any script."""
+    return " ".join(re.findall(r"\w+", html.unescape(str(text)).lower()))
 
 
 def grounded(phrase: str, source_words: set[str], share: float) -> bool:
@@ -229,8 +236,8 @@ def merge_item(item: Mapping, record: Mapping, std_names: Sequence[str], re_name
     title, compared normalised) and, given the item's ``source_words`` (its prompt text), that are
     grounded in it (``grounded``)."""
     std, re_ = attributes_to_dict(item.get("std_attributes")), attributes_to_dict(item.get("re_attributes"))
-    known = {normalise(v) for values in (*std.values(), *re_.values()) for v in values}
-    known |= {normalise(f.replace("_", " ")) for f in (*std, *re_)} | {normalise(item.get("title") or "")}
+    known = {phrase_key(v) for values in (*std.values(), *re_.values()) for v in values}
+    known |= {phrase_key(f.replace("_", " ")) for f in (*std, *re_)} | {phrase_key(item.get("title") or "")}
     added: dict[str, list[str]] = {}
     dropped: dict[str, list[str]] = {}
     for name in std_names:
@@ -241,12 +248,12 @@ def merge_item(item: Mapping, record: Mapping, std_names: Sequence[str], re_name
         new, seen = [], set(known)   # per field: "detail" and "neck" may quote the same clause
         for phrase in str(record.get(name) or "").split(";"):
             phrase = " ".join(phrase.split())
-            if not normalise(phrase) or normalise(phrase) in seen:
+            if not phrase_key(phrase) or phrase_key(phrase) in seen:
                 continue
             if source_words is not None and not grounded(phrase, source_words, re_grounding):
                 dropped.setdefault(name, []).append(phrase)
                 continue
-            seen.add(normalise(phrase))
+            seen.add(phrase_key(phrase))
             new.append(phrase)
         if new:
             re_[name] = re_.get(name, []) + new

@@ -37,7 +37,7 @@ def test_leak_free_inputs_keep_the_labels_and_drop_the_label_tokens():
     assert (plain.fine == leak_free.fine).all() and len(set(leak_free.fine)) == 2
     assert plain.features["std_mask"].sum(1).tolist() == [3] * 20  # group, type, colour
     assert leak_free.features["std_mask"].sum(1).tolist() == [2] * 20  # group, colour
-    assert leak_free.withheld == {"levels": ["type"], "fields": {}} and plain.withheld == {}
+    assert leak_free.withheld == {"levels": ["type"], "fields": {}, "values": 2} and plain.withheld == {}
     assert leak_free.texts[1] == "item 1. Top. blue"
     with pytest.raises(ConfigError, match="leak_free: withholding label level 'group'"):
         prepare_items(table, config, SplitConfig(), "generic", leak_free=LeakFreeConfig(True, label_level=0))

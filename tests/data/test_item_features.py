@@ -171,25 +171,48 @@ def test_withhold_label_removes_the_label_level_finer_ones_and_copying_fields():
         {"category_path": ["Apparel", "Tshirts"], "std_attributes": {"colour": "Black", "kind": "T-shirts"},
          "re_attributes": {"material": "cotton", "neck": "Tshirts"}, "title": "Tee"},
         {"category_path": ["Apparel", "Jeans"], "std_attributes": {"colour": "Blue", "kind": "jeans"},
-         "re_attributes": {"material": "denim", "neck": "none"}},
+         "re_attributes": {"material": "denim", "neck": "none", "dept": "Sneakers"}},
     ])
     config = ItemFeatureConfig(hierarchy=["master", "article"], std_fields=["colour", "kind"],
                                re_fields=["material", "neck"], re_parents={"neck": "article"})
-    leak_free, withheld = withhold_label(config, rows)
-    # "kind" equals the article on 3/3 items (normalised: "T-shirts" == "Tshirts"), "neck" on 1/3.
-    assert withheld == {"levels": ["article"], "fields": {"kind": 1.0}}
+    held_out = records_to_items([{"category_path": ["Shoes", "Sneakers"]}])   # a category no training item has
+    leak_free, withheld = withhold_label(config, rows, name_items=rows + held_out)
+    # "kind" equals the article on 3/3 items (normalised: "T-shirts" == "Tshirts"), "neck" on 1/3: kept,
+    # but its value "Tshirts" and the catch-all's "Sneakers" name a withheld category: dropped.
+    assert withheld == {"levels": ["article"], "fields": {"kind": 1.0}, "values": 4}
     assert leak_free.hierarchy == ["master"] and leak_free.std_fields == ["colour"]
     assert leak_free.re_fields == ["material", "neck"] and leak_free.ignore_fields == ["kind"]
     assert leak_free.re_parents == {"neck": "master"}  # its parent was withheld: the kept finest level
+    assert leak_free.withheld_values == ["jeans", "shirts", "sneakers", "tshirts"]
     _, stricter = withhold_label(config, rows, copy_share=0.3)
     assert stricter["fields"] == {"kind": 1.0, "neck": 0.3333}
-    # The featurized inputs hold no token of the label or its copy; labels still come from the full path.
+    # The featurized inputs hold no token of the label or its copies; labels still come from the full path.
     featurizer, features = featurize_items(rows, leak_free)
     assert featurizer.vocab.std.size("master") == 3 and "article" not in featurizer.config.std_all
-    text = input_text(rows[1], leak_free)
-    assert text == "Tee. Apparel. Black. cotton. Tshirts"  # title, master, colour, material, neck
-    assert "kind" not in text.lower() and "T-shirts" not in text
+    plain_featurizer, plain = featurize_items(rows, replace_values(leak_free))
+    assert features["re_mask"][1].sum() == plain["re_mask"][1].sum() - 1   # neck=Tshirts gone
+    assert features["re_mask"][2].sum() == plain["re_mask"][2].sum() - 1   # attribute dept=Sneakers gone
+    assert input_text(rows[1], leak_free) == "Tee. Apparel. Black. cotton"  # title, master, colour, material
+    assert input_text(rows[2], leak_free) == "Apparel. Blue. denim. none"
     with pytest.raises(ValueError, match="no category level"):
         withhold_label(config, rows, label_level=0)
     with pytest.raises(ValueError, match="not a level"):
         withhold_label(config, rows, label_level=2)
+
+
+def replace_values(config):
+    return dataclasses.replace(config, withheld_values=[])
+
+
+def test_withhold_label_from_a_coarser_level_checks_copies_of_every_withheld_level_in_any_script():
+    from recsys.data.item_features import withhold_label
+
+    rows = records_to_items([
+        {"category_path": ["상의", "니트", "카디건"], "std_attributes": {"종류": "카디건", "소재": "울"}},
+        {"category_path": ["상의", "셔츠", "블라우스"], "std_attributes": {"종류": "블라우스", "소재": "면"}},
+    ])
+    config = ItemFeatureConfig(hierarchy=["slot", "group", "category"], std_fields=["종류", "소재"], re_fields=[])
+    leak_free, withheld = withhold_label(config, rows, label_level=-2)
+    # 종류 copies the finest level although the coarsest withheld one is "group".
+    assert withheld == {"levels": ["group", "category"], "fields": {"종류": 1.0}, "values": 4}
+    assert leak_free.hierarchy == ["slot"] and leak_free.std_fields == ["소재"]

@@ -115,6 +115,11 @@ def test_re_phrases_must_be_read_from_the_item_text():
     assert grounded("boxy cut", source, 1.0) and grounded("우븐 레이스", source, 1.0)
     assert not grounded("oversized silhouette", source, 1.0) and not grounded("boxy silhouette", source, 1.0)
     assert grounded("boxy silhouette", source, 0.5) and grounded("anything", source, 0.0)
+    assert not grounded("3/4 sleeves", words("long sleeves"), 1.0)            # digits are words too
+    assert grounded("Lamé finish", words("<p>Lam&eacute; finish</p>"), 1.0)  # entities and tags of the source
+    # Korean phrases are compared as themselves, not emptied: both kept, each once.
+    korean, added_ko, _ = merge_item(item("k", {}), {"detail": "우븐 레이스; 면 소재; 우븐  레이스"}, [], ["detail"])
+    assert added_ko == {"detail": ["우븐 레이스", "면 소재"]}
     record = {"colour": None, "detail": "boxy cut; hand-stitched silk lining; 우븐 레이스 trim"}
     merged, added, dropped = merge_item(row, record, ["colour"], ["detail"], source_words=source)
     assert added == {"detail": ["boxy cut", "우븐 레이스 trim"]}
