@@ -53,7 +53,7 @@ def test_ablation_command_writes_the_documented_report(idle_ray, catalog, tmp_pa
     assert set(metrics["variants"]) == {"baseline:tfidf", "baseline:minilm", "unified", "unified+adapter(hierarchical)"}
     assert metrics["n_items"] == 480 and metrics["n_cold"] == 48
     # Leak-free: the label level (type) is no input; one whole type (~60 items, budget 72) is unseen.
-    assert metrics["withheld"] == {"levels": ["type"], "fields": {}}
+    assert metrics["withheld"] == {"levels": ["type"], "fields": {}, "values": 8}   # the 8 type names
     assert metrics["config"]["input_features"]["hierarchy"] == ["dept"]
     assert 40 <= metrics["n_unseen_category"] <= 72
     for variant in metrics["variants"].values():
