@@ -27,7 +27,7 @@ from recsys.models.item_towers import (ADAPTER_FILE, FEATURIZER_FILE, ITEM_VECTO
 from recsys.plots import line_panels
 from recsys.train_loops.item_tower import TrainItemTowerConfig
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
-from ray_jobs.common.item_tower_trainer import fit_tower_and_adapter, warm_cold_report
+from ray_jobs.common.item_tower_trainer import fit_tower_and_adapter, split_report
 
 __all__ = ["TrainItemTowerConfig", "main", "run"]  # the config: recsys.train_loops.item_tower
 
@@ -53,8 +53,8 @@ def run(cfg: TrainItemTowerConfig) -> dict:
                                       tower["vectors"], adapter["vectors"])
     metrics = {"tower": cfg.tower_name, "n_items": int(len(data.item_ids)), "n_cold": int(len(data.cold)),
                "train_seconds": round(time.perf_counter() - started, 1), "metric": "inner product (L2-normalised)",
-               "tower_512": warm_cold_report(data, tower["vectors"], cfg.k, cfg.split),
-               "adapter_128": warm_cold_report(data, adapter["vectors"], cfg.k, cfg.split),
+               "tower_512": split_report(data, tower["vectors"], cfg.k, cfg.split),
+               "adapter_128": split_report(data, adapter["vectors"], cfg.k, cfg.split),
                "token_stats": data.token_stats,
                "history": {"stage1": tower["history"], "stage2": adapter["history"]}}
     write_json(run_dir / "metrics.json", metrics)

@@ -51,7 +51,7 @@ def fit_tower_and_adapter(data: ItemTowerData, tower: str, tower_cfg: ItemTowerC
                                       f"adapter_{adapter.sampler}", adapter_dim)
 
 
-def warm_cold_report(data: ItemTowerData, vectors, k: int, split: SplitConfig) -> dict:
+def split_report(data: ItemTowerData, vectors, k: int, split: SplitConfig) -> dict:
     """Neighbour metrics against the whole catalog for warm (trained) query items, cold ones (unseen
     items of seen categories) and ``unseen_category`` ones (categories no training item had)."""
     warm = np.concatenate([data.train, data.val])
@@ -73,7 +73,7 @@ def evaluate_catalog(data: ItemTowerData, cfg: ItemTowerEvalConfig, out_dir: Pat
     out = {"variants": {}, "seconds": {}, "histories": {}, "vectors": {}}
 
     def record(name: str, vectors, started: float, history=None) -> None:
-        out["variants"][prefix + name] = warm_cold_report(data, vectors, cfg.k, cfg.split)
+        out["variants"][prefix + name] = split_report(data, vectors, cfg.k, cfg.split)
         out["seconds"][prefix + name] = round(time.perf_counter() - started, 1)
         out["vectors"][prefix + name] = vectors
         if history is not None:

@@ -14,6 +14,7 @@ category level, that level, every finer one and any field copying it leave the i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,13 @@ class ItemTowerData:
     token_stats: dict = field(default_factory=dict)
     unseen_category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # whole categories held out
     withheld: dict = field(default_factory=dict)   # leak-free: {"levels": [...], "fields": {field: share}}
-    texts: list[str] = field(default_factory=list)  # each item's inputs as text (text baselines)
+    table: pa.Table | None = None  # the item rows, in row order (read again only for text baselines)
+
+    @cached_property
+    def texts(self) -> list[str]:
+        """Each item's inputs as text (``input_text`` under the input config), for text baselines;
+        computed on first use, so the training stages that never ask pay nothing."""
+        return [input_text(row, self.featurizer.config) for row in _item_rows(self.table)]
 
     def rows(self, which: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[which] for k, v in self.features.items()} | {"fine": self.fine[which],
@@ -130,6 +137,12 @@ def feature_config(cfg: CatalogConfig, source: str) -> ItemFeatureConfig:
         raise ConfigError(f"item features ({preset}): {exc}") from exc
 
 
+def _item_rows(table: pa.Table) -> list[dict]:
+    """The columns item features read, as row dicts."""
+    return table.select([c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "styles",
+                                     "sub_styles", "title", "description") if c in table.column_names]).to_pylist()
+
+
 def split_items(categories: np.ndarray, split: SplitConfig) -> tuple[np.ndarray, ...]:
     """Row indices ``(train, val, cold, unseen_category)`` (module doc). Unseen categories are drawn
     whole, in a seeded order, while they fit the item budget; categories with fewer than
@@ -156,8 +169,7 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     (``title_vec``, for ``title_mode: vector``), cached there by content. Labels (``fine``,
     ``parent``) come from the full ``features_cfg.hierarchy``; with ``leak_free`` enabled the
     inputs use ``withhold_label``'s config (``data.featurizer.config``)."""
-    rows = table.select([c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "styles",
-                                     "sub_styles", "title", "description") if c in table.column_names]).to_pylist()
+    rows = _item_rows(table)
     depth = len(features_cfg.hierarchy)
     # A missing level (sparse labels) is its own "(unknown)" category under its parent.
     paths = [[v or "(unknown)" for v in (list(r["category_path"] or []) + [None] * depth)[:depth]] for r in rows]
@@ -183,8 +195,7 @@ def prepare_items(table: pa.Table, features_cfg: ItemFeatureConfig, split: Split
     token_sets = [frozenset(t[t > 0].tolist()) for t in tokens]
     return ItemTowerData(np.array([r["item_id"] for r in rows]), features, featurizer, fine.astype(np.int64),
                          parent.astype(np.int64), np.array([p[depth - 1] for p in paths]),
-                         token_sets, train, val, cold, source, token_counts(features), unseen, withheld,
-                         [input_text(r, input_cfg) for r in rows])
+                         token_sets, train, val, cold, source, token_counts(features), unseen, withheld, table)
 
 
 def load_tower_items(catalog: CatalogConfig, split: SplitConfig, title_mode: str, cache_dir: str | Path,
