@@ -38,7 +38,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import faiss
 import numpy as np
@@ -51,6 +51,8 @@ from recsys.config import ConfigError
 KINDS = ("exact", "hnsw", "ivfpq")
 FORMAT_VERSION = 1
 INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "item_ids.parquet", "index_meta.json"
+MAX_EF_SEARCH = 1000  # the largest ef_search a filtered walk uses (pgvector's upper bound for hnsw.ef_search)
+OVERFETCH = 1.5       # a filtered HNSW walk fetches 1.5 / selectivity as many candidates (filtered_ef)
 MIN_POINTS_PER_CENTROID = 39  # faiss k-means warns below this many training points per centroid
 METRIC_GUARD = (
     "only metric 'ip' (inner product on L2-normalised vectors) is supported. Every FashionRec vector "
@@ -125,6 +127,58 @@ class Hits(NamedTuple):
     rows: np.ndarray      # (Q, k) int64 faiss rows
 
 
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which live items a search may return; None = no constraint. Both set: an item must pass both.
+    Every backend (``VectorIndex`` here, ``recsys.stores.pgvector_index.PgVectorIndex``) takes it."""
+    item_ids: tuple[str, ...] | None = None     # only these items
+    categories: tuple[str, ...] | None = None   # only items whose category is one of these
+
+    def __post_init__(self):
+        for name in ("item_ids", "categories"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise TypeError(f"SearchFilter.{name}: a sequence of strings, not one string ({value!r})")
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in value))
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """What the Retriever and the jobs use of a vector index, whichever backend holds the vectors:
+    FAISS in the process (``VectorIndex``) or PostgreSQL with pgvector (``PgVectorIndex``). Rows are
+    positions 0..N-1 mapped to string item ids; scores are cosines (unit vectors, inner product);
+    ``remove`` is a soft delete; ``version`` is a content hash. Building and loading are class methods
+    with backend-specific places (a folder; a database table)."""
+
+    config: IndexConfig
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def ntotal(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, item_id: str) -> bool: ...
+    def add(self, vectors: np.ndarray, item_ids: Sequence[str], progress: bool = False, *,
+            categories: Sequence[str | None] | None = None) -> None: ...
+    def remove(self, item_ids: Sequence[str]) -> int: ...
+    def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None, *,
+               filter: SearchFilter | None = None) -> Hits: ...
+    def save(self, directory: str | Path) -> dict: ...
+    def memory_bytes(self) -> int: ...
+
+
+def filtered_ef(ef_search: int, live: int, passing: int) -> tuple[int, bool]:
+    """(ef_search, exhaustive) for a filtered HNSW walk with no iterative scan: over-fetch by 1.5 / the
+    filter's selectivity, so about ef_search passing rows are met on the way; when that would exceed
+    ``MAX_EF_SEARCH`` the filter is selective enough that sorting its passing rows exactly is the
+    better plan (at most ef_search x 1.5 x live / 1000 of them). Shared by both index backends."""
+    need = math.ceil(ef_search * OVERFETCH * live / max(passing, 1))
+    return (ef_search, True) if need > MAX_EF_SEARCH else (max(ef_search, need), False)
+
+
 def row_problems(vectors: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
     """Per row: "" when finite and unit-norm, else the reason code "not_finite" or "not_unit_norm"."""
     finite = np.isfinite(vectors).all(axis=1)
@@ -168,8 +222,10 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _content_hash(index_data: bytes | Path, item_ids: np.ndarray, removed: np.ndarray) -> str:
-    """``index_data``: the index.faiss bytes, or its path (read in ``HASH_CHUNK`` pieces; same hash)."""
+def _content_hash(index_data: bytes | Path, item_ids: np.ndarray, removed: np.ndarray,
+                  categories: np.ndarray | None = None) -> str:
+    """``index_data``: the index.faiss bytes, or its path (read in ``HASH_CHUNK`` pieces; same hash).
+    Categories count only when the index has them (older artifacts keep their hash)."""
     if isinstance(index_data, Path):
         digest = hashlib.sha256()
         with open(index_data, "rb") as f:
@@ -179,6 +235,8 @@ def _content_hash(index_data: bytes | Path, item_ids: np.ndarray, removed: np.nd
         digest = hashlib.sha256(index_data)
     digest.update("\n".join(item_ids.tolist()).encode())
     digest.update(np.packbits(removed).tobytes())
+    if categories is not None:
+        digest.update("\x1f".join("\x00" if c is None else str(c) for c in categories.tolist()).encode())
     return digest.hexdigest()[:16]
 
 
@@ -216,10 +274,12 @@ class VectorIndex:
     exactly; its row r is the index's row ``index.ntotal + r``)."""
 
     def __init__(self, index: faiss.Index, item_ids: np.ndarray, config: IndexConfig, removed: np.ndarray,
-                 source: str | None = None, built_utc: str | None = None):
+                 source: str | None = None, built_utc: str | None = None, categories: np.ndarray | None = None):
         self.index, self.config, self.source = index, config, source
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.removed = np.asarray(removed, dtype=bool)
+        # Per row, for SearchFilter(categories=...): None when built without categories.
+        self.categories = None if categories is None else np.asarray(categories, dtype=object)
         self.built_utc = built_utc or _utc_now()
         self.loaded_as = "memory"  # how load() read index.faiss: "mmap" (mapped) or "memory" (onto the heap)
         self.mapped = False  # viewing the mapped file (an mmap load; adds go to ``delta``, the base stays mapped)
@@ -233,7 +293,10 @@ class VectorIndex:
     # -- building --------------------------------------------------------------------------------
     @classmethod
     def build(cls, vectors: np.ndarray, item_ids: Sequence[str], config: IndexConfig | None = None,
-              source: str | None = None, progress: bool = False) -> VectorIndex:
+              source: str | None = None, progress: bool = False, *,
+              categories: Sequence[str | None] | None = None) -> VectorIndex:
+        """An index over ``vectors`` (unit norm) named by ``item_ids``; ``categories`` (one per item,
+        None allowed) enables ``SearchFilter(categories=...)``."""
         config = config or IndexConfig()
         ids = np.asarray(list(item_ids), dtype=str)
         vectors = check_unit_vectors(vectors, ids, tolerance=config.norm_tolerance)
@@ -249,13 +312,16 @@ class VectorIndex:
             sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), config.train_size), replace=False))]
             index.cp.seed = index.pq.cp.seed = config.seed  # k-means seeds, so a rebuild trains the same codebooks
             index.train(sample)
-        built = cls(index, np.empty(0, dtype=str), config, np.zeros(0, dtype=bool), source)
-        built._add_rows(vectors, ids, progress)
+        built = cls(index, np.empty(0, dtype=str), config, np.zeros(0, dtype=bool), source,
+                    categories=None if categories is None else np.empty(0, dtype=object))
+        built._add_rows(vectors, ids, progress, _category_column(categories, len(ids)))
         built.built_utc = _utc_now()
         return built
 
-    def add(self, vectors: np.ndarray, item_ids: Sequence[str], progress: bool = False) -> None:
-        """Append new items (any kind). An id that is live already is an error; a removed one may return."""
+    def add(self, vectors: np.ndarray, item_ids: Sequence[str], progress: bool = False, *,
+            categories: Sequence[str | None] | None = None) -> None:
+        """Append new items (any kind). An id that is live already is an error; a removed one may return.
+        ``categories``: one per item (None: no category), kept when the index has categories."""
         ids = np.asarray(list(item_ids), dtype=str)
         vectors = check_unit_vectors(vectors, ids, dim=self.dim, tolerance=self.config.norm_tolerance)
         if len(vectors) != len(ids):
@@ -265,9 +331,10 @@ class VectorIndex:
         if present:
             raise ValueError(f"{len(present)} item id(s) already in the index, e.g. {present[:5]}; "
                              "remove() them first to replace their vectors")
-        self._add_rows(vectors, ids, progress)
+        self._add_rows(vectors, ids, progress, _category_column(categories, len(ids)))
 
-    def _add_rows(self, vectors: np.ndarray, ids: np.ndarray, progress: bool, chunk: int = 20_000) -> None:
+    def _add_rows(self, vectors: np.ndarray, ids: np.ndarray, progress: bool, categories: np.ndarray | None = None,
+                  chunk: int = 20_000) -> None:
         from tqdm import tqdm
 
         target = self.index
@@ -287,6 +354,11 @@ class VectorIndex:
             target.add(vectors[start:start + chunk])
         self.item_ids = np.concatenate([self.item_ids, ids])
         self.removed = np.concatenate([self.removed, np.zeros(len(ids), dtype=bool)])
+        if categories is not None and self.categories is None:  # the first categories: earlier rows have none
+            self.categories = np.full(len(self.item_ids) - len(ids), None, dtype=object)
+        if self.categories is not None:
+            added = categories if categories is not None else np.full(len(ids), None, dtype=object)
+            self.categories = np.concatenate([self.categories, added])
         self._live_rows.update({item: first + i for i, item in enumerate(ids.tolist())})
 
     def remove(self, item_ids: Sequence[str]) -> int:
@@ -307,15 +379,39 @@ class VectorIndex:
         self._delta_selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(in_delta)) if len(in_delta) else None
 
     # -- searching -------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> Hits:
-        """Top-k live items per query by inner product. ``ef_search``/``nprobe`` override the config
-        for this call. Query norms scale the scores but never change the ranking."""
+    def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None, *,
+               filter: SearchFilter | None = None) -> Hits:
+        """Top-k live items per query by inner product (that pass ``filter``). ``ef_search``/``nprobe``
+        override the config for this call. Query norms scale the scores but never change the ranking.
+
+        A filter becomes a faiss ``IDSelectorBatch`` of the passing rows. HNSW and IVF-PQ apply it while
+        they walk, so a selective filter can leave a query with fewer than k rows although more pass.
+        HNSW over-fetches as ``filtered_ef`` says (the pgvector backend's rule too), or sorts the passing
+        rows exactly when the filter is too selective for any ef_search; queries that still come back
+        short are answered again exhaustively (HNSW: its flat storage; IVF-PQ: every list), so a filter
+        that 1% of items pass still returns k rows."""
         queries = check_queries(queries, self.dim)
-        scores, rows = self.index.search(queries, k, params=self._params(ef_search, nprobe))
+        base_selector, delta_selector, passing, in_base = self._selectors(filter)
+        if passing == 0:
+            return Hits(np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), ""),
+                        np.full((len(queries), k), -1, np.int64))
+        exhaustive = False
+        if filter is not None and self.kind == "hnsw":
+            ef_search, exhaustive = filtered_ef(max(k, ef_search or self.config.ef_search), len(self._live_rows),
+                                                passing)
+        if exhaustive:
+            scores, rows = self._exhaustive(queries, k, base_selector)
+        else:
+            scores, rows = self.index.search(queries, k, params=self._params(ef_search, nprobe, base_selector))
+        if filter is not None and self.kind != "exact" and not exhaustive:
+            short = np.flatnonzero((rows >= 0).sum(axis=1) < min(k, in_base))
+            if len(short):
+                redo_scores, redo_rows = self._exhaustive(queries[short], k, base_selector)
+                scores[short], rows[short] = redo_scores, redo_rows
         if self.delta is not None and self.delta.ntotal:
             # Rows added after an mmap load: scanned exactly, then the k best of both lists by score
             # (stable: on a tie the base row, the lower row number, comes first).
-            params = faiss.SearchParameters(sel=self._delta_selector) if self._delta_selector is not None else None
+            params = faiss.SearchParameters(sel=delta_selector) if delta_selector is not None else None
             delta_scores, delta_rows = self.delta.search(queries, min(k, int(self.delta.ntotal)), params=params)
             delta_rows = np.where(delta_rows >= 0, delta_rows + self.index.ntotal, -1)
             scores = np.concatenate([np.where(rows >= 0, scores, -np.inf),
@@ -327,14 +423,42 @@ class VectorIndex:
         ids = np.where(found, self.item_ids[np.where(found, rows, 0)] if len(self.item_ids) else "", "")
         return Hits(np.where(found, scores, -np.inf).astype(np.float32), ids, rows.astype(np.int64))
 
-    def _params(self, ef_search: int | None, nprobe: int | None):
+    def _selectors(self, filter: SearchFilter | None):
+        """(base selector, delta selector, live rows that pass, of them in the base). Without a filter:
+        the removed-rows selectors kept since the last remove()."""
+        if filter is None:
+            return self._selector, self._delta_selector, len(self._live_rows), len(self._live_rows)
+        allowed = ~self.removed
+        if filter.item_ids is not None:
+            wanted = np.zeros(len(allowed), dtype=bool)
+            wanted[[self._live_rows[i] for i in filter.item_ids if i in self._live_rows]] = True
+            allowed &= wanted
+        if filter.categories is not None:
+            if self.categories is None:
+                raise ValueError("SearchFilter(categories=...): this index was built without categories "
+                                 "(build(..., categories=...) or build_index with a category column)")
+            allowed &= np.isin(self.categories.astype(str), list(filter.categories)) & (self.categories != None)  # noqa: E711
+        rows = np.flatnonzero(allowed).astype(np.int64)
+        base_rows = int(self.index.ntotal)
+        in_base, in_delta = rows[rows < base_rows], rows[rows >= base_rows] - base_rows
+        return faiss.IDSelectorBatch(in_base), faiss.IDSelectorBatch(in_delta), len(rows), len(in_base)
+
+    def _exhaustive(self, queries: np.ndarray, k: int, selector) -> tuple[np.ndarray, np.ndarray]:
+        """Search every passing row of the base: HNSW's flat storage (exact), all IVF lists."""
+        if self.kind == "hnsw":
+            storage = faiss.downcast_index(self.index.storage)
+            return storage.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        return self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=int(self.index.nlist),
+                                                                            sel=selector))
+
+    def _params(self, ef_search: int | None, nprobe: int | None, selector):
         # Per-call parameters, not index attributes: concurrent searches (Serve replicas' threads)
         # never see each other's settings.
         if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=ef_search or self.config.ef_search, sel=self._selector)
+            return faiss.SearchParametersHNSW(efSearch=ef_search or self.config.ef_search, sel=selector)
         if self.kind == "ivfpq":
-            return faiss.SearchParametersIVF(nprobe=nprobe or self.config.nprobe, sel=self._selector)
-        return faiss.SearchParameters(sel=self._selector) if self._selector is not None else None
+            return faiss.SearchParametersIVF(nprobe=nprobe or self.config.nprobe, sel=selector)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -387,11 +511,13 @@ class VectorIndex:
             os.replace(tmp, directory / INDEX_FILE)
         finally:
             tmp.unlink(missing_ok=True)
-        pq.write_table(pa.table({"row": pa.array(np.arange(len(self.item_ids)), pa.int64()),
-                                 "item_id": pa.array(self.item_ids.tolist(), pa.string()),
-                                 "removed": pa.array(self.removed)}), directory / IDS_FILE)
+        columns = {"row": pa.array(np.arange(len(self.item_ids)), pa.int64()),
+                   "item_id": pa.array(self.item_ids.tolist(), pa.string()), "removed": pa.array(self.removed)}
+        if self.categories is not None:
+            columns["category"] = pa.array(self.categories.tolist(), pa.string())
+        pq.write_table(pa.table(columns), directory / IDS_FILE)
         meta = {"format_version": FORMAT_VERSION,
-                "version": _content_hash(index_bytes, self.item_ids, self.removed),
+                "version": _content_hash(index_bytes, self.item_ids, self.removed, self.categories),
                 "kind": self.kind, "metric": "inner_product", "dim": self.dim, "n_items": self.ntotal,
                 "n_removed": int(self.removed.sum()), "config": dataclasses.asdict(self.config),
                 "source_vectors": self.source, "built_utc": self.built_utc, "saved_utc": _utc_now(),
@@ -434,6 +560,8 @@ class VectorIndex:
         ids = pq.read_table(directory / IDS_FILE)
         item_ids = np.asarray(ids.column("item_id").to_pylist(), dtype=str)
         removed = np.asarray(ids.column("removed").to_pylist(), dtype=bool)
+        categories = (np.asarray(ids.column("category").to_pylist(), dtype=object)
+                      if "category" in ids.column_names else None)
         config = IndexConfig(**meta["config"])
 
         def mismatch(what: str, in_meta, in_file, file: str) -> None:
@@ -450,16 +578,26 @@ class VectorIndex:
                                             type(index).__name__), INDEX_FILE)
         # Mapped (or read by faiss from the path): hash the file in chunks, never all of it at once.
         mismatch("version (content hash)", meta["version"],
-                 _content_hash(path if index_bytes is None else index_bytes, item_ids, removed),
+                 _content_hash(path if index_bytes is None else index_bytes, item_ids, removed, categories),
                  f"{INDEX_FILE} + {IDS_FILE}")
         if index_bytes is None and _file_stamp(path) != stamp:
             raise IndexArtifactError(f"{path}: changed while it was being loaded (the hash may not be the "
                                      "mapped file's); load it again")
-        loaded = cls(index, item_ids, config, removed, meta.get("source_vectors"), meta.get("built_utc"))
+        loaded = cls(index, item_ids, config, removed, meta.get("source_vectors"), meta.get("built_utc"),
+                     categories)
         loaded.mapped = index_bytes is None and _mapped(index)
         loaded.loaded_as = "mmap" if loaded.mapped else "memory"
         loaded.version, loaded.directory = meta["version"], directory
         return loaded
+
+
+def _category_column(categories: Sequence[str | None] | None, n: int) -> np.ndarray | None:
+    if categories is None:
+        return None
+    column = np.asarray([None if c is None else str(c) for c in categories], dtype=object)
+    if len(column) != n:
+        raise ValueError(f"{len(column)} categories but {n} item ids")
+    return column
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int, int]:

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.config import ConfigError
-from recsys.index import (IndexArtifactError, IndexConfig, VectorIndex, check_unit_vectors, recall_at_k,
-                          row_problems)
+from recsys.index import (IndexArtifactError, IndexConfig, SearchFilter, VectorIndex, VectorStore,
+                          check_unit_vectors, recall_at_k, row_problems)
 from tests.s3 import s3_env, s3_server  # noqa: F401  (fixtures: a moto S3 server on loopback)
 
 # Small and quick: 6-bit PQ codes (64 centroids per subquantizer, 2 dims each) train in about a second.
@@ -392,3 +392,87 @@ def test_first_add_to_an_mmap_index_does_not_copy_it_onto_the_heap(tmp_path):
     assert index.index is base and _mapped(index.index) and index.mapped
     assert grown < size / 2, f"RSS grew {grown} bytes on the first add to a mapped {size}-byte index"
     assert index.search(new, 1).item_ids[:, 0].tolist() == ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def with_categories(data, tmp_path_factory):
+    """Each kind built with a category per item: "rare" on 1% of them (20 of 2,000), c0-c4 on the rest."""
+    vectors, ids, _ = data
+    categories = ["rare" if i % 100 == 7 else f"c{i % 5}" for i in range(len(ids))]
+    return {kind: VectorIndex.build(vectors, ids, config, categories=categories) for kind, config in SMALL.items()}, \
+        np.asarray(categories)
+
+
+def passing_truth(vectors: np.ndarray, queries: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    scores = queries @ vectors.T
+    scores[:, ~allowed] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("kind", list(SMALL))
+def test_filter_passing_one_percent_still_returns_k_rows(data, with_categories, kind):
+    """HNSW and IVF-PQ filter while they walk (ef_search 64 candidates would hold ~0.6 "rare" rows):
+    short queries are redone over every passing row, so each query gets k rows that pass."""
+    vectors, ids, queries = data
+    indexes, categories = with_categories
+    index, rare, k = indexes[kind], categories == "rare", 10
+    truth = passing_truth(vectors, queries, rare, k)
+    for found in (index.search(queries, k, filter=SearchFilter(categories=("rare",))),
+                  index.search(queries, k, filter=SearchFilter(item_ids=np.asarray(ids)[rare].tolist()))):
+        assert (found.rows >= 0).all() and rare[found.rows].all()
+        if kind == "ivfpq":  # PQ-approximate scores: the right rows, roughly in order
+            assert recall_at_k(found.rows, truth) >= 0.8
+        else:  # exact over the passing rows
+            np.testing.assert_array_equal(found.rows, truth)
+    both = index.search(queries, k, filter=SearchFilter(item_ids=np.asarray(ids)[rare][:4].tolist(),
+                                                        categories=("rare", "c1")))
+    assert ((both.rows >= 0).sum(axis=1) == 4).all() and (both.item_ids[:, 4:] == "").all()
+    assert np.isneginf(both.scores[:, 4:]).all()
+    nothing = index.search(queries, k, filter=SearchFilter(categories=("no such category",)))
+    assert (nothing.rows == -1).all()
+    # A filter 20% pass: HNSW over-fetches (ef_search 64 x 1.5 x 5 = 480) instead of sorting exactly.
+    common = categories == "c1"
+    found = index.search(queries, k, filter=SearchFilter(categories=("c1",)))
+    assert (found.rows >= 0).all() and common[found.rows].all()
+    assert recall_at_k(found.rows, passing_truth(vectors, queries, common, k)) >= (0.8 if kind == "ivfpq" else 0.95)
+
+
+def test_filters_skip_removed_rows_and_reach_rows_added_after_an_mmap_load(data, tmp_path):
+    vectors, ids, queries = data
+    categories = ["rare" if i % 100 == 7 else "common" for i in range(len(ids))]
+    index = VectorIndex.build(vectors, ids, SMALL["hnsw"], categories=categories)
+    with pytest.raises(ValueError, match="built without categories"):
+        VectorIndex.build(vectors, ids, SMALL["exact"]).search(queries, 5, filter=SearchFilter(categories=("x",)))
+    index.save(tmp_path)
+    mapped = VectorIndex.load(tmp_path, mmap=True)
+    assert mapped.version == index.save(tmp_path / "again")["version"]
+    np.testing.assert_array_equal(mapped.categories, np.asarray(categories, dtype=object))
+    rare_ids = [i for i, c in zip(ids, categories) if c == "rare"]
+    mapped.remove(rare_ids[:5])
+    mapped.add(unit(queries[:3]), ["new-0", "new-1", "new-2"], categories=["rare", "rare", "common"])
+    found = mapped.search(queries[:3], 30, filter=SearchFilter(categories=("rare",)))
+    live_rare = set(rare_ids[5:]) | {"new-0", "new-1"}
+    assert [set(row) for row in found.item_ids[:, :17].tolist()] == [live_rare] * 3  # all 15 + 2 new; no more
+    assert (found.item_ids[:, 17:] == "").all()
+    assert found.item_ids[0, 0] == "new-0" and found.item_ids[1, 0] == "new-1"  # a query finds itself first
+
+
+def test_categories_enter_the_content_hash(data, tmp_path):
+    vectors, ids, _ = data
+    plain = VectorIndex.build(vectors[:50], ids[:50], SMALL["exact"]).save(tmp_path / "plain")
+    a = VectorIndex.build(vectors[:50], ids[:50], SMALL["exact"], categories=["a"] * 50).save(tmp_path / "a")
+    b = VectorIndex.build(vectors[:50], ids[:50], SMALL["exact"], categories=["b"] * 50).save(tmp_path / "b")
+    assert len({plain["version"], a["version"], b["version"]}) == 3
+    with pytest.raises(ValueError, match="49 categories but 50 item ids"):
+        VectorIndex.build(vectors[:50], ids[:50], SMALL["exact"], categories=["a"] * 49)
+
+
+def test_both_backends_satisfy_the_vector_store_interface(data):
+    from recsys.stores.pgvector_index import PgVectorIndex
+
+    vectors, ids, _ = data
+    assert isinstance(VectorIndex.build(vectors[:10], ids[:10]), VectorStore)
+    members = [m for m in dir(VectorStore) if not m.startswith("_") or m in ("__len__", "__contains__")]
+    for backend in (VectorIndex, PgVectorIndex):
+        missing = [m for m in members if not hasattr(backend, m) and m not in ("config",)]
+        assert not missing, (backend.__name__, missing)

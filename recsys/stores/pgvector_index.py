@@ -34,7 +34,6 @@ import hashlib
 import json
 import re
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -45,8 +44,8 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from recsys.config import ConfigError
-from recsys.index import (METRIC_GUARD, Hits, IndexArtifactError, IndexConfig, check_queries, check_unique,
-                          check_unit_vectors)
+from recsys.index import (MAX_EF_SEARCH, METRIC_GUARD, Hits, IndexArtifactError, IndexConfig, SearchFilter,
+                          check_queries, check_unique, check_unit_vectors, filtered_ef)
 from recsys.stores.postgres import ITERATIVE_SCANS, PostgresError, pgvector_problem, version_tuple
 
 KINDS = ("exact", "hnsw")
@@ -55,25 +54,8 @@ BACKEND = "pgvector"
 META_FILE = "index_meta.json"
 META_TABLE = "vector_index_meta"
 COPY_BATCH = 10_000           # rows per COPY write; all batches of one call share one transaction
-MAX_EF_SEARCH = 1000          # pgvector's upper bound for hnsw.ef_search
-OVERFETCH = 1.5               # filtered walk without iterative scans: ef = ef_search x 1.5 / selectivity
 BUILD_MEMORY = "1GB"          # maintenance_work_mem for HNSW builds: a graph that fits builds several times faster
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
-
-
-@dataclass(frozen=True)
-class SearchFilter:
-    """Which live items a search may return; None = no constraint. Both set: an item must pass both."""
-    item_ids: tuple[str, ...] | None = None     # only these items
-    categories: tuple[str, ...] | None = None   # only items whose category is one of these
-
-    def __post_init__(self):
-        for name in ("item_ids", "categories"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise TypeError(f"SearchFilter.{name}: a sequence of strings, not one string ({value!r})")
-            if value is not None:
-                object.__setattr__(self, name, tuple(str(v) for v in value))
 
 
 def _utc_now() -> str:
@@ -305,8 +287,8 @@ class PgVectorIndex:
                                             "FROM {}").format(where_sql, self._table), params).fetchone()
         if self._iterative_scans(cur):
             return "index", int(passing), ef
-        need = int(np.ceil(ef * OVERFETCH * live / max(passing, 1)))
-        return ("exact" if need > MAX_EF_SEARCH else "index"), int(passing), max(ef, need)
+        ef, exhaustive = filtered_ef(ef, int(live), int(passing))
+        return ("exact" if exhaustive else "index"), int(passing), ef
 
     def _iterative_scans(self, cur: psycopg.Cursor) -> bool:
         """Whether the server's pgvector has iterative index scans (asked once per index object)."""
