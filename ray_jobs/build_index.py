@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.data.result import AdapterError
 from recsys.index import VectorIndex
-from recsys.index_build import (BuildIndexConfig, mark_repeated_ids, recall_report, rows_in_files,
-                                split_checked, validate_batch, vector_type, vectors_path)
+from recsys.index_build import (BuildIndexConfig, mark_repeated_ids, pgvector_table, recall_report, rows_in_files,
+                                rows_to_write, split_checked, validate_batch, vector_type, vectors_path)
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 
 __all__ = ["BuildIndexConfig", "main", "run", "validate_batch"]  # the recipes: recsys.index_build
@@ -81,26 +81,50 @@ def run(cfg: BuildIndexConfig) -> dict:
 
     vectors = kept["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
     started = time.perf_counter()
-    index = VectorIndex.build(vectors, kept["item_id"].to_pylist(), cfg.index, source=str(source), progress=True)
+    index = (_build_pgvector(cfg, kept, dim, source, run_dir) if cfg.backend == "pgvector" else
+             VectorIndex.build(vectors, kept["item_id"].to_pylist(), cfg.index, source=str(source), progress=True))
     build_s = time.perf_counter() - started
     meta = index.save(run_dir)
     recall = recall_report(index, vectors, cfg.recall_k, cfg.recall_queries, cfg.index.seed)
     report = {"source_vectors": str(source), "vectors": counts, "dim": dim,
-              "index": {"kind": index.kind, "version": meta["version"], "n_items": meta["n_items"],
-                        "build_seconds": round(build_s, 2), "index_bytes": meta["index_bytes"],
-                        "config": meta["config"], "faiss_version": meta["faiss_version"]},
+              "index": {"backend": cfg.backend, "kind": index.kind, "version": meta["version"],
+                        "n_items": meta["n_items"], "build_seconds": round(build_s, 2),
+                        "index_bytes": meta.get("index_bytes", index.memory_bytes()), "config": meta["config"],
+                        **{key: meta[key] for key in ("faiss_version", "pgvector_version", "table") if key in meta}},
               "recall": recall}
+    if hasattr(index, "close"):
+        index.close()
     write_json(run_dir / "index_report.json", report)
     upstream = source.parent / "manifest.json" if source.is_file() else source / "manifest.json"
     write_manifest(run_dir, "build_index",
                    {"vectors": str(source), "vectors_manifest": str(upstream) if upstream.is_file() else None},
                    {name: str(run_dir / name) for name in ("index.faiss", "item_ids.parquet", "index_meta.json",
-                                                           "quarantine.parquet", "index_report.json")},
+                                                           "quarantine.parquet", "index_report.json")
+                    if (run_dir / name).is_file()},
                    {"index_version": meta["version"]})
     _print_summary(report, run_dir)
     if not counts["reconciles"]:
         raise RuntimeError(f"counts do not reconcile, see {run_dir / 'index_report.json'}")
     return report | {"run_dir": str(run_dir)}
+
+
+def _build_pgvector(cfg: BuildIndexConfig, kept, dim: int, source: Path, run_dir: Path):
+    """Parallel COPY from Ray Data tasks (one connection each) into a staging table, swapped in at once."""
+    import ray
+
+    from recsys.stores.pgvector_index import PgVectorIndex, copy_batch, create_staging
+    from recsys.stores.postgres import ensure_server
+
+    dsn, name = ensure_server(cfg.postgres), pgvector_table(cfg, run_dir)
+    staging = create_staging(dsn, name, dim, cfg.index)
+    written = ray.data.from_arrow(rows_to_write(kept)).map_batches(
+        copy_batch, fn_kwargs={"dsn": dsn, "table": staging, "config": cfg.index, "dim": dim},
+        batch_size=cfg.copy_rows, batch_format="pyarrow")
+    total = sum(sum(t["written"].to_pylist()) for t in ray.get(written.to_arrow_refs()))
+    if total != kept.num_rows:
+        raise RuntimeError(f"{staging}: {total} rows written for {kept.num_rows} kept; nothing was swapped in")
+    print(f"build_index: {total} rows copied into {staging} by parallel tasks; building the {cfg.index.kind} table")
+    return PgVectorIndex.from_staging(dsn, staging, name, cfg.index, source=str(source), replace=cfg.run_name is not None)
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:

@@ -9,6 +9,7 @@ can be proved;
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.artifacts import latest_run
+from recsys.config import ConfigError
 from recsys.data.result import AdapterError, reason_counts
 from recsys.data.schema import QUARANTINE_SCHEMA
 from recsys.index import IndexConfig, VectorIndex, recall_at_k, row_problems
 from recsys.models.item_towers import ITEM_VECTORS_FILE
+from recsys.stores.postgres import PostgresConfig
+
+BACKENDS = ("faiss", "pgvector")
 
 
 @dataclass
@@ -42,6 +47,25 @@ class BuildIndexConfig:
     recall_k: int = 100
     recall_queries: int = 1000                 # indexed vectors sampled as queries for the recall check
     rows_per_batch: int = 4096
+    backend: str = "faiss"                     # faiss: index files in the run folder; pgvector: a table in PostgreSQL
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)  # pgvector: embedded server unless dsn is set
+    table: str | None = None                   # pgvector table; None: named after the run (idx_<run folder>)
+    copy_rows: int = 10_000                    # pgvector: rows per parallel COPY task (one connection each)
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"build_index backend {self.backend!r}: expected one of {list(BACKENDS)}")
+
+
+def pgvector_table(cfg: BuildIndexConfig, run_dir: Path) -> str:
+    """The run's table name: ``table``, or ``idx_`` + the run folder's name made an identifier."""
+    return cfg.table or "idx_" + re.sub(r"[^a-z0-9_]", "_", run_dir.name.lower())[:44]
+
+
+def rows_to_write(kept: pa.Table) -> pa.Table:
+    """The kept rows with their index row numbers (0..N-1 in file order), as parallel writers get them."""
+    return pa.table({"row": pa.array(np.arange(kept.num_rows), pa.int64()), "item_id": kept["item_id"],
+                     "vector": kept["vector"]})
 
 
 OTHER_VIEW = "other_view"  # not a fault: an augmented copy of an item, skipped (counted apart)
@@ -154,7 +178,7 @@ def split_checked(checked: pa.Table, source: str, read: int) -> tuple[pa.Table, 
     return kept, quarantine, counts
 
 
-def recall_report(index: VectorIndex, vectors: np.ndarray, k: int, n_queries: int, seed: int) -> dict:
+def recall_report(index, vectors: np.ndarray, k: int, n_queries: int, seed: int) -> dict:
     """recall@k of ``index`` against exact search, on a seeded sample of its own vectors as queries."""
     rng = np.random.default_rng(seed)
     queries = vectors[np.sort(rng.choice(len(vectors), min(n_queries, len(vectors)), replace=False))]
@@ -162,7 +186,9 @@ def recall_report(index: VectorIndex, vectors: np.ndarray, k: int, n_queries: in
     started = time.perf_counter()
     found = index.search(queries, k).rows
     index_s = time.perf_counter() - started
-    exact = index if index.kind == "exact" else VectorIndex.build(vectors, index.item_ids, IndexConfig(kind="exact"))
+    # Truth from FAISS exact unless the index is one (a pgvector exact index would scan every row per query).
+    exact = (index if index.kind == "exact" and isinstance(index, VectorIndex)
+             else VectorIndex.build(vectors, index.item_ids, IndexConfig(kind="exact")))
     started = time.perf_counter()
     truth = exact.search(queries, k).rows
     exact_s = time.perf_counter() - started

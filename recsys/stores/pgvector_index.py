@@ -125,43 +125,70 @@ class PgVectorIndex:
         if len(vectors) == 0:
             raise ValueError("no vectors to index")
         index = cls(dsn, name, config, vectors.shape[1], source)
-        t = index._table
         with index._transaction() as cur:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, kind text NOT NULL, "
-                        "dim integer NOT NULL CHECK (dim > 0), metric text NOT NULL CHECK (metric = "
-                        "'inner_product'), config jsonb NOT NULL, source text, built_utc text NOT NULL)")
-            cur.execute(f"LOCK TABLE {META_TABLE} IN SHARE ROW EXCLUSIVE MODE")  # concurrent builds of one name
-            if cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(name))).fetchone()[0] is not None:
-                if not replace:
-                    raise ValueError(f"index {name!r} already exists in the database; open() it, or build "
-                                     "with replace=True to rebuild it")
-                cur.execute(sql.SQL("DROP TABLE {}").format(t))
-            cur.execute(sql.SQL(
-                "CREATE TABLE {t} (row bigint PRIMARY KEY CHECK (row >= 0), "
-                "item_id text NOT NULL CHECK (item_id <> ''), removed boolean NOT NULL DEFAULT false, "
-                "category text, embedding vector({dim}) NOT NULL "
-                "CHECK (abs(vector_norm(embedding) - 1) <= {tol}))").format(
-                t=t, dim=sql.Literal(index.dim), tol=sql.Literal(config.norm_tolerance)))
-            cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (item_id) WHERE NOT removed").format(
-                sql.Identifier(f"{name}_live_item"), t))
-            cur.execute(sql.SQL("CREATE INDEX {} ON {} (category) WHERE NOT removed").format(
-                sql.Identifier(f"{name}_category"), t))
+            index._replace_guard(cur, replace)
+            _create_table(cur, name, index.dim, config)
             index._copy(cur, 0, ids, vectors, categories, progress)
-            if config.kind == "hnsw":  # after the load: building the graph once is faster than growing it
-                cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (BUILD_MEMORY,))
-                cur.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_ip_ops) "
-                                    "WITH (m = {m}, ef_construction = {ef})").format(
-                    sql.Identifier(f"{name}_hnsw"), t, m=sql.Literal(config.hnsw_m),
-                    ef=sql.Literal(config.ef_construction)))
-            cur.execute(sql.SQL("ANALYZE {}").format(t))  # planner statistics now, not when autovacuum runs
-            index.built_utc = _utc_now()
-            cur.execute(f"INSERT INTO {META_TABLE} (name, kind, dim, metric, config, source, built_utc) "
-                        "VALUES (%s, %s, %s, 'inner_product', %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-                        "kind = EXCLUDED.kind, dim = EXCLUDED.dim, config = EXCLUDED.config, "
-                        "source = EXCLUDED.source, built_utc = EXCLUDED.built_utc",
-                        (name, config.kind, index.dim, json.dumps(dataclasses.asdict(config)), source,
-                         index.built_utc))
+            index._finish(cur)
         return index
+
+    @classmethod
+    def from_staging(cls, dsn: str, staging: str, name: str, config: IndexConfig, source: str | None = None,
+                     replace: bool = False) -> PgVectorIndex:
+        """Swap a staging table that parallel writers filled (``create_staging`` + ``copy_batch``) in as
+        index ``name``, with its indexes, in one transaction: readers see the old index or the whole
+        new one. The rows must be 0..N-1 without gaps (each writer copies the rows it was given)."""
+        config = _check_config(config)
+        with _connect(dsn) as conn:
+            dim = conn.execute("SELECT atttypmod FROM pg_attribute WHERE attrelid = %s::regclass AND "
+                               "attname = 'embedding'", (_check_name(staging),)).fetchone()[0]
+        index = cls(dsn, name, config, dim, source)
+        with index._transaction() as cur:
+            n, first, last = cur.execute(sql.SQL("SELECT count(*), min(row), max(row) FROM {}").format(
+                sql.Identifier(staging))).fetchone()
+            if n == 0 or first != 0 or last != n - 1:
+                raise ValueError(f"staging table {staging!r}: rows {first}..{last} for {n} rows; expected 0..{n - 1} "
+                                 "(a writer failed or wrote twice); nothing was swapped in")
+            index._replace_guard(cur, replace)
+            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), index._table))
+            cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pkey"),
+                                                                       sql.Identifier(f"{name}_pkey")))
+            index._finish(cur)
+        return index
+
+    def _replace_guard(self, cur: psycopg.Cursor, replace: bool) -> None:
+        """Create the meta table, lock it (concurrent builds of one name), drop an index this one replaces."""
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, kind text NOT NULL, "
+                    "dim integer NOT NULL CHECK (dim > 0), metric text NOT NULL CHECK (metric = "
+                    "'inner_product'), config jsonb NOT NULL, source text, built_utc text NOT NULL)")
+        cur.execute(f"LOCK TABLE {META_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+        if cur.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(self.name))).fetchone()[0] is not None:
+            if not replace:
+                raise ValueError(f"index {self.name!r} already exists in the database; open() it, or build "
+                                 "with replace=True to rebuild it")
+            cur.execute(sql.SQL("DROP TABLE {}").format(self._table))
+
+    def _finish(self, cur: psycopg.Cursor) -> None:
+        """Secondary indexes (live ids, categories, the HNSW graph), statistics and the meta row."""
+        name, t, config = self.name, self._table, self.config
+        cur.execute(sql.SQL("CREATE UNIQUE INDEX {} ON {} (item_id) WHERE NOT removed").format(
+            sql.Identifier(f"{name}_live_item"), t))
+        cur.execute(sql.SQL("CREATE INDEX {} ON {} (category) WHERE NOT removed").format(
+            sql.Identifier(f"{name}_category"), t))
+        if config.kind == "hnsw":  # after the load: building the graph once is faster than growing it
+            cur.execute("SELECT set_config('maintenance_work_mem', %s, true)", (BUILD_MEMORY,))
+            cur.execute(sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_ip_ops) "
+                                "WITH (m = {m}, ef_construction = {ef})").format(
+                sql.Identifier(f"{name}_hnsw"), t, m=sql.Literal(config.hnsw_m),
+                ef=sql.Literal(config.ef_construction)))
+        cur.execute(sql.SQL("ANALYZE {}").format(t))  # planner statistics now, not when autovacuum runs
+        self.built_utc = _utc_now()
+        cur.execute(f"INSERT INTO {META_TABLE} (name, kind, dim, metric, config, source, built_utc) "
+                    "VALUES (%s, %s, %s, 'inner_product', %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                    "kind = EXCLUDED.kind, dim = EXCLUDED.dim, config = EXCLUDED.config, "
+                    "source = EXCLUDED.source, built_utc = EXCLUDED.built_utc",
+                    (name, config.kind, self.dim, json.dumps(dataclasses.asdict(config)), self.source,
+                     self.built_utc))
 
     @classmethod
     def open(cls, dsn: str, name: str = "item_vectors") -> PgVectorIndex:
@@ -400,6 +427,50 @@ class PgVectorIndex:
                 raise IndexArtifactError(f"{path} says {what} {in_meta} but table {meta['table']!r} has {in_db}; "
                                          "the table changed after the save (or was rebuilt)")
         return index
+
+
+def _create_table(cur: psycopg.Cursor, name: str, dim: int, config: IndexConfig) -> None:
+    """An index table without its secondary indexes: the constraints that repeat the Python checks."""
+    cur.execute(sql.SQL(
+        "CREATE TABLE {t} (row bigint PRIMARY KEY CHECK (row >= 0), "
+        "item_id text NOT NULL CHECK (item_id <> ''), removed boolean NOT NULL DEFAULT false, "
+        "category text, embedding vector({dim}) NOT NULL "
+        "CHECK (abs(vector_norm(embedding) - 1) <= {tol}))").format(
+        t=sql.Identifier(name), dim=sql.Literal(int(dim)), tol=sql.Literal(config.norm_tolerance)))
+
+
+def staging_name(name: str) -> str:
+    return _check_name(f"{name[:40]}_staging")
+
+
+def create_staging(dsn: str, name: str, dim: int, config: IndexConfig) -> str:
+    """An empty staging table for index ``name`` (a leftover of a failed build is dropped first);
+    parallel writers fill it with ``copy_batch``, ``PgVectorIndex.from_staging`` swaps it in."""
+    staging = staging_name(_check_name(name))
+    with _connect(dsn) as conn, conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
+        _create_table(conn.cursor(), staging, dim, _check_config(config))
+    return staging
+
+
+def copy_batch(batch, dsn: str, table: str, config: IndexConfig, dim: int):
+    """Ray Data ``map_batches`` writer: one connection per call, the batch's rows (``row``, ``item_id``,
+    ``vector``, optional ``category``) checked as ``build`` checks them and COPYed in one transaction.
+    Returns one row: {"written": n}."""
+    import pyarrow as pa
+
+    ids = batch["item_id"].to_pylist()
+    vectors = batch["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    categories = batch["category"].to_pylist() if "category" in batch.column_names else None
+    ids, vectors, categories = _checked_batch(vectors, ids, categories, dim, config)
+    rows = batch["row"].to_pylist()
+    with _connect(dsn) as conn, conn.transaction(), conn.cursor().copy(sql.SQL(
+            "COPY {} (row, item_id, category, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
+            sql.Identifier(_check_name(table)))) as copy:
+        copy.set_types(["int8", "text", "text", "vector"])
+        for row, item_id, category, vector in zip(rows, ids.tolist(), categories, vectors):
+            copy.write_row((row, item_id, category, vector))
+    return pa.table({"written": [len(rows)]})
 
 
 class _Transaction:

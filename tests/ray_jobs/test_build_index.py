@@ -92,3 +92,37 @@ def test_other_views_are_skipped_and_counted_apart():
     assert kept["item_id"].to_pylist() == ["a", "b", "c"] and quarantine.num_rows == 0
     assert (counts["indexed"], counts["quarantined"], counts["skipped_other_views"]) == (3, 0, 2)
     assert counts["reconciles"]
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_build_index_writes_pgvector_from_parallel_tasks(ray_session, tmp_path, pg_config, pg_dsn):
+    """The pgvector backend: the same quarantine, rows COPYed by five Ray Data tasks (128 rows each)
+    into a staging table that is swapped in whole; the run folder holds only the meta naming the table."""
+    import psycopg
+
+    from recsys.stores.pgvector_index import PgVectorIndex
+
+    good, ids = write_vectors(tmp_path / "vectors")
+    report = run(BuildIndexConfig(vectors=str(tmp_path / "vectors"), output_root=str(tmp_path / "index"),
+                                  index=IndexConfig(kind="hnsw", hnsw_m=16, ef_construction=80),
+                                  recall_k=10, recall_queries=100, rows_per_batch=128, backend="pgvector",
+                                  postgres=pg_config, copy_rows=128, run_name="pg-run"))
+    counts = report["vectors"]
+    assert (counts["read"], counts["indexed"], counts["quarantined"]) == (606, 600, 6) and counts["reconciles"]
+    assert report["index"]["backend"] == "pgvector" and report["index"]["table"] == "idx_pg_run"
+    run_dir = tmp_path / "index" / "pg-run"
+    assert not (run_dir / "index.faiss").exists() and (run_dir / "index_meta.json").is_file()
+    assert report["recall"]["recall@10"] >= 0.95
+    with PgVectorIndex.load(run_dir, pg_dsn) as index:
+        assert len(index) == 600 and index.item_ids.tolist() == ids  # file order kept, first item-5 indexed
+        hits = index.search(good[5], 1)
+        assert hits.item_ids[0, 0] == "item-5" and hits.scores[0, 0] == pytest.approx(1.0, abs=1e-4)
+        assert index.version == report["index"]["version"]
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('idx_pg_run_staging')").fetchone()[0] is None
+    # The same run name again: rebuilt and swapped in (a new build time, the same content).
+    again = run(BuildIndexConfig(vectors=str(tmp_path / "vectors"), output_root=str(tmp_path / "index"),
+                                 index=IndexConfig(kind="exact"), recall_k=10, recall_queries=20, backend="pgvector",
+                                 postgres=pg_config, copy_rows=256, run_name="pg-run"))
+    assert again["index"]["kind"] == "exact" and again["index"]["n_items"] == 600

@@ -270,3 +270,38 @@ def test_save_load_checks_the_table(pg_dsn, data, tmp_path):
         PgVectorIndex.build(vectors[:10], ids[:10], IndexConfig(kind="ivfpq"), dsn=pg_dsn, name="t_ivf")
     with pytest.raises(KeyError, match="no pgvector index named 't_missing'"):
         PgVectorIndex.open(pg_dsn, "t_missing")
+
+
+def test_staging_swaps_in_whole_or_not_at_all(pg_dsn, data):
+    """Parallel writers fill a staging table; a gap in its rows (a writer that failed) refuses the swap
+    and the index that was there stays as it was."""
+    import pyarrow as pa
+
+    vectors, ids, categories, queries = data
+
+    def batch(rows):
+        return pa.table({"row": pa.array(rows, pa.int64()), "item_id": [ids[r] for r in rows],
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors[rows].reshape(-1)), DIM),
+                         "category": [categories[r] for r in rows]})
+
+    with PgVectorIndex.build(vectors[:10], ids[:10], IndexConfig(kind="exact"), dsn=pg_dsn, name="t_swap",
+                             replace=True) as before:
+        version = before.version
+    staging = pgvector_index.create_staging(pg_dsn, "t_swap", DIM, HNSW)
+    assert pgvector_index.copy_batch(batch(list(range(0, 100))), pg_dsn, staging, HNSW, DIM)["written"].to_pylist() == [100]
+    pgvector_index.copy_batch(batch(list(range(200, 300))), pg_dsn, staging, HNSW, DIM)
+    with pytest.raises(ValueError, match=r"rows 0..299 for 200 rows; expected 0..199"):
+        PgVectorIndex.from_staging(pg_dsn, staging, "t_swap", HNSW, replace=True)
+    with PgVectorIndex.open(pg_dsn, "t_swap") as kept:
+        assert kept.version == version and kept.ntotal == 10
+    pgvector_index.copy_batch(batch(list(range(100, 200))), pg_dsn, staging, HNSW, DIM)
+    with pytest.raises(ValueError, match="already exists"):
+        PgVectorIndex.from_staging(pg_dsn, staging, "t_swap", HNSW)
+    with PgVectorIndex.from_staging(pg_dsn, staging, "t_swap", HNSW, replace=True) as swapped:
+        assert swapped.ntotal == 300 and swapped.kind == "hnsw"
+        truth = brute_force(vectors[:300], queries, np.ones(300, bool), K)
+        assert recall_at_k(swapped.search(queries, K).rows, truth) >= 0.95  # HNSW (a random graph)
+        by_category = swapped.search(queries, K, filter=SearchFilter(categories=("rare",)))
+        assert (np.asarray(categories)[by_category.rows[by_category.rows >= 0]] == "rare").all()
+    # A staging table of the same name can be made again (the swapped-in table took its primary key's name).
+    pgvector_index.create_staging(pg_dsn, "t_swap", DIM, HNSW)
