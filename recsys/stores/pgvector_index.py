@@ -229,12 +229,9 @@ class PgVectorIndex:
 
         starts = range(0, len(ids), COPY_BATCH)
         for start in tqdm(starts, desc=f"copy into {self.name}", unit="batch", disable=not progress or len(starts) < 2):
-            # Binary COPY: vectors travel as float32 bytes, no text round trip.
-            with cur.copy(sql.SQL("COPY {} (row, item_id, category, embedding) FROM STDIN WITH (FORMAT BINARY)")
-                          .format(self._table)) as copy:
-                copy.set_types(["int8", "text", "text", "vector"])
-                for i in range(start, min(start + COPY_BATCH, len(ids))):
-                    copy.write_row((first + i, str(ids[i]), categories[i], vectors[i]))
+            end = min(start + COPY_BATCH, len(ids))
+            _copy_rows(cur, self.name, range(first + start, first + end), ids[start:end].tolist(),
+                       categories[start:end], vectors[start:end])
 
     def remove(self, item_ids: Sequence[str]) -> int:
         """Soft delete: search skips these items from now on. Unknown (or already removed) ids are an error
@@ -464,13 +461,18 @@ def copy_batch(batch, dsn: str, table: str, config: IndexConfig, dim: int):
     categories = batch["category"].to_pylist() if "category" in batch.column_names else None
     ids, vectors, categories = _checked_batch(vectors, ids, categories, dim, config)
     rows = batch["row"].to_pylist()
-    with _connect(dsn) as conn, conn.transaction(), conn.cursor().copy(sql.SQL(
-            "COPY {} (row, item_id, category, embedding) FROM STDIN WITH (FORMAT BINARY)").format(
-            sql.Identifier(_check_name(table)))) as copy:
-        copy.set_types(["int8", "text", "text", "vector"])
-        for row, item_id, category, vector in zip(rows, ids.tolist(), categories, vectors):
-            copy.write_row((row, item_id, category, vector))
+    with _connect(dsn) as conn, conn.transaction():
+        _copy_rows(conn.cursor(), _check_name(table), rows, ids.tolist(), categories, vectors)
     return pa.table({"written": [len(rows)]})
+
+
+def _copy_rows(cur: psycopg.Cursor, table: str, rows, ids, categories, vectors) -> None:
+    """One binary COPY (vectors travel as float32 bytes, no text round trip)."""
+    with cur.copy(sql.SQL("COPY {} (row, item_id, category, embedding) FROM STDIN WITH (FORMAT BINARY)")
+                  .format(sql.Identifier(table))) as copy:
+        copy.set_types(["int8", "text", "text", "vector"])
+        for row, item_id, category, vector in zip(rows, ids, categories, vectors):
+            copy.write_row((row, item_id, category, vector))
 
 
 class _Transaction:
