@@ -23,6 +23,7 @@ in this run. Writes ``artifacts/bench/index/index-<timestamp>.json`` and ``.png`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 import platform
@@ -177,19 +178,6 @@ def concurrent_qps(open_client, queries: np.ndarray, k: int, clients: int, max_s
     return sum(counts) / (time.perf_counter() - started), sum(counts)
 
 
-class _Shared:
-    """The FAISS index as every client's handle: faiss searches are thread-safe and release the GIL."""
-
-    def __init__(self, index: VectorIndex):
-        self.index = index
-
-    def __enter__(self) -> VectorIndex:
-        return self.index
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def bench_one(backend: str, config: IndexConfig, build, open_client, base: np.ndarray, queries: np.ndarray,
               truth: np.ndarray | None, filtered: dict, cfg: BenchIndexConfig, recall_queries: int | None = None
               ) -> tuple[dict, np.ndarray]:
@@ -334,7 +322,7 @@ def _run(cfg: BenchIndexConfig) -> dict:
             raise ValueError(f"{name}.kind is {config.kind!r}; each section benchmarks its own kind")
         result["indexes"][name], truth = bench_one(
             "faiss", config, lambda c=config: VectorIndex.build(base, ids, c, progress=cfg.progress, categories=categories),
-            lambda index: lambda: _Shared(index), base, queries, truth, filtered, cfg)
+            lambda index: lambda: contextlib.nullcontext(index), base, queries, truth, filtered, cfg)
     if cfg.pgvector.enabled:
         result["indexes"].update(_bench_pgvector(cfg, base, ids, categories, queries, truth, filtered, result))
     out = Path(cfg.output_root)
