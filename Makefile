@@ -1,5 +1,6 @@
 # FashionRec: two commands for a newcomer (see README.md):
 #   make demo   set everything up, run the main pipeline on the embedded default corpus
+#               (make demo INDEX=pgvector: serve from PostgreSQL + pgvector)
 #   make test   set everything up, run the test suite
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -20,9 +21,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# INDEX=pgvector: the index is a table in the embedded PostgreSQL (pgvector) that every Serve replica
+# searches, and the item log lives in the same database (docs/pgvector.md); default faiss.
+INDEX ?= faiss
+
 demo: setup
-	$(PY) -m ray_jobs.pipeline --config configs/pipeline.yaml
-	$(PY) -m serve_app.demo --config configs/serve.yaml
+	$(PY) -m ray_jobs.pipeline --config configs/pipeline.yaml --set build_index.backend=$(INDEX)
+	$(PY) -m serve_app.demo --config configs/serve.yaml --index-backend $(INDEX)
 
 # The Serve application on the newest artifacts (Ctrl-C stops it); `serve-local` is the same routes
 # in one plain uvicorn process (no Ray Serve), the benchmark's baseline.

@@ -59,7 +59,7 @@ def run(cfg: PipelineConfig) -> dict:
         print("[3/9] embed: image crops and item texts on Ray Data actor pools")
         results["embed"] = embed.run(replace(cfg.embed, items=str(run_dir / "items")))
         if cfg.build_index is not None:
-            print("[4/9] build_index: the FAISS index over the item image vectors (what Serve loads)")
+            print(f"[4/9] build_index: the {cfg.build_index.backend} index over the item image vectors (what Serve loads)")
             vectors = str(Path(results["embed"]["run_dir"]) / "image_embeddings")
             results["build_index"] = build_index.run(replace(cfg.build_index, vectors=vectors))
     if cfg.item_tower is not None:

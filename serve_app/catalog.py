@@ -2,10 +2,17 @@
 
 One :class:`Catalog` is one immutable-by-reference version of what a Retriever searches: built in
 full from a version's artifacts and the durable :class:`~recsys.stores.item_log.ItemLog` (a file
-log on one node, or PostgreSQL shared by all), then swapped in. Vectors live in append-only row matrices (exact re-scoring, MMR); the image and text
-:class:`recsys.index.VectorIndex` indexes find candidates by item id. A deleted item is removed from
-both (the indexes' soft delete, an exclusion filter every search applies); re-adding an id appends
-a new row. Mutations and reads hold ``lock`` (searches take milliseconds).
+log on one node, or PostgreSQL shared by all), then swapped in. Vectors live in append-only row
+matrices (exact re-scoring, MMR); the image and text indexes find candidates by item id. A deleted
+item is removed from both (the indexes' soft delete, an exclusion filter every search applies);
+re-adding an id appends a new row. Mutations and reads hold ``lock`` (searches take milliseconds).
+
+The image index has two backends (``index.backend``): ``faiss``, a :class:`recsys.index.VectorIndex`
+per replica (loaded from a build_index run or built from the vectors) to which every replica applies
+the item log itself; ``pgvector``, a build_index run's table in PostgreSQL that every replica on every
+node searches (``recsys.stores.pgvector_index.PgVectorIndex``). Its rows change in the same transaction
+as the item log (``ItemLog.add(..., index=...)``), so a replica never applies an add to it; "new
+products only" searches are a SQL ``WHERE`` on the same query. The text index stays a small FAISS one.
 """
 from __future__ import annotations
 
@@ -19,7 +26,8 @@ import pyarrow.parquet as pq
 
 from recsys.data.schema import attributes_to_dict
 from recsys.data.vectors import read_vectors
-from recsys.index import IndexConfig, VectorIndex
+from recsys.config import ConfigError
+from recsys.index import IndexConfig, SearchFilter, VectorIndex
 from recsys.stores.item_log import ItemLog
 
 ITEM_COLUMNS = ["item_id", "category_path", "category", "std_attributes", "re_attributes", "styles", "title",
@@ -115,7 +123,9 @@ class Catalog:
         self.dim = len(image_rows[0])
         self.vectors = _Rows(np.stack(image_rows))
         self.index_config = index_config or IndexConfig(kind="exact")
-        self.index, self.index_info = self._image_index(version)
+        self.shared_index = getattr(self.index_config, "backend", "faiss") == "pgvector"
+        self.index, self.index_info = (self._shared_image_index(version) if self.shared_index
+                                       else self._image_index(version))
         # text rows are zeros for items without a text vector; only real ones are indexed
         self.text_vectors = _Rows(np.stack(text_rows)) if self.text_dim else None
         self.text_index = (VectorIndex.build(np.stack([text_vectors[i] for i in text_ids]), text_ids,
@@ -158,11 +168,41 @@ class Catalog:
         return index, {"source": "build_index artifact", "kind": index.kind, "run": storage.name(run),
                        "version": index.version, "items_at_load": len(index), "loaded_as": index.loaded_as}
 
+    def _shared_image_index(self, version: dict):
+        """The build_index run's pgvector table (``index.backend: pgvector``), in the item log's database,
+        brought up to date with the item log; no vectors are loaded into the replica for it."""
+        from recsys import storage
+        from recsys.stores.pgvector_index import BACKEND, META_FILE, PgVectorIndex
+
+        run, dsn = version.get("index_run"), getattr(self.store, "dsn", None)
+        if dsn is None:
+            raise ConfigError("index.backend is pgvector but item_log.kind is file: the shared index changes in "
+                              "the item log's transaction, so set item_log.kind: postgres (same database)")
+        if not run or not (Path(run) / META_FILE).is_file():
+            raise ConfigError(f"index.backend is pgvector but the version's index_run ({run}) is not a pgvector "
+                              "build_index run: build one with `python -m ray_jobs.build_index --set "
+                              f"backend=pgvector ...` over {version['embed_run']}/image_embeddings")
+        index = PgVectorIndex.load(run, dsn, live=True)
+        if index.dim != self.dim:
+            raise ValueError(f"{run}: a {index.dim}-d index for {self.dim}-d image vectors of {version['embed_run']}")
+        applied = self.store.catch_up(index)
+        return index, {"source": "build_index artifact", "backend": BACKEND, "table": index.name, "kind": index.kind,
+                       "run": storage.name(run), "version": None, "items_at_load": len(index),
+                       "item_log_operations_applied_at_load": applied, "loaded_as": "shared PostgreSQL table"}
+
     # -- the API's changes ---------------------------------------------------------------------
+    @property
+    def writes_index(self):
+        """The index the item log changes in its own transaction (pgvector), else None (FAISS: each
+        replica applies the log itself)."""
+        return self.index if self.shared_index else None
+
     def sync(self) -> int:
         """Apply operations appended to the store since the last sync (by any replica)."""
         with self.lock:
             operations, offset = self.store.read_since(self.offset)
+            if operations and self.shared_index and self.store.applied_position(self.index) < offset:
+                self.store.catch_up(self.index)  # written by replicas that serve another table
             for operation in operations:
                 if operation.get("op") == "add":
                     self._apply_add(operation["item"], operation["vector"], operation.get("text_vector"))
@@ -180,7 +220,8 @@ class Catalog:
         self.items[item_id] = dict(item)
         self.deleted.discard(item_id)
         self.vectors.append(vector)
-        self.index.add(vector[None], [item_id])
+        if not self.shared_index:
+            self.index.add(vector[None], [item_id])
         if self.tower is not None:
             self.tower.add(self.items[item_id])
         if self.text_vectors is not None:
@@ -194,7 +235,7 @@ class Catalog:
         self.mutations += 1
 
     def _unindex(self, item_id: str) -> None:
-        for index in (self.index, self.text_index):
+        for index in (None if self.shared_index else self.index, self.text_index):
             if index is not None and item_id in index:
                 index.remove([item_id])
         if self.tower is not None:
@@ -242,13 +283,13 @@ class Catalog:
                 (1.0 - text_weight if text_vector is not None else 1.0, vector, self.vectors, self.index),
                 (text_weight if vector is not None else 1.0, text_vector, self.text_vectors, self.text_index))
                 if q is not None]
-            if only_ids is not None:
+            if only_ids is not None and not self.shared_index:
                 candidates = np.array(sorted({self.row_of[i] for i in only_ids if i in self.row_of} - exclude_rows),
                                       dtype=np.int64)
             else:
-                found = set()
-                for _, query, _, index in channels:
-                    found |= self._index_rows(index, query[None], k, exclude_rows)
+                found, only = set(), self._only_filter(only_ids)
+                for _, query, _, index in channels:  # both backends take the filter (FAISS: an id selector)
+                    found |= self._index_rows(index, query[None], k, exclude_rows, only)
                 candidates = np.array(sorted(found), dtype=np.int64)
             if len(candidates) == 0:
                 return [], np.zeros(0, dtype=np.float32), np.zeros((0, self.dim), dtype=np.float32)
@@ -263,10 +304,10 @@ class Catalog:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         with self.lock:
             exclude_rows = {self.row_of[i] for i in exclude_ids if i in self.row_of}
-            if only_ids is not None:
+            if only_ids is not None and not self.shared_index:
                 candidates = {self.row_of[i] for i in only_ids if i in self.row_of} - exclude_rows
             else:
-                candidates = self._index_rows(self.index, queries, k, exclude_rows)
+                candidates = self._index_rows(self.index, queries, k, exclude_rows, self._only_filter(only_ids))
             candidates = np.array(sorted(candidates), dtype=np.int64)
             if len(candidates) == 0 or len(queries) == 0:
                 return [], np.zeros(0, dtype=np.float32), np.zeros((0, self.dim), dtype=np.float32)
@@ -275,12 +316,19 @@ class Catalog:
             chosen = candidates[order]
             return [self.ids[r] for r in chosen], scores[order].astype(np.float32), self.vectors[chosen].copy()
 
-    def _index_rows(self, index: VectorIndex | None, queries: np.ndarray, k: int, exclude_rows: set[int]) -> set[int]:
-        """Rows of the top ``k`` live items per query, excluding ``exclude_rows`` (over-fetched by
-        their number, so exactly k remain when the catalog has them)."""
-        if index is None:
+    def _only_filter(self, only_ids: Iterable[str] | None) -> SearchFilter | None:
+        """``only_ids`` as the shared index's SQL filter (with FAISS such sets are scored exactly here)."""
+        if only_ids is None:
+            return None
+        return SearchFilter(item_ids=[i for i in only_ids if i in self.row_of])
+
+    def _index_rows(self, index: VectorIndex | None, queries: np.ndarray, k: int, exclude_rows: set[int],
+                    only: SearchFilter | None = None) -> set[int]:
+        """Rows of the top ``k`` live items per query (that pass ``only``), excluding ``exclude_rows``
+        (over-fetched by their number, so exactly k remain when the catalog has them)."""
+        if index is None or (only is not None and not only.item_ids):
             return set()
-        hits = index.search(queries, min(k + len(exclude_rows), max(1, len(index))))
+        hits = index.search(queries, min(k + len(exclude_rows), max(1, len(self.items))), filter=only)
         rows = set()
         for ids in hits.item_ids:
             picked = [self.row_of[i] for i in ids.tolist() if i and i in self.row_of]

@@ -109,6 +109,16 @@ class ServeIndexSettings(IndexConfig):
     replica loads a build_index artifact (``recsys.index.load_index``)."""
     mmap: bool = True                      # map index.faiss: replicas on a node share it in the page cache
     cache_dir: str = "artifacts/serve/cache"  # node-local copies of an index_run on object storage (s3://)
+    backend: str = "faiss"                 # faiss: an index per replica; pgvector: the index_run's PostgreSQL
+                                           # table, shared by every replica (needs item_log.kind: postgres)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.backend not in INDEX_BACKENDS:
+            raise ConfigError(f"index.backend: expected one of {list(INDEX_BACKENDS)}, got {self.backend!r}")
+
+
+INDEX_BACKENDS = ("faiss", "pgvector")
 
 
 @dataclass
@@ -151,6 +161,9 @@ class ServeAppConfig:
     latency_window: int = 10_000           # requests kept for the live latency percentiles
 
     def __post_init__(self):
+        if self.index.backend == "pgvector" and self.item_log.kind != "postgres":
+            raise ConfigError("index.backend is pgvector but item_log.kind is file: the shared index changes in the "
+                              "item log's transaction, so set item_log.kind: postgres (the same database)")
         if self.similar.space not in SIMILAR_SPACES:
             raise ConfigError(f"similar.space must be one of {list(SIMILAR_SPACES)}, got {self.similar.space!r}")
         if self.reranker.name not in RERANKERS:

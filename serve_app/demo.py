@@ -1,12 +1,14 @@
 """Serve the demo: the FashionRec application on the newest artifacts (what `make demo` just built).
 
-    python -m serve_app.demo [--config configs/serve.yaml] [--port 8000] [--check]
+    python -m serve_app.demo [--config configs/serve.yaml] [--port 8000] [--check] [--index-backend pgvector]
 
 Serves the newest complete version (the pipeline's runs, handed to the model deployments as their
 ``user_config``), starts Ray Serve with the YAML's settings and deployments, waits for /healthz and
 prints the URL with sample curl lines, then serves until Ctrl-C. ``--check`` instead calls a few
 endpoints (search, similar items, a stored user, a described user, a profile alone), prints what
-they answered and exits: 0 when every call answered 200.
+they answered and exits: 0 when every call answered 200. ``--index-backend pgvector`` (``make demo
+INDEX=pgvector``) serves the newest pgvector build_index run with the item log in the same database:
+the embedded PostgreSQL (started here when the DSN variable is unset) or the DSN in that variable.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -132,6 +135,22 @@ def run_demo(config: ServeAppConfig, deployments: dict, host: str = "127.0.0.1",
     return None
 
 
+def with_index_backend(config: ServeAppConfig, backend: str) -> ServeAppConfig:
+    """``config`` serving from ``backend``. pgvector: the item log moves to PostgreSQL (the index rows
+    change in its transactions), and when the DSN variable is unset the embedded server is started and
+    its DSN put there (before Ray starts, so the replicas inherit it)."""
+    if backend == "faiss":
+        return replace(config, index=replace(config.index, backend="faiss"))
+    if not os.environ.get(config.item_log.dsn_env):
+        from recsys.stores.postgres import PostgresConfig, ensure_server
+
+        os.environ[config.item_log.dsn_env] = ensure_server(PostgresConfig())
+        print(f"item log + index: the embedded PostgreSQL ({PostgresConfig().data_dir}), DSN in "
+              f"${config.item_log.dsn_env}")
+    return replace(config, index=replace(config.index, backend="pgvector"),
+                   item_log=replace(config.item_log, kind="postgres"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/serve.yaml")
@@ -139,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="default: http_options.port of the config")
     parser.add_argument("--check", action="store_true", help="call a few endpoints and exit")
     parser.add_argument("--verbose", action="store_true", help="show Ray's and Serve's logs here, not in the log file")
+    parser.add_argument("--index-backend", choices=["faiss", "pgvector"], default=None,
+                        help="default: index.backend of the config; pgvector also puts the item log in PostgreSQL")
     args = parser.parse_args(argv)
     config, deployments = load_serve_yaml(args.config)
+    if args.index_backend:
+        config = with_index_backend(config, args.index_backend)
     http = (yaml.safe_load(Path(args.config).read_text()) or {}).get("http_options") or {}
     import ray
 

@@ -40,6 +40,7 @@ class ItemOut(BaseModel):
     source: str = Field(..., description="'catalog' (the served preprocess run) or 'api' (added with POST /api/items)")
     new: bool = Field(..., description="a new product (added through the API or listed in new_items_file)")
     image_url: str
+    stored_by: str | None = Field(None, description="POST: the Recommender replica that wrote the item")
 
 
 class Hit(BaseModel):
@@ -66,6 +67,9 @@ class ModelInfo(BaseModel):
     item_tower_run: str | None = Field(None, description="the train_item_tower run behind similar's item_tower space")
     persona_run: str | None = Field(None, description="the train_persona run answering profile-only requests")
     image_encoder_pretrained: str | None = None
+    index_backend: str | None = Field(None, description="faiss (an index per replica) or pgvector (one table shared "
+                                                        "by every replica)")
+    replica: str | None = Field(None, description="the Recommender replica that answered (Serve's replica id)")
 
 
 class SearchResponse(BaseModel):
@@ -271,6 +275,7 @@ class ItemMetadata(Strict):
 
 class DeleteResponse(BaseModel):
     deleted: str
+    stored_by: str | None = Field(None, description="the Recommender replica that wrote the deletion")
 
 
 class ErrorResponse(BaseModel):

@@ -102,8 +102,9 @@ def _persona_run(config: ServeAppConfig, items: Path) -> Path | None:
 
 
 def _index_run(config: ServeAppConfig, embed_run: Path) -> str | None:
-    """The pinned build_index run, else the newest one built over this embed run's image vectors
-    (its manifest names them); None: the Retriever builds its index from the vectors at load.
+    """The pinned build_index run, else the newest one of the served ``index.backend`` built over this
+    embed run's image vectors (its manifest names them); None: the Retriever builds its index from the
+    vectors at load (FAISS only; the pgvector backend then says which run to build).
     A local run is returned resolved, an object-store URI (``s3://...``, which replicas copy to their
     node-local cache) as the URI string, never a ``Path`` (that would turn it into a local path)."""
     from recsys import storage
@@ -120,7 +121,9 @@ def _index_run(config: ServeAppConfig, embed_run: Path) -> str | None:
     for run in sorted((p for p in root.iterdir() if (p / "manifest.json").is_file()), reverse=True):
         vectors = json.loads((run / "manifest.json").read_text()).get("inputs", {}).get("vectors")
         if vectors and Path(vectors).resolve() == wanted and (run / "index_meta.json").is_file():
-            return str(run.resolve())
+            # a run of the served backend (index.backend): FAISS files, or a pgvector table's meta
+            if json.loads((run / "index_meta.json").read_text()).get("backend", "faiss") == config.index.backend:
+                return str(run.resolve())
     return None
 
 

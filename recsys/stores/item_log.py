@@ -58,6 +58,7 @@ from recsys.config import ConfigError
 log = logging.getLogger(__name__)
 
 LOG_NAME = "items.jsonl"
+ORPHAN_MIN_AGE_S = 3600  # an unnamed image younger than this may be an add in flight: kept
 KINDS = ("file", "postgres")
 DEFAULT_DSN_ENV = "FASHIONREC_ITEM_LOG_DSN"
 _EXTENSION = re.compile(r"^[A-Za-z0-9]{1,16}$")
@@ -65,6 +66,21 @@ _IMAGE_KEY = re.compile(r"^images/[0-9a-f]{40}\.[a-z0-9]{1,16}$")
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 T = TypeVar("T")
+
+
+class SharedIndex(Protocol):
+    """What the PostgreSQL log needs of a vector index it keeps in step with itself (the pgvector
+    ``recsys.stores.pgvector_index.PgVectorIndex``): its rows change on the log's own transaction."""
+
+    applied_key: str
+
+    def is_live_in(self, cur: psycopg.Cursor, item_id: str) -> bool: ...
+
+    def apply_operations(self, cur: psycopg.Cursor, operations: list[dict]) -> int: ...
+
+
+class DuplicateItem(ValueError):
+    """``add(..., index=...)``: the id is live in the shared index already; nothing was written."""
 
 
 class ImageNotFound(FileNotFoundError):
@@ -75,11 +91,15 @@ class ImageNotFound(FileNotFoundError):
 class ItemLog(Protocol):
     """Durable, ordered item changes shared by every reader of one store (see the module docstring)."""
 
-    def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None) -> int:
-        """Append an add of ``item`` (a JSON-able dict with ``item_id``); the position after it."""
+    def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None, *, image: bytes | None = None,
+            index: SharedIndex | None = None) -> int:
+        """Append an add of ``item`` (a JSON-able dict with ``item_id``); the position after it. ``image``:
+        its bytes, stored under ``item["image"]`` (an :func:`image_key`) with the add. ``index``: a shared
+        vector index table (PostgreSQL only) that gets the item's row in the same transaction; a live id
+        there is a ValueError and nothing is written."""
 
-    def delete(self, item_id: str) -> int:
-        """Append a delete of ``item_id``; the position after it."""
+    def delete(self, item_id: str, *, index: SharedIndex | None = None) -> int:
+        """Append a delete of ``item_id``; the position after it. ``index`` as for :meth:`add`."""
 
     def size(self) -> int:
         """The position after the last committed operation (``read_since`` of it returns nothing)."""
@@ -153,6 +173,7 @@ class FileItemLog:
         (self.root / "images").mkdir(exist_ok=True)
         self.log_path = self.root / LOG_NAME
         self.log_path.touch(exist_ok=True)
+        self.remove_orphan_images()
 
     # -- writing -------------------------------------------------------------------------------
     def save_image(self, item_id: str, data: bytes, extension: str) -> str:
@@ -184,12 +205,37 @@ class FileItemLog:
             handle.seek(size - 1)
             return handle.read(1) == b"\n"
 
-    def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None) -> int:
+    def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None, *, image: bytes | None = None,
+            index: SharedIndex | None = None) -> int:
+        _no_shared_index(index)
+        if image is not None:  # the image first: a crash before the line leaves an orphan, removed at a later open
+            path = self.root / _check_image_key(item.get("image"))
+            if not path.exists():
+                _write_atomic(path, image)
         return self.append({"op": "add", "item": item, "vector": encode_vector(vector),
                             "text_vector": encode_vector(text_vector)})
 
-    def delete(self, item_id: str) -> int:
+    def delete(self, item_id: str, *, index: SharedIndex | None = None) -> int:
+        _no_shared_index(index)
         return self.append({"op": "delete", "item_id": item_id})
+
+    def remove_orphan_images(self, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
+        """Delete images no add in the log names that are older than ``min_age_s`` (younger ones may
+        belong to an add being written right now); the keys removed. Run at every open, so a crash
+        between an image and its line leaves no file behind for long."""
+        images = self.root / "images"
+        named = {operation["item"].get("image") for operation in self.read_since(0)[0]
+                 if operation.get("op") == "add" and isinstance(operation.get("item"), dict)}
+        cutoff, removed = time.time() - min_age_s, []
+        for path in images.iterdir():
+            key = f"images/{path.name}"
+            if path.is_file() and key not in named and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed.append(key)
+        if removed:
+            log.warning("%s: removed %d image(s) that no item names (a crash between image and log line)",
+                        self.root, len(removed))
+        return removed
 
     # -- reading -------------------------------------------------------------------------------
     def size(self) -> int:
@@ -246,6 +292,12 @@ class FileItemLog:
         self.close()
 
 
+def _no_shared_index(index: SharedIndex | None) -> None:
+    if index is not None:
+        raise ConfigError("a shared (pgvector) index changes in the item log's transaction: it needs the "
+                          "PostgreSQL item log (item_log.kind: postgres), not the file log")
+
+
 # -- PostgreSQL: every replica, every node ----------------------------------------------------------
 def _lock_key(text: str) -> int:
     """A signed 64-bit advisory-lock key from a name (sha1: stable across processes and nodes)."""
@@ -289,6 +341,7 @@ class PostgresItemLog:
         self.dsn, self.table = dsn, table
         self._ops = sql.Identifier(table)
         self._images = sql.Identifier(f"{table}_images")
+        self._applied = sql.Identifier(f"{table}_applied")
         self.append_lock_key = _lock_key(f"{table}:append")
         self._schema_lock_key = _lock_key(f"{table}:schema")
         self._conn: psycopg.Connection | None = None
@@ -336,8 +389,9 @@ class PostgresItemLog:
         self.close()
 
     def _create_tables(self, conn: psycopg.Connection) -> None:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                              (self.table, f"{self.table}_images")).fetchone()[0]
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AND "
+                              "to_regclass(%s) IS NOT NULL",
+                              (self.table, f"{self.table}_images", f"{self.table}_applied")).fetchone()[0]
         if exists:
             return  # also lets a role without CREATE use tables an administrator made
         # CREATE TABLE IF NOT EXISTS is not safe against itself: two sessions that both find the name
@@ -358,10 +412,14 @@ class PostgresItemLog:
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {images} (key text PRIMARY KEY, data bytea NOT NULL, "
                 "created_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(images=self._images))
+            # how far each shared vector index table has applied this log (SharedIndex.applied_key)
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {applied} (index_key text PRIMARY KEY, "
+                "position bigint NOT NULL CHECK (position >= 0))").format(applied=self._applied))
 
     # -- writing ---------------------------------------------------------------------------------
-    def _append(self, op: str, item_id: str, item: dict | None, vector: bytes | None,
-                text_vector: bytes | None) -> int:
+    def _append(self, op: str, item_id: str, item: dict | None, vector: bytes | None, text_vector: bytes | None,
+                image: bytes | None = None, index: SharedIndex | None = None) -> int:
         def work(conn: psycopg.Connection) -> int:
             # Why the lock: a bigserial value is taken at INSERT, but the row becomes visible at COMMIT.
             # Two unserialised writers can take 7 and 8 and commit 8 first; a reader that reads then
@@ -372,20 +430,72 @@ class PostgresItemLog:
             with conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.append_lock_key,))
-                return conn.execute(sql.SQL(
+                if index is not None:
+                    self._catch_up_in(conn, index)  # writes of replicas serving another table first
+                    if op == "add" and index.is_live_in(conn.cursor(), item_id):
+                        raise DuplicateItem(f"item {item_id!r} is already in index {index.applied_key}; delete it "
+                                         "first to replace it (nothing was written)")
+                if image is not None:
+                    conn.execute(sql.SQL("INSERT INTO {images} (key, data) VALUES (%s, %s) ON CONFLICT (key) "
+                                         "DO NOTHING").format(images=self._images), (item["image"], image))
+                position = conn.execute(sql.SQL(
                     "INSERT INTO {ops} (op, item_id, item, vector, text_vector) VALUES (%s, %s, %s, %s, %s) "
                     "RETURNING position").format(ops=self._ops),
                     (op, item_id, None if item is None else Json(item), vector, text_vector)).fetchone()[0]
+                if index is not None:
+                    self._catch_up_in(conn, index)  # this operation's index row, in this transaction
+                return position
+
+        try:
+            return self._run(work, retry=False)
+        except (psycopg.errors.IntegrityError, psycopg.DataError) as exc:  # nothing was committed
+            raise ValueError(f"item log {self.table}: {op} of {item_id!r} rejected by the database "
+                             f"({exc.diag.message_primary}); nothing was written") from exc
+
+    def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None, *, image: bytes | None = None,
+            index: SharedIndex | None = None) -> int:
+        if not isinstance(item, dict) or not item.get("item_id"):
+            raise ValueError("item log add: item must be a dict with a non-empty item_id")
+        if image is not None:
+            _check_image_key(item.get("image"))
+        return self._append("add", str(item["item_id"]), item, _vector_bytes(vector), _vector_bytes(text_vector),
+                            image=None if image is None else bytes(image), index=index)
+
+    def delete(self, item_id: str, *, index: SharedIndex | None = None) -> int:
+        return self._append("delete", str(item_id), None, None, None, index=index)
+
+    def catch_up(self, index: SharedIndex) -> int:
+        """Apply the operations ``index`` has not seen yet (a table built after items were added, or one
+        that replicas serving another table wrote past) under the append lock; how many were applied."""
+        def work(conn: psycopg.Connection) -> int:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.append_lock_key,))
+                return self._catch_up_in(conn, index)
 
         return self._run(work, retry=False)
 
-    def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None) -> int:
-        if not isinstance(item, dict) or not item.get("item_id"):
-            raise ValueError("item log add: item must be a dict with a non-empty item_id")
-        return self._append("add", str(item["item_id"]), item, _vector_bytes(vector), _vector_bytes(text_vector))
+    def _catch_up_in(self, conn: psycopg.Connection, index: SharedIndex) -> int:
+        """Inside the caller's transaction (holding the append lock): operations after the index's
+        applied position, applied to it, and the position moved past them."""
+        key = index.applied_key
+        conn.execute(sql.SQL("INSERT INTO {applied} (index_key, position) VALUES (%s, 0) ON CONFLICT DO NOTHING")
+                     .format(applied=self._applied), (key,))
+        done = conn.execute(sql.SQL("SELECT position FROM {applied} WHERE index_key = %s").format(
+            applied=self._applied), (key,)).fetchone()[0]
+        operations, position = self._operations_since(conn, done)
+        if operations:
+            index.apply_operations(conn.cursor(), operations)
+            conn.execute(sql.SQL("UPDATE {applied} SET position = %s WHERE index_key = %s").format(
+                applied=self._applied), (position, key))
+        return len(operations)
 
-    def delete(self, item_id: str) -> int:
-        return self._append("delete", str(item_id), None, None, None)
+    def applied_position(self, index: SharedIndex) -> int:
+        """How far ``index`` has applied this log (0: not at all)."""
+        row = self._run(lambda conn: conn.execute(sql.SQL("SELECT position FROM {applied} WHERE index_key = %s")
+                                                  .format(applied=self._applied), (index.applied_key,)).fetchone(),
+                        retry=True)
+        return 0 if row is None else int(row[0])
 
     def save_image(self, item_id: str, data: bytes, extension: str) -> str:
         key = image_key(item_id, data, extension)
@@ -400,10 +510,12 @@ class PostgresItemLog:
             ops=self._ops)).fetchone()[0], retry=True)
 
     def read_since(self, position: int) -> tuple[list[dict], int]:
-        rows = self._run(lambda conn: conn.execute(sql.SQL(
+        return self._run(lambda conn: self._operations_since(conn, position), retry=True)
+
+    def _operations_since(self, conn: psycopg.Connection, position: int) -> tuple[list[dict], int]:
+        rows = conn.execute(sql.SQL(
             "SELECT position, op, item_id, item, vector, text_vector, extract(epoch FROM created_at) "
-            "FROM {ops} WHERE position > %s ORDER BY position").format(ops=self._ops),
-            (int(position),)).fetchall(), retry=True)
+            "FROM {ops} WHERE position > %s ORDER BY position").format(ops=self._ops), (int(position),)).fetchall()
         operations = []
         for _, op, item_id, item, vector, text_vector, ts in rows:
             if op == "add":

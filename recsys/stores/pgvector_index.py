@@ -182,7 +182,8 @@ class PgVectorIndex:
                 sql.Identifier(f"{name}_hnsw"), t, m=sql.Literal(config.hnsw_m),
                 ef=sql.Literal(config.ef_construction)))
         cur.execute(sql.SQL("ANALYZE {}").format(t))  # planner statistics now, not when autovacuum runs
-        self.built_utc = _utc_now()
+        # microseconds: a rebuild under the same name is another table to the item log (applied_key)
+        self.built_utc = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         cur.execute(f"INSERT INTO {META_TABLE} (name, kind, dim, metric, config, source, built_utc) "
                     "VALUES (%s, %s, %s, 'inner_product', %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
                     "kind = EXCLUDED.kind, dim = EXCLUDED.dim, config = EXCLUDED.config, "
@@ -245,6 +246,45 @@ class PgVectorIndex:
             if unknown:
                 raise KeyError(f"{len(unknown)} item id(s) not in the index, e.g. {unknown[:5]}")
         return len(done)
+
+    # -- item-log operations in the caller's transaction ----------------------------------------
+    @property
+    def applied_key(self) -> str:
+        """The name under which an item log records how far it has applied itself to this table: the
+        table and its build time, so a table rebuilt under the same name starts from the log's beginning."""
+        return f"{self.name}@{self.built_utc}"
+
+    def is_live_in(self, cur: psycopg.Cursor, item_id: str) -> bool:
+        return bool(cur.execute(sql.SQL("SELECT exists(SELECT 1 FROM {} WHERE NOT removed AND item_id = %s)")
+                                .format(self._table), (str(item_id),)).fetchone()[0])
+
+    def apply_operations(self, cur: psycopg.Cursor, operations: Sequence[dict]) -> int:
+        """Apply item-log operations (``recsys.stores.item_log``: ``{"op": "add", "item", "vector"}`` or
+        ``{"op": "delete", "item_id"}``) to this table on the CALLER's cursor, inside its transaction, so
+        a log row and its index row commit together or not at all. The log's replay semantics: an add
+        replaces a live row of its id by a new row, a delete removes the live row (none: nothing).
+        Vectors are checked as ``add`` checks them first; a bad one raises and the caller's transaction
+        rolls back. Returns the rows changed. (The cursor may be a plain connection's: vectors travel as
+        pgvector's text form, exact for float32 at 9 significant digits.)"""
+        if not operations:
+            return 0
+        cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self._table))  # rows stay 0..N-1
+        next_row = cur.execute(sql.SQL("SELECT coalesce(max(row) + 1, 0) FROM {}").format(self._table)).fetchone()[0]
+        changed = 0
+        for operation in operations:
+            adding = operation["op"] == "add"
+            item_id = str(operation["item"]["item_id"] if adding else operation["item_id"])
+            if adding:  # before any write: a bad vector leaves the live row in place (and the caller rolls back)
+                _, vectors, _ = _checked_batch(np.asarray(operation["vector"])[None], [item_id], None, self.dim,
+                                               self.config)
+            changed += cur.execute(sql.SQL("UPDATE {} SET removed = true WHERE NOT removed AND item_id = %s")
+                                   .format(self._table), (item_id,)).rowcount
+            if adding:
+                cur.execute(sql.SQL("INSERT INTO {} (row, item_id, embedding) VALUES (%s, %s, %s::vector)")
+                            .format(self._table), (next_row, item_id, vector_text(vectors[0])))
+                next_row += 1
+                changed += 1
+        return changed
 
     # -- searching -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None, *,
@@ -397,9 +437,11 @@ class PgVectorIndex:
         return meta
 
     @classmethod
-    def load(cls, directory: str | Path, dsn: str) -> PgVectorIndex:
+    def load(cls, directory: str | Path, dsn: str, live: bool = False) -> PgVectorIndex:
         """The index that ``save`` described, checked against the table: same kind, dim, row count and
-        content hash, or IndexArtifactError naming the difference."""
+        content hash, or IndexArtifactError naming the difference. ``live``: a table the item log writes
+        to (Serve's pgvector backend): it may have grown and had rows removed since the save, so the
+        row count must be at least the saved one and the content hash (a scan of every row) is skipped."""
         path = Path(directory) / META_FILE
         if not path.is_file():
             raise IndexArtifactError(f"{Path(directory)}: missing {META_FILE}; not a saved pgvector index")
@@ -416,9 +458,14 @@ class PgVectorIndex:
             index = cls.open(dsn, meta["table"])
         except KeyError as exc:
             raise IndexArtifactError(f"{path}: {exc.args[0]}") from None
-        for what, in_meta, in_db in (("kind", meta["kind"], index.kind), ("dim", meta["dim"], index.dim),
-                                     ("n_items", meta["n_items"], index.ntotal),
-                                     ("version (content hash)", meta["version"], index.version)):
+        checks = [("kind", meta["kind"], index.kind), ("dim", meta["dim"], index.dim)]
+        if live:  # rows are only ever appended (a removal is a flag), so fewer means another table
+            rows = index.ntotal
+            checks.append(("n_items (or more)", meta["n_items"], meta["n_items"] if rows >= meta["n_items"] else rows))
+        else:
+            checks += [("n_items", meta["n_items"], index.ntotal),
+                       ("version (content hash)", meta["version"], index.version)]
+        for what, in_meta, in_db in checks:
             if in_meta != in_db:
                 index.close()
                 raise IndexArtifactError(f"{path} says {what} {in_meta} but table {meta['table']!r} has {in_db}; "
@@ -464,6 +511,11 @@ def copy_batch(batch, dsn: str, table: str, config: IndexConfig, dim: int):
     with _connect(dsn) as conn, conn.transaction():
         _copy_rows(conn.cursor(), _check_name(table), rows, ids.tolist(), categories, vectors)
     return pa.table({"written": [len(rows)]})
+
+
+def vector_text(vector: np.ndarray) -> str:
+    """pgvector's text form of a float32 vector; 9 significant digits read back as the same float32."""
+    return "[" + ",".join(f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).tolist()) + "]"
 
 
 def _copy_rows(cur: psycopg.Cursor, table: str, rows, ids, categories, vectors) -> None:

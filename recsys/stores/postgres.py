@@ -352,9 +352,26 @@ def _check_port_free(cfg: PostgresConfig) -> None:
             raise PostgresError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
 
 
+CLUSTER_HBA = "host all all samenet scram-sha-256  # fashionrec: other nodes of the cluster's networks"
+
+
+def _allow_cluster_networks(cfg: PostgresConfig, account: _Account | None) -> None:
+    """A server listening on every interface (``host: 0.0.0.0``, the head node of a cluster) accepts
+    password (scram-sha-256) logins from the subnets it is directly connected to (pg_hba's
+    ``samenet``); initdb's pg_hba.conf admits loopback only. Idempotent; read at the next start."""
+    hba = cfg.pgdata / "pg_hba.conf"
+    text = hba.read_text()
+    if CLUSTER_HBA not in text:
+        hba.write_text(text.rstrip("\n") + "\n" + CLUSTER_HBA + "\n")
+        if account is not None:
+            os.chown(hba, account.uid, account.gid)
+
+
 def _start(cfg: PostgresConfig, account: _Account | None) -> None:
     _check_port_free(cfg)
     listen = "*" if cfg.host in ("0.0.0.0", "*") else cfg.host
+    if listen == "*":
+        _allow_cluster_networks(cfg, account)
     # pg_ctl hands these to a shell: quoted so "*" is never globbed. -k '': no Unix socket (its path
     # length limit bites in deep CI workspaces); clients use TCP.
     options = f"-c listen_addresses='{listen}' -p {cfg.port} -k ''"
@@ -500,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=defaults.data_dir)
     parser.add_argument("--host", default=defaults.host, help="listen address; 0.0.0.0 for other nodes")
     parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--advertise", default=None, metavar="ADDRESS",
+                        help="dsn: the address other nodes reach this server at (e.g. the head node's IP) in "
+                             "place of 127.0.0.1")
     args = parser.parse_args(argv)
     cfg = PostgresConfig(data_dir=args.data_dir, host=args.host, port=args.port)
     if args.action == "stop":
@@ -507,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     dsn = ensure_server(cfg)
     if args.action == "dsn":
+        if args.advertise:
+            dsn = make_conninfo(dsn, host=args.advertise)
         print(dsn)  # holds the password: for scripts that pass it on, not for logs
     else:
         info = server_info(dsn)

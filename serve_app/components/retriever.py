@@ -2,12 +2,19 @@
 
 Holds the :class:`~serve_app.catalog.Catalog` of one served version. Item additions and deletions
 go to the durable :class:`~recsys.stores.item_log.ItemLog` (a file log on one node, or PostgreSQL
-shared by all) first and are then applied from it, by this replica at once and by the other replicas within ``sync_interval_s`` (a clock check per request,
-no file access), so the index, the store and the answer agree and survive a restart.
+shared by all) first and are then applied from it, by this replica at once and by the other replicas
+within ``sync_interval_s`` (a clock check per request, no file access), so the index, the store and
+the answer agree and survive a restart.
+
+Consistency: with the FAISS backend another replica's change shows here within ``sync_interval_s``
+(0.5 s; bounded staleness). With the pgvector backend (``index.backend: pgvector``) the item's index
+row, its log row and its image commit in one transaction, and every request first reads the log past
+its position (one indexed query), so every replica reads its own and the others' writes at once.
 """
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +25,7 @@ import pyarrow.parquet as pq
 from serve_app.catalog import Catalog, shared_values, trends
 from serve_app.config import ServeAppConfig
 from serve_app.errors import Conflict, InputError, NotFound, Unavailable
-from recsys.stores.item_log import ItemLog
+from recsys.stores.item_log import DuplicateItem, ItemLog, image_key
 from serve_app.users import UserSources
 from serve_app.versions import embed_report, version_label
 
@@ -29,6 +36,16 @@ SCOPES = ("all", "new")
 def public(item: dict) -> dict:
     """An item as the API shows it (no file paths)."""
     return {k: v for k, v in item.items() if k != "image"}
+
+
+def replica_name() -> str:
+    """The Serve replica answering (its unique id), or ``in-process:<pid>`` outside Serve."""
+    try:
+        from ray import serve
+
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # not inside a Serve replica (RayServeException), or an older Ray
+        return f"in-process:{os.getpid()}"
 
 
 def read_sales(path: str | None) -> dict[str, int] | None:
@@ -52,6 +69,9 @@ class Retriever:
         text_source = config.text.source if config.text.enabled else None
         self.catalog = Catalog(version, store, text_source, self._new_item_ids(), config.index)
         self.catalog.pretrained = embed_report(version).get("pretrained", "unknown")
+        if self.catalog.shared_index:
+            self.sync_interval_s = 0.0  # read-your-writes across replicas (see the module docstring)
+        self.replica = replica_name()
         users_run = version.get("users_run")
         self.users = UserSources(users_run, config.users.candidates_per_source) if users_run else None
         self._synced = time.monotonic()
@@ -73,7 +93,8 @@ class Retriever:
     def _answer(self, catalog: Catalog, ids, scores, vectors, scope: str, note: str | None) -> dict:
         return {"items": [public(catalog.get(i)) for i in ids], "scores": np.asarray(scores, dtype=np.float32),
                 "vectors": vectors, "scope": scope, "note": note,
-                "version": {**version_label(catalog.version), "image_encoder_pretrained": catalog.pretrained}}
+                "version": {**version_label(catalog.version), "image_encoder_pretrained": catalog.pretrained,
+                            "index_backend": "pgvector" if catalog.shared_index else "faiss", "replica": self.replica}}
 
     @staticmethod
     def _scope(catalog: Catalog, scope: str, fallback: str) -> tuple[list[str] | None, str, str | None]:
@@ -222,10 +243,16 @@ class Retriever:
             catalog.sync()
             if catalog.get(item_id) is not None:
                 raise Conflict(f"item {item_id!r} already exists; DELETE it first to replace it", field="item_id")
-            record = {**item, "image": self.store.save_image(item_id, image, extension), "source": "api"}
-            self.store.add(record, np.asarray(vector, dtype=np.float32), text_vector)
+            record = {**item, "image": image_key(item_id, image, extension), "source": "api"}
+            try:  # image, log row (and the shared index's row) are written together
+                self.store.add(record, np.asarray(vector, dtype=np.float32), text_vector, image=image,
+                               index=catalog.writes_index)
+            except DuplicateItem as exc:  # another replica added it a moment ago
+                raise Conflict(str(exc), field="item_id") from None
+            except ValueError as exc:  # the database refused it (e.g. a bad vector); nothing was written
+                raise InputError(str(exc), field="image") from None
             catalog.sync()
-        return public(catalog.get(item_id))
+        return {**public(catalog.get(item_id)), "stored_by": self.replica}
 
     def delete_item(self, item_id: str) -> dict:
         catalog = self._current()
@@ -233,9 +260,9 @@ class Retriever:
             catalog.sync()
             if catalog.get(item_id) is None:
                 raise NotFound(f"item {item_id!r} does not exist (or was already deleted)", field="item_id")
-            self.store.delete(item_id)
+            self.store.delete(item_id, index=catalog.writes_index)
             catalog.sync()
-        return {"deleted": item_id}
+        return {"deleted": item_id, "stored_by": self.replica}
 
     def image(self, item_id: str) -> tuple[bytes, str]:
         item = self._current().get(item_id)

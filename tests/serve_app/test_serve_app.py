@@ -434,7 +434,8 @@ def test_item_store_bad_input_changes_nothing(url, built):
 
 def test_delete_excludes_the_item_everywhere(url, built):
     victim = built["item_ids"][2]
-    assert requests.delete(f"{url}/api/items/{victim}", headers=ADMIN, timeout=10).json() == {"deleted": victim}
+    deleted = requests.delete(f"{url}/api/items/{victim}", headers=ADMIN, timeout=10).json()
+    assert deleted["deleted"] == victim and deleted["stored_by"]  # the Recommender replica that wrote it
     assert requests.get(f"{url}/api/items/{victim}", timeout=10).status_code == 404
     assert requests.get(f"{url}/images/{victim}", timeout=10).status_code == 404
     everything = _search(url, {"attributes": {"category": "블라우스"}, "k": 40})

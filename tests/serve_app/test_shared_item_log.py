@@ -7,6 +7,7 @@ run in this process, each with its own state_dir, against the session's embedded
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import uuid
 
@@ -71,7 +72,8 @@ def test_an_item_added_on_one_replica_is_served_by_the_other(replicas, built):
     assert similar["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert a.store.describe()["kind"] == b.store.describe()["kind"] == "postgres"
 
-    assert b.delete_item("shared-001") == {"deleted": "shared-001"}
+    deleted = b.delete_item("shared-001")
+    assert deleted["deleted"] == "shared-001" and deleted["stored_by"] == f"in-process:{os.getpid()}"
 
     def gone_on_a():
         try:

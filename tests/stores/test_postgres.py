@@ -3,36 +3,24 @@ concurrent starts, stops, and names the problem when the port is taken."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 import pytest
 
 from recsys.config import ConfigError
 from recsys.stores.postgres import (MIN_PGVECTOR, PortInUseError, PostgresConfig, PostgresError, ensure_server, main,
                                     server_info, stop_server, version_tuple)
-from tests.stores.conftest import free_port
-
-
-def postmaster_pid(cfg: PostgresConfig) -> int:
-    return int((cfg.pgdata / "postmaster.pid").read_text().splitlines()[0])
+from tests.stores.conftest import free_port, kill_hard, postmaster_pid
 
 
 def process_uid(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
-
-def process_state(pid: int) -> str | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return None
-    return next(line for line in status.splitlines() if line.startswith("State:")).split()[1]
 
 
 def test_config_rejects_bad_values():
@@ -166,11 +154,7 @@ def test_restarts_after_the_server_was_killed_hard(make_state_dir):
         with psycopg.connect(dsn) as conn:
             conn.execute("CREATE TABLE kept (id int PRIMARY KEY)")
             conn.execute("INSERT INTO kept VALUES (1), (2)")
-        pid = postmaster_pid(cfg)
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while process_state(pid) not in (None, "Z") and time.monotonic() < deadline:
-            time.sleep(0.1)  # gone, or a zombie where no init reaps it (containers)
+        pid = kill_hard(cfg)
         assert (cfg.pgdata / "postmaster.pid").exists()
         assert ensure_server(cfg) == dsn
         assert postmaster_pid(cfg) != pid
@@ -193,3 +177,38 @@ def test_the_index_refuses_a_server_whose_pgvector_cannot_compute(pg_dsn, monkey
     with pytest.raises(postgres.PostgresError, match="pgvector crashed"):
         PgVectorIndex.build(np.eye(4, 8, dtype=np.float32), ["a", "b", "c", "d"], IndexConfig(kind="exact"), dsn=pg_dsn,
                             name="t_refused")
+
+
+def _own_address() -> str | None:
+    """This machine's first non-loopback IPv4 address (what another node of a cluster would dial)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: picks the outgoing interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_a_head_node_server_admits_the_cluster_network(make_state_dir, capsys):
+    """``start --host 0.0.0.0`` (cluster.yaml's head node): listening on every interface, pg_hba admits
+    password logins from the directly connected subnets, and ``dsn --advertise`` gives other nodes a DSN
+    that reaches it by the machine's own network address, not loopback."""
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to connect through")
+    cfg = PostgresConfig(data_dir=str(make_state_dir()), port=free_port(), host="0.0.0.0")
+    args = ["--data-dir", cfg.data_dir, "--port", str(cfg.port), "--host", "0.0.0.0"]
+    try:
+        assert main(["dsn", *args, "--advertise", address]) == 0
+        dsn = capsys.readouterr().out.strip()
+        assert f"host={address}" in dsn
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT host(inet_client_addr())").fetchone()[0] == address
+        assert "samenet scram-sha-256" in (cfg.pgdata / "pg_hba.conf").read_text()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(make_conninfo(dsn, password="wrong"), connect_timeout=10)
+    finally:
+        stop_server(cfg)
