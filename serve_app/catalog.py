@@ -136,6 +136,8 @@ class Catalog:
 
             self.tower = TowerSpace(version["item_tower_run"], self.items)
         self.base_ids = frozenset(self.ids)
+        if hasattr(store, "import_catalog"):  # PostgreSQL: the products table gets this items run once
+            store.import_catalog([self.items[i] for i in self.ids], items_run=str(version["items"]))
         self.deleted: set[str] = set()
         self.mutations = 0
         self._best_cache: tuple[int, float, list[str]] | None = None

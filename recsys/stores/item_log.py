@@ -29,7 +29,11 @@ replay applies every complete line in order (a torn last line from a crash is sk
 holds the operations (``position bigserial``, vectors as little-endian float32 ``bytea``, the item as
 ``json``), ``<table>_images`` the images as ``bytea`` under the same keys as the file log
 (``images/<sha1 of id and content>.<ext>``). Appends are serialised by an advisory lock so that
-position order is commit order (see :meth:`PostgresItemLog._append`). No pgvector is involved.
+position order is commit order (see :meth:`PostgresItemLog._append`). ``<table>_products`` holds every
+product as it stands (catalog rows imported once per items run, API rows written in the operation's
+transaction); ``<table>_applied`` records how far each shared pgvector index table (``index=`` on
+add/delete, :meth:`PostgresItemLog.catch_up`) has applied the log, so a log row, its image, its product
+row and its index row commit together or not at all (docs/pgvector.md).
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.types.json import Json
+import psycopg.rows
+from psycopg.types.json import Json, Jsonb
 
 from recsys.config import ConfigError
 
@@ -292,6 +297,15 @@ class FileItemLog:
         self.close()
 
 
+def product_row(item: dict) -> tuple:
+    """An item record's products-table columns (item_id .. is_new), in table order."""
+    attributes = item.get("attributes") or {}
+    return (str(item["item_id"]), item.get("title"), item.get("category"), list(item.get("category_path") or []),
+            Jsonb({k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in attributes.items()}),
+            list(item.get("styles") or []), item.get("price"), item.get("image"), item.get("source") or "api",
+            bool(item.get("new")))
+
+
 def _no_shared_index(index: SharedIndex | None) -> None:
     if index is not None:
         raise ConfigError("a shared (pgvector) index changes in the item log's transaction: it needs the "
@@ -342,6 +356,7 @@ class PostgresItemLog:
         self._ops = sql.Identifier(table)
         self._images = sql.Identifier(f"{table}_images")
         self._applied = sql.Identifier(f"{table}_applied")
+        self._products = sql.Identifier(f"{table}_products")
         self.append_lock_key = _lock_key(f"{table}:append")
         self._schema_lock_key = _lock_key(f"{table}:schema")
         self._conn: psycopg.Connection | None = None
@@ -389,9 +404,9 @@ class PostgresItemLog:
         self.close()
 
     def _create_tables(self, conn: psycopg.Connection) -> None:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL AND "
-                              "to_regclass(%s) IS NOT NULL",
-                              (self.table, f"{self.table}_images", f"{self.table}_applied")).fetchone()[0]
+        names = [self.table, *(f"{self.table}_{part}" for part in ("images", "applied", "products"))]
+        exists = conn.execute("SELECT " + " AND ".join(["to_regclass(%s) IS NOT NULL"] * len(names)),
+                              names).fetchone()[0]
         if exists:
             return  # also lets a role without CREATE use tables an administrator made
         # CREATE TABLE IF NOT EXISTS is not safe against itself: two sessions that both find the name
@@ -412,6 +427,25 @@ class PostgresItemLog:
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {images} (key text PRIMARY KEY, data bytea NOT NULL, "
                 "created_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(images=self._images))
+            # the products as they stand (the log is their history): catalog rows imported per items run,
+            # API rows written in the same transaction as their log row; the constraints repeat the API's
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {products} ("
+                "item_id text PRIMARY KEY CHECK (item_id <> ''), "
+                "title text, category text, "
+                "category_path text[] NOT NULL DEFAULT '{{}}', "
+                "attributes jsonb NOT NULL DEFAULT '{{}}' CHECK (jsonb_typeof(attributes) = 'object'), "
+                "styles text[] NOT NULL DEFAULT '{{}}', "
+                "price double precision CHECK (price IS NULL OR (price >= 0 AND price < 'Infinity')), "
+                "image text, "
+                "source text NOT NULL CHECK (source IN ('catalog', 'api')), "
+                "is_new boolean NOT NULL DEFAULT false, "
+                "items_run text, "
+                "position bigint REFERENCES {ops} (position), "
+                "updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                "deleted_at timestamptz, "
+                "CHECK (source = 'catalog' OR position IS NOT NULL))").format(
+                products=self._products, ops=self._ops))
             # how far each shared vector index table has applied this log (SharedIndex.applied_key)
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {applied} (index_key text PRIMARY KEY, "
@@ -442,6 +476,7 @@ class PostgresItemLog:
                     "INSERT INTO {ops} (op, item_id, item, vector, text_vector) VALUES (%s, %s, %s, %s, %s) "
                     "RETURNING position").format(ops=self._ops),
                     (op, item_id, None if item is None else Json(item), vector, text_vector)).fetchone()[0]
+                self._write_product(conn, op, item_id, item, position)
                 if index is not None:
                     self._catch_up_in(conn, index)  # this operation's index row, in this transaction
                 return position
@@ -463,6 +498,64 @@ class PostgresItemLog:
 
     def delete(self, item_id: str, *, index: SharedIndex | None = None) -> int:
         return self._append("delete", str(item_id), None, None, None, index=index)
+
+    def _write_product(self, conn: psycopg.Connection, op: str, item_id: str, item: dict | None,
+                       position: int) -> None:
+        """The products table after one operation, in its transaction: an add upserts the row (a deleted
+        id comes back), a delete stamps ``deleted_at``."""
+        if op == "delete":
+            conn.execute(sql.SQL("UPDATE {products} SET deleted_at = clock_timestamp(), updated_at = clock_timestamp(), "
+                                 "position = %s WHERE item_id = %s AND deleted_at IS NULL").format(
+                products=self._products), (position, item_id))
+            return
+        row = product_row(item)
+        conn.execute(sql.SQL(
+            "INSERT INTO {products} (item_id, title, category, category_path, attributes, styles, price, image, "
+            "source, is_new, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (item_id) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category, "
+            "category_path = EXCLUDED.category_path, attributes = EXCLUDED.attributes, styles = EXCLUDED.styles, "
+            "price = EXCLUDED.price, image = EXCLUDED.image, source = EXCLUDED.source, is_new = EXCLUDED.is_new, "
+            "items_run = NULL, position = EXCLUDED.position, updated_at = clock_timestamp(), deleted_at = NULL")
+            .format(products=self._products), (*row, position))
+
+    def import_catalog(self, items: list[dict], items_run: str) -> int:
+        """Catalog products (``serve_app.catalog.item_record`` dicts) of one items run into the products
+        table, once per run and in one transaction (a replica that finds the run there imports nothing);
+        ids the API has written or deleted keep their row. The rows inserted."""
+        def work(conn: psycopg.Connection) -> int:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.append_lock_key,))
+                if conn.execute(sql.SQL("SELECT exists(SELECT 1 FROM {products} WHERE items_run = %s)").format(
+                        products=self._products), (items_run,)).fetchone()[0]:
+                    return 0
+                conn.execute(sql.SQL("CREATE TEMP TABLE incoming (LIKE {products} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                    products=self._products))
+                with conn.cursor().copy("COPY incoming (item_id, title, category, category_path, attributes, styles, "
+                                        "price, image, source, is_new, items_run) FROM STDIN") as copy:
+                    for item in items:
+                        copy.write_row((*product_row({**item, "source": "catalog"}), items_run))
+                return conn.execute(sql.SQL(
+                    "INSERT INTO {products} (item_id, title, category, category_path, attributes, styles, price, "
+                    "image, source, is_new, items_run) SELECT item_id, title, category, category_path, attributes, "
+                    "styles, price, image, source, is_new, items_run FROM incoming ON CONFLICT (item_id) DO NOTHING")
+                    .format(products=self._products)).rowcount
+
+        try:
+            return self._run(work, retry=False)
+        except (psycopg.errors.IntegrityError, psycopg.DataError) as exc:
+            raise ValueError(f"item log {self.table}: catalog {items_run} rejected by the products table "
+                             f"({exc.diag.message_primary}); nothing was imported") from exc
+
+    def products(self, live_only: bool = True) -> dict[str, dict]:
+        """The products table: item_id -> its row (``deleted_at`` None while live)."""
+        def work(conn: psycopg.Connection) -> dict[str, dict]:
+            cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+            rows = cur.execute(sql.SQL("SELECT * FROM {products}{where}").format(
+                products=self._products, where=sql.SQL(" WHERE deleted_at IS NULL" if live_only else ""))).fetchall()
+            return {row["item_id"]: row for row in rows}
+
+        return self._run(work, retry=True)
 
     def catch_up(self, index: SharedIndex) -> int:
         """Apply the operations ``index`` has not seen yet (a table built after items were added, or one

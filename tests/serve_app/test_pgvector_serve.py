@@ -100,7 +100,7 @@ def _rows(dsn, table) -> tuple[int, int]:
 
 
 def test_replicas_read_each_others_writes_at_once(pg_app):
-    url, table, _, dsn, ids = pg_app
+    url, table, log_table, dsn, ids = pg_app
     health = requests.get(f"{url}/api/kpi", timeout=30).json()["serving"]["catalog"]["index"]
     assert health["backend"] == "pgvector" and health["table"] == table and health["loaded_as"] == "shared PostgreSQL table"
 
@@ -128,6 +128,9 @@ def test_replicas_read_each_others_writes_at_once(pg_app):
         seen.add(found["model"]["replica"])
     assert seen == {writer, other}
     assert _rows(dsn, table) == (len(ids) + 1, len(ids))          # soft delete, as FAISS
+    with psycopg.connect(dsn) as conn:                               # the products table: catalog + the API's
+        rows = dict(conn.execute(f'SELECT item_id, (source, deleted_at IS NOT NULL)::text FROM "{log_table}_products"'))
+    assert len(rows) == len(ids) + 1 and rows["pg-new-1"] == "(api,t)" and rows[ids[0]] == "(catalog,f)"
 
 
 def test_hostile_ids_are_refused_and_change_no_table(pg_app):

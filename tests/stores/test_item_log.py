@@ -29,7 +29,7 @@ def fresh_table() -> str:
 
 def drop_tables(dsn: str, table: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_images, {table}_applied")
+        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_images, {table}_applied, {table}_products")
 
 
 @pytest.fixture

@@ -187,7 +187,7 @@ def test_sigkill_under_16_writers_loses_no_acknowledged_item(make_state_dir):
     """16 writers (one connection each, as 16 replicas) add items with their index rows and images; the
     postmaster is SIGKILLed mid-stream. After a restart every acknowledged item is in the log, in the
     index and has its image, and log and index agree item for item (a commit that raced the kill may
-    be there unacknowledged; nothing is half there)."""
+    be there unacknowledged; nothing is half there: log, index, products table and images agree)."""
     cfg = PostgresConfig(data_dir=str(make_state_dir()), port=free_port())
     dsn = ensure_server(cfg)
     try:
@@ -237,7 +237,7 @@ def test_sigkill_under_16_writers_loses_no_acknowledged_item(make_state_dir):
             in_log = live_in_log(log)
             in_index = live_in_index(dsn, "idx_crash") - {f"cat-{i}" for i in range(50)}
             assert acked <= set(in_log), f"acknowledged but lost: {sorted(acked - set(in_log))[:5]}"
-            assert set(in_log) == in_index                         # the two tables never disagree
+            assert set(in_log) == in_index == set(log.products())  # log, index and products never disagree
             for item_id in sorted(acked)[:: max(1, len(acked) // 50)]:
                 assert log.read_image(in_log[item_id]["image"]) == item_id.encode()
             with psycopg.connect(dsn) as conn:
@@ -250,3 +250,28 @@ def test_sigkill_under_16_writers_loses_no_acknowledged_item(make_state_dir):
             index.close()
     finally:
         stop_server(cfg)
+
+
+def test_products_table_tracks_the_log_and_refuses_bad_rows(db):
+    dsn, log, index = db
+    catalog = [{"item_id": f"cat-{i}", "title": f"t{i}", "category": "skirt", "category_path": ["bottom", "skirt"],
+                "attributes": {"color": ["red"]}, "styles": ["street"], "price": 10.0 + i, "image": f"/img/{i}.jpg",
+                "new": False} for i in range(3)]
+    assert log.import_catalog(catalog, items_run="run-1") == 3
+    assert log.import_catalog(catalog, items_run="run-1") == 0          # once per items run
+    add(log, index, "api-1", random_unit(20))
+    products = log.products()
+    assert products["cat-1"]["source"] == "catalog" and products["cat-1"]["category_path"] == ["bottom", "skirt"]
+    assert products["cat-1"]["attributes"] == {"color": ["red"]} and products["cat-1"]["price"] == 11.0
+    assert products["api-1"]["source"] == "api" and products["api-1"]["position"] == log.size()
+    log.delete("cat-2", index=index)
+    assert "cat-2" not in log.products() and log.products(live_only=False)["cat-2"]["deleted_at"] is not None
+    # a later items run does not resurrect what the API deleted
+    assert log.import_catalog(catalog, items_run="run-2") == 0 and "cat-2" not in log.products()
+
+    before = (log.size(), table_rows(dsn, index.name), len(log.products(live_only=False)))
+    for bad in ({"price": -1.0}, {"price": float("nan")}, {"source": "scraped"}):
+        item = {"item_id": "bad-price", "image": image_key("bad-price", b"x", "jpg"), **bad}
+        with pytest.raises(ValueError, match="nothing was written"):
+            log.add(item, random_unit(21), None, image=b"x", index=index)
+    assert (log.size(), table_rows(dsn, index.name), len(log.products(live_only=False))) == before
