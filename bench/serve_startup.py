@@ -49,6 +49,7 @@ from recsys.artifacts import new_run_dir, write_json, write_manifest
 from recsys.data.vectors import vector_column
 from recsys.index import IndexConfig, VectorIndex
 from recsys.plots import plt, save_figure
+from recsys.stores.postgres import PostgresConfig
 from ray_jobs.common.cli import load_stage_config, run_main
 from serve_app.config import load_serve_yaml, resolve_paths
 
@@ -62,6 +63,8 @@ class BenchServeStartupConfig:
     noise: float = 0.05
     seed: int = 0
     work_dir: str | None = None        # None: a temporary folder, removed afterwards
+    pgvector: bool = True              # also a catalog on a shared pgvector table (index.backend: pgvector)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)  # embedded server unless dsn is set
 
 
 def _peak_rss_mib() -> float:
@@ -88,7 +91,7 @@ def probe(what: str, args: dict) -> dict:
 
     from serve_app.catalog import Catalog
     from serve_app.config import ServeIndexSettings
-    from recsys.stores.item_log import FileItemLog
+    from recsys.stores.item_log import FileItemLog, PostgresItemLog
 
     faiss.omp_set_num_threads(1)  # as a Serve replica (serve_app.catalog)
     gc.collect()
@@ -102,8 +105,11 @@ def probe(what: str, args: dict) -> dict:
         index.search(query, 10)
         info = {"loaded_as": index.loaded_as}
     else:
-        settings = ServeIndexSettings(kind=args["kind"], mmap=args["mmap"])
-        catalog = Catalog(args["version"], FileItemLog(args["state_dir"]), None, (), settings)
+        backend = args.get("backend", "faiss")
+        settings = ServeIndexSettings(kind=args["kind"], mmap=args["mmap"], backend=backend)
+        store = (PostgresItemLog(os.environ[DSN_ENV], args["log_table"]) if backend == "pgvector"
+                 else FileItemLog(args["state_dir"]))
+        catalog = Catalog(args["version"], store, None, (), settings)
         seconds = time.perf_counter() - started
         catalog.search(catalog.vectors[0], None, 10, 0.0)
         info = {"loaded_as": catalog.index_info["loaded_as"], "index": catalog.index_info["source"],
@@ -111,6 +117,31 @@ def probe(what: str, args: dict) -> dict:
     after = _memory_mib()
     growth = {key: round(after[key] - before[key if key != "peak" else "rss"], 1) for key in after}
     return {"seconds": round(seconds, 2), "memory_growth_mib": growth, **info}
+
+
+DSN_ENV = "FASHIONREC_BENCH_STARTUP_DSN"  # the probes' DSN (inherited, never on a command line)
+
+
+def _pgvector_run(dsn: str, scaled: dict, work: Path, name: str) -> str:
+    """A pgvector build_index run over the scaled catalog's image vectors (the table ``name``); its folder."""
+    from recsys.data.vectors import read_vectors
+    from recsys.stores.pgvector_index import PgVectorIndex
+
+    ids, vectors = read_vectors(Path(scaled["embed_run"]) / "image_embeddings", where={"view": 0})
+    run_dir = work / "index_pgvector" / name
+    with PgVectorIndex.build(vectors, ids, IndexConfig(kind="exact"), dsn=dsn, name=name, replace=True,
+                             source=str(Path(scaled["embed_run"]) / "image_embeddings")) as index:
+        index.save(run_dir)
+    return str(run_dir)
+
+
+def _drop_tables(dsn: str, names: list[str]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, names))))
+        conn.execute("DELETE FROM vector_index_meta WHERE name = ANY(%s)", (names,))
 
 
 def _in_fresh_process(what: str, args: dict) -> dict:
@@ -214,6 +245,20 @@ def run(cfg: BenchServeStartupConfig) -> dict:
                   for mode in ("memory", "mmap")]
         steps.append(("catalog building its own index", "catalog", {"version": {**scaled, "index_run": None},
                       "state_dir": config.state_dir, "kind": cfg.index.kind, "mmap": False}))
+        tables = []
+        if cfg.pgvector:
+            from recsys.stores.postgres import ensure_server
+
+            os.environ[DSN_ENV] = ensure_server(cfg.postgres)
+            table, log_table = f"bench_startup_{stamp.replace('-', '_')}", f"bench_startup_log_{stamp.replace('-', '_')}"
+            tables = [table, log_table, *(f"{log_table}_{part}" for part in ("images", "applied", "products"))]
+            started = time.perf_counter()
+            pg_run = _pgvector_run(os.environ[DSN_ENV], scaled, work, table)
+            data["pgvector_build_s"] = round(time.perf_counter() - started, 2)
+            pg_args = {"version": {**scaled, "index_run": pg_run}, "state_dir": config.state_dir, "kind": "exact",
+                       "mmap": False, "backend": "pgvector", "log_table": log_table}
+            steps += [("catalog on the shared pgvector table, first replica (imports the products)", "catalog", pg_args),
+                      ("catalog on the shared pgvector table, later replica", "catalog", pg_args)]
         for name, what, args in steps:
             measured = _in_fresh_process(what, args)
             timings[name], memory[name], loaded_as[name] = (measured["seconds"], measured["memory_growth_mib"],
@@ -221,6 +266,8 @@ def run(cfg: BenchServeStartupConfig) -> dict:
             print(f"[startup] {name}: {timings[name]} s, memory growth {memory[name]} MiB "
                   f"(loaded as {loaded_as[name]}{', ' + measured['index'] if 'index' in measured else ''})",
                   flush=True)
+        if tables:
+            _drop_tables(os.environ[DSN_ENV], tables)
         gc.collect()
         started = time.perf_counter()
         recommender = Recommender(replace(config, text=replace(config.text, enabled=False)), scaled)
