@@ -223,7 +223,7 @@ def _scaled_tower(tower_run: str | None, base_ids: list[str], take: np.ndarray, 
 
 def run(cfg: BenchServeStartupConfig) -> dict:
     from serve_app.deployments.recommender import Recommender
-    from recsys.stores.item_log import FileItemLog
+    from recsys.stores.item_log import TABLE_PARTS, FileItemLog
     from serve_app.versions import newest_version
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -251,7 +251,7 @@ def run(cfg: BenchServeStartupConfig) -> dict:
 
             os.environ[DSN_ENV] = ensure_server(cfg.postgres)
             table, log_table = f"bench_startup_{stamp.replace('-', '_')}", f"bench_startup_log_{stamp.replace('-', '_')}"
-            tables = [table, log_table, *(f"{log_table}_{part}" for part in ("images", "applied", "products"))]
+            tables = [table, log_table, *(f"{log_table}_{part}" for part in TABLE_PARTS)]
             started = time.perf_counter()
             pg_run = _pgvector_run(os.environ[DSN_ENV], scaled, work, table)
             data["pgvector_build_s"] = round(time.perf_counter() - started, 2)
@@ -259,15 +259,17 @@ def run(cfg: BenchServeStartupConfig) -> dict:
                        "mmap": False, "backend": "pgvector", "log_table": log_table}
             steps += [("catalog on the shared pgvector table, first replica (imports the products)", "catalog", pg_args),
                       ("catalog on the shared pgvector table, later replica", "catalog", pg_args)]
-        for name, what, args in steps:
-            measured = _in_fresh_process(what, args)
-            timings[name], memory[name], loaded_as[name] = (measured["seconds"], measured["memory_growth_mib"],
-                                                            measured["loaded_as"])
-            print(f"[startup] {name}: {timings[name]} s, memory growth {memory[name]} MiB "
-                  f"(loaded as {loaded_as[name]}{', ' + measured['index'] if 'index' in measured else ''})",
-                  flush=True)
-        if tables:
-            _drop_tables(os.environ[DSN_ENV], tables)
+        try:
+            for name, what, args in steps:
+                measured = _in_fresh_process(what, args)
+                timings[name], memory[name], loaded_as[name] = (measured["seconds"], measured["memory_growth_mib"],
+                                                                measured["loaded_as"])
+                print(f"[startup] {name}: {timings[name]} s, memory growth {memory[name]} MiB "
+                      f"(loaded as {loaded_as[name]}{', ' + measured['index'] if 'index' in measured else ''})",
+                      flush=True)
+        finally:
+            if tables:
+                _drop_tables(os.environ[DSN_ENV], tables)
         gc.collect()
         started = time.perf_counter()
         recommender = Recommender(replace(config, text=replace(config.text, enabled=False)), scaled)

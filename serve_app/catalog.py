@@ -174,17 +174,19 @@ class Catalog:
         """The build_index run's pgvector table (``index.backend: pgvector``), in the item log's database,
         brought up to date with the item log; no vectors are loaded into the replica for it."""
         from recsys import storage
+        from recsys.index import DEFAULT_CACHE_DIR
         from recsys.stores.pgvector_index import BACKEND, META_FILE, PgVectorIndex
 
         run, dsn = version.get("index_run"), getattr(self.store, "dsn", None)
         if dsn is None:
             raise ConfigError("index.backend is pgvector but item_log.kind is file: the shared index changes in "
                               "the item log's transaction, so set item_log.kind: postgres (same database)")
-        if not run or not (Path(run) / META_FILE).is_file():
+        local = storage.local_cache(run, getattr(self.index_config, "cache_dir", None) or DEFAULT_CACHE_DIR) if run else None
+        if not run or not (local / META_FILE).is_file():
             raise ConfigError(f"index.backend is pgvector but the version's index_run ({run}) is not a pgvector "
                               "build_index run: build one with `python -m ray_jobs.build_index --set "
                               f"backend=pgvector ...` over {version['embed_run']}/image_embeddings")
-        index = PgVectorIndex.load(run, dsn, live=True)
+        index = PgVectorIndex.load(local, dsn, live=True)
         if index.dim != self.dim:
             raise ValueError(f"{run}: a {index.dim}-d index for {self.dim}-d image vectors of {version['embed_run']}")
         applied = self.store.catch_up(index)
@@ -277,8 +279,10 @@ class Catalog:
     def search(self, vector: np.ndarray | None, text_vector: np.ndarray | None, k: int, text_weight: float,
                exclude_ids: Iterable[str] = (), only_ids: Iterable[str] | None = None
                ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Top ``k`` live items: (ids, scores, image vectors). ``only_ids`` restricts the candidates
-        (scored exactly over that set); otherwise the indexes are searched with an exclusion filter."""
+        """Top ``k`` live items: (ids, scores, image vectors). ``only_ids`` restricts the candidates:
+        with FAISS scored exactly over that set here; with the shared pgvector index each channel's top
+        ``k`` within the set (a SQL filter on the image table, an id selector on the text index) is
+        re-scored, as unrestricted searches are. Otherwise the indexes are searched with an exclusion filter."""
         with self.lock:
             exclude_rows = {self.row_of[i] for i in exclude_ids if i in self.row_of}
             channels = [(w, q, rows, index) for w, q, rows, index in (
@@ -330,7 +334,10 @@ class Catalog:
         (over-fetched by their number, so exactly k remain when the catalog has them)."""
         if index is None or (only is not None and not only.item_ids):
             return set()
-        hits = index.search(queries, min(k + len(exclude_rows), max(1, len(self.items))), filter=only)
+        # a FAISS artifact may hold ids the catalog lacks, so its own live count bounds k; the shared
+        # table's would be a count query per search, and the catalog's items are what it can return
+        live = len(self.items) if index is self.index and self.shared_index else len(index)
+        hits = index.search(queries, min(k + len(exclude_rows), max(1, live)), filter=only)
         rows = set()
         for ids in hits.item_ids:
             picked = [self.row_of[i] for i in ids.tolist() if i and i in self.row_of]

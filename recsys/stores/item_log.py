@@ -4,8 +4,9 @@ reader replays in one order. One interface, two stores:
     log = open_item_log(ItemLogConfig(kind="file", path="artifacts/serve/state"))      # one node
     log = open_item_log(ItemLogConfig(kind="postgres", dsn_env="FASHIONREC_ITEM_LOG_DSN"))  # shared
 
-    key = log.save_image(item_id, data, "jpg")              # image first, then the line that names it
-    log.add({**item, "image": key}, vector, text_vector)    # -> the position after it
+    key = image_key(item_id, data, "jpg")
+    log.add({**item, "image": key}, vector, text_vector, image=data)   # -> the position after it
+    log.add(..., index=pgvector_index)     # PostgreSQL: the shared index's row in the same transaction
     log.delete(item_id)
     operations, position = log.read_since(position)        # what others appended since, in commit order
 
@@ -63,6 +64,7 @@ from recsys.config import ConfigError
 log = logging.getLogger(__name__)
 
 LOG_NAME = "items.jsonl"
+TABLE_PARTS = ("images", "applied", "products", "catalog_runs")  # <table>_<part> beside the operations table
 ORPHAN_MIN_AGE_S = 3600  # an unnamed image younger than this may be an add in flight: kept
 KINDS = ("file", "postgres")
 DEFAULT_DSN_ENV = "FASHIONREC_ITEM_LOG_DSN"
@@ -82,6 +84,11 @@ class SharedIndex(Protocol):
     def is_live_in(self, cur: psycopg.Cursor, item_id: str) -> bool: ...
 
     def apply_operations(self, cur: psycopg.Cursor, operations: list[dict]) -> int: ...
+
+
+class IndexOutOfStep(RuntimeError):
+    """A shared index cannot apply operations written before this one (e.g. vectors of another
+    dimension in the log); nothing was written."""
 
 
 class DuplicateItem(ValueError):
@@ -215,7 +222,9 @@ class FileItemLog:
         _no_shared_index(index)
         if image is not None:  # the image first: a crash before the line leaves an orphan, removed at a later open
             path = self.root / _check_image_key(item.get("image"))
-            if not path.exists():
+            if path.exists():
+                os.utime(path)  # young again: an orphan clean-up running now must not take it
+            else:
                 _write_atomic(path, image)
         return self.append({"op": "add", "item": item, "vector": encode_vector(vector),
                             "text_vector": encode_vector(text_vector)})
@@ -342,8 +351,10 @@ def safe_location(dsn: str) -> str:
 
 
 class PostgresItemLog:
-    """The item log in PostgreSQL: tables ``<table>`` (operations) and ``<table>_images``, created when
-    missing. Holds one connection (reconnected after a server restart), thread-safe."""
+    """The item log in PostgreSQL: tables ``<table>`` (operations) and ``<table>_<part>`` for each of
+    ``TABLE_PARTS`` (images, applied positions, products, imported catalog runs), created when missing
+    (a role without CREATE needs an administrator to create them first). Holds one connection
+    (reconnected after a server restart), thread-safe."""
 
     kind = "postgres"
     lock_timeout = "30s"        # an append waits this long for the append lock before failing
@@ -357,6 +368,8 @@ class PostgresItemLog:
         self._images = sql.Identifier(f"{table}_images")
         self._applied = sql.Identifier(f"{table}_applied")
         self._products = sql.Identifier(f"{table}_products")
+        self._catalog_runs = sql.Identifier(f"{table}_catalog_runs")
+        self._catalog_lock_key = _lock_key(f"{table}:catalog")
         self.append_lock_key = _lock_key(f"{table}:append")
         self._schema_lock_key = _lock_key(f"{table}:schema")
         self._conn: psycopg.Connection | None = None
@@ -404,7 +417,7 @@ class PostgresItemLog:
         self.close()
 
     def _create_tables(self, conn: psycopg.Connection) -> None:
-        names = [self.table, *(f"{self.table}_{part}" for part in ("images", "applied", "products"))]
+        names = [self.table, *(f"{self.table}_{part}" for part in TABLE_PARTS)]
         exists = conn.execute("SELECT " + " AND ".join(["to_regclass(%s) IS NOT NULL"] * len(names)),
                               names).fetchone()[0]
         if exists:
@@ -446,6 +459,9 @@ class PostgresItemLog:
                 "deleted_at timestamptz, "
                 "CHECK (source = 'catalog' OR position IS NOT NULL))").format(
                 products=self._products, ops=self._ops))
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {runs} (items_run text PRIMARY KEY, items integer NOT NULL CHECK (items >= 0), "
+                "imported_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(runs=self._catalog_runs))
             # how far each shared vector index table has applied this log (SharedIndex.applied_key)
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {applied} (index_key text PRIMARY KEY, "
@@ -465,7 +481,11 @@ class PostgresItemLog:
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.append_lock_key,))
                 if index is not None:
-                    self._catch_up_in(conn, index)  # writes of replicas serving another table first
+                    try:  # writes of replicas serving another table first
+                        self._catch_up_in(conn, index)
+                    except ValueError as exc:  # not this request's fault: a server-side error, not a 4xx
+                        raise IndexOutOfStep(f"index {index.applied_key} cannot apply earlier item-log operations: "
+                                             f"{exc}") from exc
                     if op == "add" and index.is_live_in(conn.cursor(), item_id):
                         raise DuplicateItem(f"item {item_id!r} is already in index {index.applied_key}; delete it "
                                          "first to replace it (nothing was written)")
@@ -520,26 +540,34 @@ class PostgresItemLog:
 
     def import_catalog(self, items: list[dict], items_run: str) -> int:
         """Catalog products (``serve_app.catalog.item_record`` dicts) of one items run into the products
-        table, once per run and in one transaction (a replica that finds the run there imports nothing);
-        ids the API has written or deleted keep their row. The rows inserted."""
+        table, once per run (recorded in ``<table>_catalog_runs``) and in one transaction: new ids are
+        inserted, catalog rows of earlier runs take this run's values, rows the API wrote or deleted
+        (they name a log position) are left alone. Its own lock, not the append lock: the API's writes
+        go on meanwhile. The rows inserted or updated (0: the run was imported already)."""
         def work(conn: psycopg.Connection) -> int:
             with conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.append_lock_key,))
-                if conn.execute(sql.SQL("SELECT exists(SELECT 1 FROM {products} WHERE items_run = %s)").format(
-                        products=self._products), (items_run,)).fetchone()[0]:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._catalog_lock_key,))
+                if conn.execute(sql.SQL("SELECT exists(SELECT 1 FROM {runs} WHERE items_run = %s)").format(
+                        runs=self._catalog_runs), (items_run,)).fetchone()[0]:
                     return 0
-                conn.execute(sql.SQL("CREATE TEMP TABLE incoming (LIKE {products} INCLUDING DEFAULTS) ON COMMIT DROP").format(
-                    products=self._products))
+                conn.execute(sql.SQL("CREATE TEMP TABLE incoming (LIKE {products} INCLUDING DEFAULTS) ON COMMIT DROP")
+                             .format(products=self._products))
                 with conn.cursor().copy("COPY incoming (item_id, title, category, category_path, attributes, styles, "
                                         "price, image, source, is_new, items_run) FROM STDIN") as copy:
                     for item in items:
                         copy.write_row((*product_row({**item, "source": "catalog"}), items_run))
-                return conn.execute(sql.SQL(
-                    "INSERT INTO {products} (item_id, title, category, category_path, attributes, styles, price, "
+                changed = conn.execute(sql.SQL(
+                    "INSERT INTO {products} AS p (item_id, title, category, category_path, attributes, styles, price, "
                     "image, source, is_new, items_run) SELECT item_id, title, category, category_path, attributes, "
-                    "styles, price, image, source, is_new, items_run FROM incoming ON CONFLICT (item_id) DO NOTHING")
-                    .format(products=self._products)).rowcount
+                    "styles, price, image, source, is_new, items_run FROM incoming ON CONFLICT (item_id) DO UPDATE SET "
+                    "title = EXCLUDED.title, category = EXCLUDED.category, category_path = EXCLUDED.category_path, "
+                    "attributes = EXCLUDED.attributes, styles = EXCLUDED.styles, price = EXCLUDED.price, "
+                    "image = EXCLUDED.image, is_new = EXCLUDED.is_new, items_run = EXCLUDED.items_run, "
+                    "updated_at = clock_timestamp() WHERE p.position IS NULL").format(products=self._products)).rowcount
+                conn.execute(sql.SQL("INSERT INTO {runs} (items_run, items) VALUES (%s, %s)").format(
+                    runs=self._catalog_runs), (items_run, len(items)))
+                return changed
 
         try:
             return self._run(work, retry=False)

@@ -458,7 +458,9 @@ class PgVectorIndex:
             index = cls.open(dsn, meta["table"])
         except KeyError as exc:
             raise IndexArtifactError(f"{path}: {exc.args[0]}") from None
-        checks = [("kind", meta["kind"], index.kind), ("dim", meta["dim"], index.dim)]
+        # built_utc: a table rebuilt under the same name (a fixed build_index.table) is not this artifact's
+        checks = [("kind", meta["kind"], index.kind), ("dim", meta["dim"], index.dim),
+                  ("built_utc", meta["built_utc"], index.built_utc)]
         if live:  # rows are only ever appended (a removal is a flag), so fewer means another table
             rows = index.ntotal
             checks.append(("n_items (or more)", meta["n_items"], meta["n_items"] if rows >= meta["n_items"] else rows))

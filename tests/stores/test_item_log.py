@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from recsys.config import ConfigError
-from recsys.stores.item_log import (DEFAULT_DSN_ENV, FileItemLog, ImageNotFound, ItemLog, ItemLogConfig,
+from recsys.stores.item_log import (DEFAULT_DSN_ENV, TABLE_PARTS, FileItemLog, ImageNotFound, ItemLog, ItemLogConfig,
                                     PostgresItemLog, open_item_log)
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,7 +29,7 @@ def fresh_table() -> str:
 
 def drop_tables(dsn: str, table: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_images, {table}_applied, {table}_products")
+        conn.execute(f"DROP TABLE IF EXISTS {table}, " + ", ".join(f"{table}_{part}" for part in TABLE_PARTS))
 
 
 @pytest.fixture

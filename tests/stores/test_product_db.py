@@ -266,8 +266,12 @@ def test_products_table_tracks_the_log_and_refuses_bad_rows(db):
     assert products["api-1"]["source"] == "api" and products["api-1"]["position"] == log.size()
     log.delete("cat-2", index=index)
     assert "cat-2" not in log.products() and log.products(live_only=False)["cat-2"]["deleted_at"] is not None
-    # a later items run does not resurrect what the API deleted
-    assert log.import_catalog(catalog, items_run="run-2") == 0 and "cat-2" not in log.products()
+    # a later items run updates catalog rows but neither resurrects what the API deleted nor overwrites its rows
+    renamed = [{**item, "title": "renamed"} for item in catalog] + [{**catalog[0], "item_id": "api-1"}]
+    assert log.import_catalog(renamed, items_run="run-2") == 2
+    products = log.products()
+    assert products["cat-0"]["title"] == "renamed" and products["cat-0"]["items_run"] == "run-2"
+    assert "cat-2" not in products and products["api-1"]["source"] == "api"
 
     before = (log.size(), table_rows(dsn, index.name), len(log.products(live_only=False)))
     for bad in ({"price": -1.0}, {"price": float("nan")}, {"source": "scraped"}):
