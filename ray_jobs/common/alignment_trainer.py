@@ -67,26 +67,42 @@ def _trial(config: dict, train: dict, val: dict, vocab_sizes: dict, encoder: dic
                   Path(storage) / trial_id, f"trial_{trial_id}", callbacks=[TuneReportCallback()])
 
 
-def _placement_groups() -> dict:
-    import ray.util
+def _placement_groups() -> dict[str, str]:
+    """Every live placement group of the cluster: id (hex) -> the job that created it (hex).
 
-    return ray.util.placement_group_table()
+    ``ray.util.placement_group_table()`` leaves the creator out and the state API needs the dashboard
+    (tests and small clusters run without it), so GCS's table is read here the way that function reads
+    it (``ray._private.state``; checked against Ray 2.60)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.PREPARED,
+            gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+    groups = {}
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if info.state in live:
+            groups[info.placement_group_id.hex()] = info.creator_job_id.hex()
+    return groups
 
 
 def _release_orphaned_placement_groups(before: set[str]) -> int:
-    """Remove placement groups created during the sweep that still hold resources after it.
+    """Remove placement groups this job's sweep created that still hold resources after it.
 
     Seen with Ray 2.60 (Train V2 inside Tune): when ASHA stops a trial, its Ray Train worker
     group's placement group stays reserved, so on a small cluster the next job waits for CPUs
-    that never come back. Every trial has finished when this runs, so nothing still uses them.
+    that never come back. Every trial has finished when this runs, so nothing of ours still uses
+    them; groups other jobs created meanwhile (a shared cluster) are not ours and are left alone.
     """
+    import ray
     from ray._raylet import PlacementGroupID
     from ray.util import remove_placement_group
     from ray.util.placement_group import PlacementGroup
 
+    ours = ray.get_runtime_context().get_job_id()
     released = 0
-    for pg_id, info in _placement_groups().items():
-        if pg_id not in before and info.get("state") in ("CREATED", "PENDING", "RESCHEDULING"):
+    for pg_id, creator in _placement_groups().items():
+        if pg_id not in before and creator == ours:
             remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
             released += 1
     return released

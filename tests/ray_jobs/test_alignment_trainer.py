@@ -1,4 +1,8 @@
-"""Ray Train for real: the alignment loop learns, checkpoints the best epoch and resumes."""
+"""Ray Train for real: the alignment loop learns, checkpoints the best epoch and resumes; the ASHA sweep
+releases its own trials' leaked placement groups and no other job's."""
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -48,6 +52,17 @@ def test_alignment_trains_checkpoints_and_resumes(idle_ray, tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2, 3]  # epochs 0-2 came from the checkpoint
 
 
+def _bystander_group(address: str, out: dict) -> None:
+    """Another driver (its own job) connects, creates a detached placement group and exits; its id."""
+    time.sleep(5)  # the sweep has recorded the groups that existed before it by then
+    code = ("import ray; from ray.util import placement_group; ray.init(address=%r, log_to_driver=False); "
+            "pg = placement_group([{'CPU': 0.01}], lifetime='detached'); ray.get(pg.ready(), timeout=60); "
+            "print('PG', pg.id.hex())" % address)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("PG ")]
+    out.update(id=lines[-1][3:] if lines else None, stderr=done.stderr[-2000:])
+
+
 def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(idle_ray, tmp_path):
     from ray_jobs.tune import SweepConfig, plot_sweep, sweep
 
@@ -63,10 +78,23 @@ def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(idle_ray, tm
     val = {**featurize(vocab, val_records, encoder), "target": val_targets, "label": np.arange(64, dtype=np.int64)}
     cfg = SweepConfig(temperatures=[0.05, 1.0], batch_sizes=[16], lr_min=1e-4, lr_max=1e-2, samples_per_temperature=1,
                       max_epochs=3, grace_period=1, reduction_factor=2)
+    # Another job on the same cluster creates a placement group while the sweep runs: the sweep's
+    # clean-up of its trials' leaked groups must leave it alone.
+    bystander: dict = {}
+    creator = threading.Thread(target=_bystander_group, args=(idle_ray.get_runtime_context().gcs_address, bystander))
     # A trial holds driver (0.1) + worker CPUs, and the trial's dataset split needs a CPU outside them:
     # 0.5 per worker keeps the sum within this 2-CPU session.
+    creator.start()
     report = sweep(train, val, sizes, encoder, AlignmentTrainConfig(field_dropout=0.0),
                    ScalingSettings(cpus_per_worker=0.5), cfg, tmp_path)
+    creator.join(timeout=120)
+    assert bystander.get("id"), f"the bystander job did not create its placement group: {bystander}"
+    table = idle_ray.util.placement_group_table()
+    assert table[bystander["id"]]["state"] == "CREATED", "the sweep removed another job's placement group"
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    idle_ray.util.remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(bystander["id"])))
     assert report["n_trials"] == 2 and all("error" not in t for t in report["trials"])
     for t in report["trials"]:
         print(t["config"], t["curve_val_top5"])
