@@ -250,7 +250,8 @@ def run(cfg: BenchServeStartupConfig) -> dict:
             from recsys.stores.postgres import ensure_server
 
             os.environ[DSN_ENV] = ensure_server(cfg.postgres)
-            table, log_table = f"bench_startup_{stamp.replace('-', '_')}", f"bench_startup_log_{stamp.replace('-', '_')}"
+            suffix = stamp.replace("-", "_")
+            table, log_table = f"bench_startup_{suffix}", f"bench_startup_log_{suffix}"
             tables = [table, log_table, *(f"{log_table}_{part}" for part in TABLE_PARTS)]
             started = time.perf_counter()
             pg_run = _pgvector_run(os.environ[DSN_ENV], scaled, work, table)

@@ -28,7 +28,7 @@ from recsys.data.schema import attributes_to_dict
 from recsys.data.vectors import read_vectors
 from recsys.config import ConfigError
 from recsys.index import IndexConfig, SearchFilter, VectorIndex
-from recsys.stores.item_log import ItemLog
+from recsys.stores.item_log import PGVECTOR_NEEDS_POSTGRES_LOG, ItemLog
 
 ITEM_COLUMNS = ["item_id", "category_path", "category", "std_attributes", "re_attributes", "styles", "title",
                 "crop_path", "image_path", "price"]
@@ -179,9 +179,9 @@ class Catalog:
 
         run, dsn = version.get("index_run"), getattr(self.store, "dsn", None)
         if dsn is None:
-            raise ConfigError("index.backend is pgvector but item_log.kind is file: the shared index changes in "
-                              "the item log's transaction, so set item_log.kind: postgres (same database)")
-        local = storage.local_cache(run, getattr(self.index_config, "cache_dir", None) or DEFAULT_CACHE_DIR) if run else None
+            raise ConfigError(PGVECTOR_NEEDS_POSTGRES_LOG)
+        cache_dir = getattr(self.index_config, "cache_dir", None) or DEFAULT_CACHE_DIR
+        local = storage.local_cache(run, cache_dir) if run else None
         if not run or not (local / META_FILE).is_file():
             raise ConfigError(f"index.backend is pgvector but the version's index_run ({run}) is not a pgvector "
                               "build_index run: build one with `python -m ray_jobs.build_index --set "
@@ -205,6 +205,7 @@ class Catalog:
         """Apply operations appended to the store since the last sync (by any replica)."""
         with self.lock:
             operations, offset = self.store.read_since(self.offset)
+            # the position read takes no lock; catch_up waits for the append lock, so only when behind
             if operations and self.shared_index and self.store.applied_position(self.index) < offset:
                 self.store.catch_up(self.index)  # written by replicas that serve another table
             for operation in operations:

@@ -18,7 +18,7 @@ from recsys.config import ConfigError, from_dict
 from recsys.crm.messages import CrmConfig
 from recsys.index import IndexConfig
 from recsys.llm.config import LLMConfig
-from recsys.stores.item_log import ItemLogConfig
+from recsys.stores.item_log import PGVECTOR_NEEDS_POSTGRES_LOG, ItemLogConfig
 
 
 @dataclass
@@ -162,8 +162,7 @@ class ServeAppConfig:
 
     def __post_init__(self):
         if self.index.backend == "pgvector" and self.item_log.kind != "postgres":
-            raise ConfigError("index.backend is pgvector but item_log.kind is file: the shared index changes in the "
-                              "item log's transaction, so set item_log.kind: postgres (the same database)")
+            raise ConfigError(PGVECTOR_NEEDS_POSTGRES_LOG)
         if self.similar.space not in SIMILAR_SPACES:
             raise ConfigError(f"similar.space must be one of {list(SIMILAR_SPACES)}, got {self.similar.space!r}")
         if self.reranker.name not in RERANKERS:

@@ -91,6 +91,14 @@ class IndexOutOfStep(RuntimeError):
     dimension in the log); nothing was written."""
 
 
+class Rejected(ValueError):
+    """A write the database refused (a constraint); nothing was written. ``table``: the refusing table."""
+
+    def __init__(self, message: str, table: str | None = None):
+        super().__init__(message)
+        self.table = table
+
+
 class DuplicateItem(ValueError):
     """``add(..., index=...)``: the id is live in the shared index already; nothing was written."""
 
@@ -306,8 +314,17 @@ class FileItemLog:
         self.close()
 
 
+PRODUCT_COLUMNS = ("item_id", "title", "category", "category_path", "attributes", "styles", "price", "image",
+                   "source", "is_new")  # what an item record fills (product_row), in this order
+_PRODUCT_SQL = {  # the pieces every products-table write is built from
+    "columns": sql.SQL(", ").join(map(sql.Identifier, PRODUCT_COLUMNS)),
+    "values": sql.SQL(", ").join([sql.Placeholder()] * len(PRODUCT_COLUMNS)),
+    "updates": sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in PRODUCT_COLUMNS[1:]),
+}
+
+
 def product_row(item: dict) -> tuple:
-    """An item record's products-table columns (item_id .. is_new), in table order."""
+    """An item record's products-table values, in ``PRODUCT_COLUMNS`` order."""
     attributes = item.get("attributes") or {}
     return (str(item["item_id"]), item.get("title"), item.get("category"), list(item.get("category_path") or []),
             Jsonb({k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in attributes.items()}),
@@ -315,10 +332,13 @@ def product_row(item: dict) -> tuple:
             bool(item.get("new")))
 
 
+PGVECTOR_NEEDS_POSTGRES_LOG = ("index.backend pgvector needs item_log.kind: postgres (the same database): the shared "
+                               "index's rows change in the item log's transactions, which the file log cannot hold")
+
+
 def _no_shared_index(index: SharedIndex | None) -> None:
     if index is not None:
-        raise ConfigError("a shared (pgvector) index changes in the item log's transaction: it needs the "
-                          "PostgreSQL item log (item_log.kind: postgres), not the file log")
+        raise ConfigError(PGVECTOR_NEEDS_POSTGRES_LOG)
 
 
 # -- PostgreSQL: every replica, every node ----------------------------------------------------------
@@ -504,8 +524,8 @@ class PostgresItemLog:
         try:
             return self._run(work, retry=False)
         except (psycopg.errors.IntegrityError, psycopg.DataError) as exc:  # nothing was committed
-            raise ValueError(f"item log {self.table}: {op} of {item_id!r} rejected by the database "
-                             f"({exc.diag.message_primary}); nothing was written") from exc
+            raise Rejected(f"item log {self.table}: {op} of {item_id!r} rejected by the database "
+                           f"({exc.diag.message_primary}); nothing was written", exc.diag.table_name) from exc
 
     def add(self, item: dict, vector: np.ndarray, text_vector: np.ndarray | None, *, image: bytes | None = None,
             index: SharedIndex | None = None) -> int:
@@ -528,15 +548,12 @@ class PostgresItemLog:
                                  "position = %s WHERE item_id = %s AND deleted_at IS NULL").format(
                 products=self._products), (position, item_id))
             return
-        row = product_row(item)
         conn.execute(sql.SQL(
-            "INSERT INTO {products} (item_id, title, category, category_path, attributes, styles, price, image, "
-            "source, is_new, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (item_id) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category, "
-            "category_path = EXCLUDED.category_path, attributes = EXCLUDED.attributes, styles = EXCLUDED.styles, "
-            "price = EXCLUDED.price, image = EXCLUDED.image, source = EXCLUDED.source, is_new = EXCLUDED.is_new, "
-            "items_run = NULL, position = EXCLUDED.position, updated_at = clock_timestamp(), deleted_at = NULL")
-            .format(products=self._products), (*row, position))
+            "INSERT INTO {products} ({columns}, position) VALUES ({values}, %s) ON CONFLICT (item_id) DO UPDATE "
+            "SET {updates}, items_run = NULL, position = EXCLUDED.position, updated_at = clock_timestamp(), "
+            "deleted_at = NULL").format(products=self._products, columns=_PRODUCT_SQL["columns"],
+                                        values=_PRODUCT_SQL["values"], updates=_PRODUCT_SQL["updates"]),
+            (*product_row(item), position))
 
     def import_catalog(self, items: list[dict], items_run: str) -> int:
         """Catalog products (``serve_app.catalog.item_record`` dicts) of one items run into the products
@@ -553,18 +570,16 @@ class PostgresItemLog:
                     return 0
                 conn.execute(sql.SQL("CREATE TEMP TABLE incoming (LIKE {products} INCLUDING DEFAULTS) ON COMMIT DROP")
                              .format(products=self._products))
-                with conn.cursor().copy("COPY incoming (item_id, title, category, category_path, attributes, styles, "
-                                        "price, image, source, is_new, items_run) FROM STDIN") as copy:
+                with conn.cursor().copy(sql.SQL("COPY incoming ({columns}, items_run) FROM STDIN").format(
+                        columns=_PRODUCT_SQL["columns"])) as copy:
                     for item in items:
                         copy.write_row((*product_row({**item, "source": "catalog"}), items_run))
                 changed = conn.execute(sql.SQL(
-                    "INSERT INTO {products} AS p (item_id, title, category, category_path, attributes, styles, price, "
-                    "image, source, is_new, items_run) SELECT item_id, title, category, category_path, attributes, "
-                    "styles, price, image, source, is_new, items_run FROM incoming ON CONFLICT (item_id) DO UPDATE SET "
-                    "title = EXCLUDED.title, category = EXCLUDED.category, category_path = EXCLUDED.category_path, "
-                    "attributes = EXCLUDED.attributes, styles = EXCLUDED.styles, price = EXCLUDED.price, "
-                    "image = EXCLUDED.image, is_new = EXCLUDED.is_new, items_run = EXCLUDED.items_run, "
-                    "updated_at = clock_timestamp() WHERE p.position IS NULL").format(products=self._products)).rowcount
+                    "INSERT INTO {products} AS p ({columns}, items_run) SELECT {columns}, items_run FROM incoming "
+                    "ON CONFLICT (item_id) DO UPDATE SET {updates}, items_run = EXCLUDED.items_run, "
+                    "updated_at = clock_timestamp() WHERE p.position IS NULL").format(
+                    products=self._products, columns=_PRODUCT_SQL["columns"],
+                    updates=_PRODUCT_SQL["updates"])).rowcount
                 conn.execute(sql.SQL("INSERT INTO {runs} (items_run, items) VALUES (%s, %s)").format(
                     runs=self._catalog_runs), (items_run, len(items)))
                 return changed

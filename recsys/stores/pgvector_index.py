@@ -461,12 +461,11 @@ class PgVectorIndex:
         # built_utc: a table rebuilt under the same name (a fixed build_index.table) is not this artifact's
         checks = [("kind", meta["kind"], index.kind), ("dim", meta["dim"], index.dim),
                   ("built_utc", meta["built_utc"], index.built_utc)]
-        if live:  # rows are only ever appended (a removal is a flag), so fewer means another table
-            rows = index.ntotal
-            checks.append(("n_items (or more)", meta["n_items"], meta["n_items"] if rows >= meta["n_items"] else rows))
-        else:
+        if not live:
             checks += [("n_items", meta["n_items"], index.ntotal),
                        ("version (content hash)", meta["version"], index.version)]
+        elif index.ntotal < meta["n_items"]:  # rows are only appended (a removal is a flag): fewer is another table
+            checks.append(("n_items (or more)", meta["n_items"], index.ntotal))
         for what, in_meta, in_db in checks:
             if in_meta != in_db:
                 index.close()

@@ -249,9 +249,10 @@ class Retriever:
                                index=catalog.writes_index)
             except DuplicateItem as exc:  # another replica added it a moment ago
                 raise Conflict(str(exc), field="item_id") from None
-            except ValueError as exc:  # the database refused this item: a bad vector, or a value the
-                # products table's constraints refuse (its message names the table); nothing was written
-                raise InputError(str(exc), field="metadata" if "_products" in str(exc) else "image") from None
+            except ValueError as exc:  # refused, nothing written: a bad vector, or metadata a products-table
+                # constraint refuses (Rejected names the table)
+                products = (getattr(exc, "table", None) or "").endswith("_products")
+                raise InputError(str(exc), field="metadata" if products else "image") from None
             catalog.sync()
         return {**public(catalog.get(item_id)), "stored_by": self.replica}
 
