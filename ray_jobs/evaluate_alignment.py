@@ -19,7 +19,7 @@ from recsys.config import config_hash
 from recsys.data.result import read_table_file
 from recsys.encoders.text import TextEncoder, encode_cached
 from recsys.eval.alignment import (AlignmentEvalConfig, attribute_text, default_fields, e1_split, find_brand_column,
-                                   records_from_frame, target_labels)
+                                   records_from_frame, selection_split, target_labels)
 from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_ranks, ranking_summary
 from recsys.models.json_encoder import (JsonEncoderConfig, encode_features, featurize, load_encoder,
                                         orthonormal_lift, save_vocabulary)
@@ -44,26 +44,27 @@ def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray,
             "inbatch64": _short(ranking_summary(blockwise_ranks(queries, title_vectors, 64)))}
 
 
-def train_variant(name: str, fields: list[str], train_records, val_records, train_targets, val_targets,
-                  train_labels, cfg: AlignmentEvalConfig, out: Path) -> dict:
+def train_variant(name: str, fields: list[str], records: dict, targets: dict, train_labels,
+                  cfg: AlignmentEvalConfig, out: Path) -> dict:
+    """``records``/``targets``: {"train", "select", "val"}; the best epoch is chosen on "select"."""
     encoder = JsonEncoderConfig(**{**asdict(cfg.encoder), "fields": fields,
                                    "multi_fields": [f for f in cfg.encoder.multi_fields if f in fields]})
-    vocab = AttributeVocabulary.build(train_records, std_fields=fields, re_fields=[])
+    vocab = AttributeVocabulary.build(records["train"], std_fields=fields, re_fields=[])
     vocab_sizes = {f: vocab.std.size(f) for f in fields}
-    train = {**featurize(vocab, train_records, encoder), "target": train_targets, "label": train_labels}
-    val = {**featurize(vocab, val_records, encoder), "target": val_targets,
-           "label": np.arange(len(val_targets), dtype=np.int64)}
+    train = {**featurize(vocab, records["train"], encoder), "target": targets["train"], "label": train_labels}
+    select, val = ({**featurize(vocab, records[part], encoder), "target": targets[part],
+                    "label": np.arange(len(targets[part]), dtype=np.int64)} for part in ("select", "val"))
     variant_dir = out / name
     print(f"[{name}] fields {fields}; vocab sizes {vocab_sizes}")
     # The config hash in the run name: Ray Train resumes a run of the same name, which must only
     # happen for the same settings (a re-run with other settings trains afresh).
-    fitted = fit_alignment(train, val, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir,
+    fitted = fit_alignment(train, select, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir,
                            f"{name}-{config_hash(cfg)}")
     save_vocabulary(variant_dir, vocab)
 
-    # Final numbers from the best checkpoint, recomputed here from its weights alone.
+    # The reported numbers: the best checkpoint (chosen on the selection rows), on the validation rows, once.
     queries = encode_features(load_encoder(fitted["best_model"]), val)
-    evaluation = evaluate_pairs(queries, val_targets, 64)
+    evaluation = evaluate_pairs(queries, targets["val"], 64)
     write_json(variant_dir / "results" / "training_results.json",
                {"history": fitted["history"], "best_epoch": fitted["best_metrics"]["epoch"],
                 "evaluation": evaluation, "fields": fields, "vocab_sizes": vocab_sizes})
@@ -88,27 +89,28 @@ def run(catalog: str, text_col: str, fields: list[str] | None, id_col: str | Non
     brand = find_brand_column(frame.columns)
     titles = frame[text_col].astype(str).tolist()  # "NA" is a real title (EVAL.md)
     train_idx, val_idx = e1_split(len(frame), cfg.split_seed, cfg.val_fraction)
-    print(f"E1 on {catalog}: {len(frame)} rows, {len(train_idx)} train / {len(val_idx)} validation; "
-          f"fields {fields}; brand column: {brand}")
+    fit_idx, select_idx = selection_split(train_idx, cfg.selection_fraction, cfg.split_seed)
+    print(f"E1 on {catalog}: {len(frame)} rows, {len(fit_idx)} train + {len(select_idx)} selection (best epoch) / "
+          f"{len(val_idx)} validation (reported); fields {fields}; brand column: {brand}")
 
     title_vectors = encode_cached(titles, cfg.text_encoder, out_dir / "cache", "title embeddings")
     lift = orthonormal_lift(title_vectors.shape[1], cfg.encoder.output_dim)  # cosine-preserving 384 -> 512
     lifted = title_vectors @ lift.T
     records = records_from_frame(frame, fields + ([brand] if brand and brand not in fields else []))
-    train_records = [records[i] for i in train_idx]
-    val_records = [records[i] for i in val_idx]
+    parts = {"train": fit_idx, "select": select_idx, "val": val_idx}
+    part_records = {part: [records[i] for i in rows] for part, rows in parts.items()}
+    part_targets = {part: lifted[rows] for part, rows in parts.items()}
     labels = target_labels(titles)
 
-    report = {"n_val": int(len(val_idx)), "n_train": int(len(train_idx)), "catalog": str(Path(catalog).resolve()),
+    report = {"n_val": int(len(val_idx)), "n_train": int(len(fit_idx)), "n_select": int(len(select_idx)), "catalog": str(Path(catalog).resolve()),
               "text_col": text_col, "fields": fields, "brand_col": brand,
               "text_encoder": cfg.text_encoder.model, "config": asdict(cfg)}
-    report["zero_shot"] = zero_shot(val_records, fields, title_vectors[val_idx], cfg)
+    report["zero_shot"] = zero_shot(part_records["val"], fields, title_vectors[val_idx], cfg)
     print(f"zero-shot: {report['zero_shot']}")
     init_ray()
     variants = [("model", fields)] + ([("model_with_brand", fields + [brand])] if brand and brand not in fields else [])
     for name, variant_fields in variants:
-        report[name] = train_variant(name, variant_fields, train_records, val_records, lifted[train_idx],
-                                     lifted[val_idx], labels[train_idx], cfg, out_dir)
+        report[name] = train_variant(name, variant_fields, part_records, part_targets, labels[fit_idx], cfg, out_dir)
         print(f"{name}: {report[name]['full']} (full gallery), {report[name]['inbatch64']} (in-batch-64)")
 
     write_json(out_dir / "metrics.json", report)

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
+from recsys.encoders.image import ImageEncoderConfig
 from ray_jobs import (build_index, embed, generate_corpus, preprocess, train_item_tower, train_json_encoder,
                       train_persona, train_users)
 from ray_jobs.common.cli import load_stage_config, run_main
+from ray_jobs.common.pipeline_report import print_results
 
 
 @dataclass
@@ -40,6 +42,16 @@ class PipelineConfig:
         default_factory=train_json_encoder.TrainJsonEncoderConfig)
     train_users: train_users.TrainUsersConfig | None = field(default_factory=train_users.TrainUsersConfig)  # null: skip
     train_persona: train_persona.TrainPersonaConfig | None = None  # on train_users' run; null: skip
+    image_baseline: ImageBaselineConfig | None = None  # stage 2 again on another image encoder's vectors; null: skip
+
+
+@dataclass
+class ImageBaselineConfig:
+    """Stage 2 once more, identical but for the image encoder (the crops re-embedded by ``image``), so
+    the run reports the served encoder's JSON->image Top-5 beside this baseline's. Its runs go under
+    ``output_root``, never where Serve looks for the latest embed or JSON-encoder run."""
+    image: ImageEncoderConfig = field(default_factory=lambda: ImageEncoderConfig(model="ViT-M-32"))
+    output_root: str = "artifacts/image_baseline"
 
 
 def run(cfg: PipelineConfig) -> dict:
@@ -78,6 +90,8 @@ def run(cfg: PipelineConfig) -> dict:
             print("[7/9] train_json_encoder: stage 2, JSON encoder aligned to the image embeddings on Ray Train")
             results["train_json_encoder"] = train_json_encoder.run(replace(cfg.train_json_encoder, **inputs,
                                                                            init_from=init_from))
+            if cfg.image_baseline is not None:
+                results["image_baseline"] = _image_baseline(cfg, inputs["items"], init_from)
         if cfg.train_users is not None:
             print("[8/9] train_users: stand-in interaction log over the embedded items, user tower and reranker "
                   "on Ray Train")
@@ -87,59 +101,18 @@ def run(cfg: PipelineConfig) -> dict:
                       "requests)")
                 results["train_persona"] = train_persona.run(replace(cfg.train_persona, data=replace(
                     cfg.train_persona.data, users_run=results["train_users"]["run_dir"])))
-    _print_results(results, run_dir)
+    print_results(results, run_dir)
     return results
 
 
-def _print_results(results: dict, run_dir: Path) -> None:
-    print("\nDone. Results:")
-    print(f"  canonical items (parquet): {run_dir / 'items'}")
-    print(f"  quarantine:                {run_dir / 'quarantine.parquet'}")
-    print(f"  reconciliation report:     {run_dir / 'reconciliation.json'}")
-    print(f"  distribution plot:         {run_dir / 'distribution.png'}")
-    print(f"  garment crops:             {run_dir / 'crops'}")
-    if "embed" in results:
-        print(f"  embeddings:                {results['embed']['run_dir']} "
-              f"(image encoder pretrained: {results['embed']['pretrained']})")
-    if "build_index" in results:
-        index = results["build_index"]["index"]
-        print(f"  index (what Serve loads):  {results['build_index']['run_dir']}  {index['kind']}, "
-              f"{index['n_items']} items, version {index['version']}")
-    if "item_tower" in results:
-        tower = results["item_tower"]
-        print(f"  item tower (similar space): {tower['run_dir']}  {tower['tower']}, {tower['n_items']} items "
-              f"({tower['n_cold']} held out of training, placed by their attributes like new products)")
-    if "pretrain_json_encoder" in results:
-        view = results["pretrain_json_encoder"]["json_view_retrieval"]
-        print(f"  JSON encoder, stage 1:     {results['pretrain_json_encoder']['run_dir']}  dropped view -> "
-              f"full JSON top5 {view['top5']:.3f}")
-    if "train_json_encoder" in results:
-        summary = results["train_json_encoder"]
-        full, chance = summary["json_to_image"]["full"], 5 / summary["n_val"]
-        print(f"  JSON encoder, stage 2:     {summary['run_dir']}  JSON->image top5 {full['top5']:.3f} "
-              f"(full gallery of {summary['n_val']} items, chance {chance:.3f}; image encoder pretrained: "
-              f"{summary['pretrained']})")
-        print(f"  evaluation and plots:      {summary['run_dir']}/results (similarity_search/, image_to_json.png, "
-              f"centrality_per_category.png, ...)")
-    if "train_users" in results:
-        users = results["train_users"]
-        tower = next(v for k, v in users["user_tower"].items() if k.startswith("best_val"))
-        line = f"  users (stand-in log):      {users['run_dir']}  {users['users']} users; user tower val HR@10 {tower:.3f}"
-        if "reranker" in users:
-            test = users["reranker"]["test"]
-            line += (f"; {users['reranker']['kind']} test NDCG@10 {test['reranker']['ndcg@10']:.3f} vs user-tower "
-                     f"order {test['user tower order']['ndcg@10']:.3f}, rank fusion "
-                     f"{test['rank fusion order']['ndcg@10']:.3f}")
-        print(line)
-        print(f"    ({users['note']})")
-    if "train_persona" in results:
-        persona = results["train_persona"]
-        hit = f"hit@{persona['k']}"
-        print(f"  persona (profile-only):    {persona['run_dir']}  warm customers' {hit}: " + ", ".join(
-            f"{name} {persona['warm'][name]['overall'][hit]:.3f}" for name in ("model", "most_popular", "persona_popular"))
-            + f"; served: {persona['served']['ranker']} (chosen on the validation day)")
-    if "embed" in results and "train_json_encoder" in results:
-        print("\nServe it: python -m serve_app.demo --config configs/serve.yaml")
+def _image_baseline(cfg: PipelineConfig, items: str, init_from: str | None) -> dict:
+    baseline, root = cfg.image_baseline, Path(cfg.image_baseline.output_root)
+    print(f"[7/9] image baseline: crops re-embedded by {baseline.image.model}, stage 2 trained again on them")
+    embedded = embed.run(replace(cfg.embed, items=items, image=baseline.image, embed_texts=False,
+                                 output_root=str(root / "embed")))
+    return train_json_encoder.run(replace(cfg.train_json_encoder, items=items, init_from=init_from,
+                                          embeddings=str(Path(embedded["run_dir"]) / "image_embeddings"),
+                                          output_root=str(root / "train_json_encoder")))
 
 
 def main(argv: list[str] | None = None) -> dict:

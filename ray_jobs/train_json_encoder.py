@@ -35,22 +35,23 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
     init_model, vocab, encoder = resolve_init(cfg)
     data = prepare(cfg, vocab, encoder)
     stage = "stage 1: JSON-view pretraining" if cfg.train.objective == "json_views" else "stage 2: alignment to images"
-    n_train, n_val = len(data.train["target"]), len(data.val["target"])
+    n_train, n_select, n_val = (len(data.train["target"]), len(data.select["target"]), len(data.val["target"]))
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
-    print(f"train_json_encoder ({stage}): {n_train} training rows ({data.n_train_items} items), {n_val} "
-          f"validation items; image encoder pretrained: {data.pretrained}"
+    print(f"train_json_encoder ({stage}): {n_train} training rows ({data.n_train_items} items), {n_select} "
+          f"selection items (best epoch), {n_val} held-out items; image encoder pretrained: {data.pretrained}"
           + (f"; from stage 1 {Path(init_model).parent.parent.name}" if init_model else ""))
     init_ray()
     started = time.perf_counter()
-    fitted = fit_alignment(data.train, data.val, data.vocab_sizes, data.encoder, cfg.train, cfg.scaling,
+    fitted = fit_alignment(data.train, data.select, data.vocab_sizes, data.encoder, cfg.train, cfg.scaling,
                            run_dir, "json_encoder", init_model=init_model)
     save_vocabulary(run_dir, data.vocab)
     summary = {"stage": stage, "objective": cfg.train.objective, "init_from": init_model,
                "pretrained": data.pretrained, "image_embeddings": str(data.embeddings_dir),
-               "items": str(data.items_dir), "n_train_rows": int(n_train), "n_val": int(n_val),
+               "items": str(data.items_dir), "n_train_rows": int(n_train), "n_select": int(n_select), "n_val": int(n_val),
                "train_seconds": round(time.perf_counter() - started, 1), "best_epoch": fitted["best_metrics"]["epoch"]}
     if cfg.train.objective == "json_views":
         best = fitted["best_metrics"]
+        # stage 1 has no held-out report: this is its best epoch's score on the selection items
         summary["json_view_retrieval"] = {k: best[f"val_{k}"] for k in ("top1", "top5", "top10", "mrr")}
         chart_title = "JSON encoder stage 1: a field-dropped view finds its full JSON (validation)"
     else:
@@ -76,7 +77,7 @@ def _print_result(summary: dict, data: AlignmentData, best_model: str, run_dir) 
     else:
         view = summary["json_view_retrieval"]
         print(f"stage 1 done: dropped view -> full JSON top1 {view['top1']:.3f} top5 {view['top5']:.3f} "
-              f"(validation); weights in {best_model}")
+              f"(selection items, best epoch); weights in {best_model}")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -2,9 +2,10 @@
 
     python -m ray_jobs.tune --config configs/tune.yaml
 
-Every trial is a full Ray Train run (TorchTrainer) that reports validation Top-5/MRR each epoch
-through TuneReportCallback; ASHA stops the weak trials early. Writes tune_report.json (every trial,
-the best configuration, the recommended temperature) and tune_report.png.
+Every trial is a full Ray Train run (TorchTrainer) that reports Top-5/MRR each epoch on the
+selection items (carved from training, never the held-out ones) through TuneReportCallback; ASHA
+stops the weak trials early. Writes tune_report.json (every trial, the best configuration, the
+recommended temperature) and tune_report.png.
 
 The sweep itself (``SweepConfig``, ``sweep``) is ``ray_jobs.common.alignment_trainer``'s; its chart
 ``recsys.eval.sweep.plot_sweep``.
@@ -26,7 +27,7 @@ def run(cfg: SweepConfig) -> dict:
     init_ray(dashboard=True)  # the state API lets Ray Train clean up after trials ASHA stops
     print(f"tune: {len(cfg.temperatures) * cfg.samples_per_temperature} trials, up to {cfg.max_epochs} epochs each, "
           f"ASHA; image targets pretrained: {data.pretrained}")
-    report = sweep(data.train, data.val, data.vocab_sizes, data.encoder, cfg.data.train, cfg.data.scaling, cfg, run_dir)
+    report = sweep(data.train, data.select, data.vocab_sizes, data.encoder, cfg.data.train, cfg.data.scaling, cfg, run_dir)
     report["pretrained"] = data.pretrained
     write_json(run_dir / "tune_report.json", report)
     plot_sweep(report, run_dir / "tune_report.png", f"JSON encoder sweep (image encoder pretrained: {data.pretrained})")

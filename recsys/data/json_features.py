@@ -45,13 +45,17 @@ class TrainJsonEncoderConfig:
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     augment: JsonAugmentConfig = field(default_factory=JsonAugmentConfig)
     evaluation: JsonEvalConfig = field(default_factory=JsonEvalConfig)
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2      # items held out and reported (evaluated once, after training)
+    selection_fraction: float = 0.1  # items carved from training to pick the best epoch (and sweep trials)
     split_seed: int = 42
     init_from: str | None = None  # stage-1 run directory, or "latest" (newest run under pretrain_root)
     pretrain_root: str = "artifacts/pretrain_json_encoder"
 
     def __post_init__(self):
         self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")  # a configs/models.yaml name, or the block
+        if not (0 < self.val_fraction and 0 < self.selection_fraction and self.val_fraction + self.selection_fraction < 1):
+            raise ConfigError(f"val_fraction {self.val_fraction} and selection_fraction {self.selection_fraction}: "
+                              f"expected both > 0 with a sum below 1 (the rest trains)")
 
 
 def resolve_init(cfg: TrainJsonEncoderConfig) -> tuple[str | None, AttributeVocabulary | None, JsonEncoderConfig | None]:
@@ -96,8 +100,11 @@ def load_inputs(cfg: TrainJsonEncoderConfig):
 
 @dataclass
 class AlignmentData:
-    """Featurized train/validation pairs and everything needed to build and report the encoder."""
+    """Featurized pairs and everything needed to build and report the encoder: ``train``; ``select``
+    (items carved from training: the best epoch and sweep trials are chosen on them); ``val`` (the
+    held-out items every report is about, never used for a choice)."""
     train: dict
+    select: dict
     val: dict
     vocab: AttributeVocabulary
     vocab_sizes: dict
@@ -147,11 +154,14 @@ def prepare(cfg: TrainJsonEncoderConfig, vocab: AttributeVocabulary | None = Non
 
     item_ids = sorted(set(ids))
     order = np.random.default_rng(cfg.split_seed).permutation(len(item_ids))
-    n_val = int(len(item_ids) * cfg.val_fraction)
-    val_items = {item_ids[i] for i in order[:n_val]}
+    n_val, n_select = int(len(item_ids) * cfg.val_fraction), max(1, int(len(item_ids) * cfg.selection_fraction))
+    val_items = {item_ids[i] for i in order[:n_val]}             # the same held-out items whatever selection_fraction
+    select_items = {item_ids[i] for i in order[n_val:n_val + n_select]}
     is_val = np.array([i in val_items for i in ids])
-    train_rows = np.flatnonzero(~is_val)                         # every view: extra positives
+    is_select = np.array([i in select_items for i in ids])
+    train_rows = np.flatnonzero(~is_val & ~is_select)            # every view: extra positives
     val_rows = np.flatnonzero(is_val & (views == 0))             # evaluation on the original crops
+    select_rows = np.flatnonzero(is_select & (views == 0))
     json_only = cfg.train.objective == "json_views"
     if json_only:  # stage 1 sees each item's JSON once; image views would only repeat it
         train_rows = train_rows[views[train_rows] == 0]
@@ -179,8 +189,8 @@ def prepare(cfg: TrainJsonEncoderConfig, vocab: AttributeVocabulary | None = Non
         train = {k: np.concatenate([train[k], augmented[k]]) for k in train}
         if json_only:  # labels were per block; recompute over the union
             train["label"] = json_labels(train)
-    return AlignmentData(train, columns(val_rows), vocab, sizes, encoder,
+    return AlignmentData(train, columns(select_rows), columns(val_rows), vocab, sizes, encoder,
                          [categories[ids[r]] for r in val_rows], [str(ids[r]) for r in val_rows],
                          [images[ids[r]] for r in val_rows], [records[ids[r]] for r in val_rows],
                          items_dir, emb_dir, pretrained,
-                         len(item_ids) - n_val)
+                         len(item_ids) - n_val - n_select)

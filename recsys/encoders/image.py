@@ -9,9 +9,14 @@ Two backends, chosen by ``backend`` (``auto`` picks from the name or the directo
 - ``transformers_clip``: transformers ``CLIPModel`` checkpoints, a hub id or a local directory, with
   the ``CLIPImageProcessor`` saved beside them. FashionCLIP is published this way:
   ``model: patrickjohncyh/fashion-clip``.
-- Offline default (this machine has no weights): ``ViT-M-32`` with weights drawn from a fixed seed.
-  It is a stand-in: its vectors are deterministic and 512-d but carry no learned visual meaning,
-  and every report that shows its numbers says ``pretrained: none (stand-in)``.
+- ``handcrafted`` (``model: hand-crafted``), the offline default (this machine has no weights): a
+  training-free encoder of colour, edge/texture and silhouette statistics
+  (``recsys.encoders.handcrafted``). It carries visual meaning but is no learned model: every report
+  that shows its numbers says ``pretrained: none (hand-crafted stand-in)``.
+- An open_clip architecture name without ``pretrained`` (``model: ViT-M-32``) has weights drawn from
+  a fixed seed: deterministic 512-d vectors with no visual meaning (every crop is ~0.99 cosine to
+  every other), kept as the baseline the hand-crafted stand-in is measured against and reported as
+  ``pretrained: none (random-weight stand-in)``.
 
 Preprocessing is batched: the per-image steps that must see each picture (resize, crop) run in PIL
 exactly as the model's own transform does; tensor conversion and normalisation run once per batch
@@ -27,16 +32,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-STAND_IN = "none (stand-in)"
-BACKENDS = ("auto", "open_clip", "transformers_clip")
+from recsys.encoders.handcrafted import HAND_CRAFTED, HAND_CRAFTED_LABEL, HandCraftedEncoder
+
+STAND_IN = "none (random-weight stand-in)"
+BACKENDS = ("auto", "open_clip", "transformers_clip", "handcrafted")
 LOCAL_DIR = "local-dir:"
 
 
 @dataclass
 class ImageEncoderConfig:
-    model: str = "ViT-M-32"          # open_clip name / hf-hub: / local-dir:, or a transformers CLIP id or dir
+    model: str = HAND_CRAFTED        # hand-crafted | open_clip name / hf-hub: / local-dir: | transformers CLIP id or dir
     pretrained: str | None = None    # open_clip tag or checkpoint path; None = seeded random weights
-    backend: str = "auto"            # open_clip | transformers_clip | auto (from the name or directory)
+    backend: str = "auto"            # handcrafted | open_clip | transformers_clip | auto (from the name or directory)
     seed: int = 0
     batch_size: int = 32
     device: str | None = None        # None: cuda when available
@@ -61,6 +68,8 @@ def resolve_backend(config: ImageEncoderConfig) -> str:
     if config.backend != "auto":
         return config.backend
     name = config.model
+    if name == HAND_CRAFTED:
+        return "handcrafted"
     if name.startswith(("hf-hub:", LOCAL_DIR)):
         return "open_clip"
     path = Path(name)
@@ -75,7 +84,10 @@ def resolve_backend(config: ImageEncoderConfig) -> str:
 
 def pretrained_label(config: ImageEncoderConfig) -> str:
     """What the vectors' weights are, as every report prints it."""
-    if resolve_backend(config) == "transformers_clip":
+    backend = resolve_backend(config)
+    if backend == "handcrafted":
+        return HAND_CRAFTED_LABEL
+    if backend == "transformers_clip":
         return config.model  # a CLIPModel checkpoint always carries its trained weights
     if config.pretrained:
         return config.pretrained
@@ -191,7 +203,8 @@ class ImageEncoder:
         self.config = config
         self.backend = resolve_backend(config)
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._impl = _OpenClip(config) if self.backend == "open_clip" else _TransformersClip(config)
+        self._impl = {"open_clip": _OpenClip, "transformers_clip": _TransformersClip,
+                      "handcrafted": lambda c: HandCraftedEncoder(c.seed)}[self.backend](config)
         self.model = self._impl.model.to(self.device).eval()
         self.preprocess = self._impl.preprocess  # the model's own per-image transform (reference)
         self.pretrained = pretrained_label(config)

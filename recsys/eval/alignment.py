@@ -26,10 +26,13 @@ class AlignmentEvalConfig:
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     split_seed: int = 42
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2          # EVAL.md's validation share: reported, evaluated once after training
+    selection_fraction: float = 0.1    # share of the training rows that picks the best epoch (not trained on)
 
     def __post_init__(self):
         self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")  # a configs/models.yaml name, or the block
+        if not 0 < self.selection_fraction < 1:
+            raise ValueError(f"selection_fraction {self.selection_fraction}: expected a share between 0 and 1")
 
 
 MAX_CATEGORICAL_VALUES = 1000  # more distinct values than this is free text, not a category
@@ -40,6 +43,14 @@ def e1_split(n_rows: int, seed: int = 42, val_fraction: float = 0.2) -> tuple[np
     order = np.random.default_rng(seed).permutation(n_rows)
     n_val = int(n_rows * val_fraction)
     return order[n_val:], order[:n_val]
+
+
+def selection_split(train_idx: np.ndarray, fraction: float, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows split again: (rows to fit, rows that pick the best epoch). EVAL.md fixes only
+    the validation rows; choosing the epoch on them would report a maximum over epochs."""
+    order = np.random.default_rng(seed + 1).permutation(len(train_idx))
+    n_select = max(1, int(len(train_idx) * fraction))
+    return train_idx[np.sort(order[n_select:])], train_idx[np.sort(order[:n_select])]
 
 
 def find_brand_column(columns: Sequence[str]) -> str | None:

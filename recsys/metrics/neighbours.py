@@ -105,3 +105,13 @@ def neighbour_report(queries: np.ndarray, gallery: np.ndarray, query_ids: np.nda
             "sibling_mean_cosine": gap["sibling_mean"],
             f"ild@{k}": intra_list_diversity(neighbours, token_sets),
             f"coverage@{k}": coverage(neighbours, gallery.shape[0]), "n_queries": int(queries.shape[0])}
+
+
+def chance_category_hit(labels: np.ndarray) -> float:
+    """``category_hit`` of neighbours drawn at random from the other items: the chance that another
+    item shares the query's label, averaged over queries (sum of n_c (n_c - 1) / (N (N - 1)))."""
+    n = len(labels)
+    if n < 2:
+        return 0.0
+    _, counts = np.unique(labels, return_counts=True)
+    return float((counts * (counts - 1)).sum() / (n * (n - 1)))

@@ -29,7 +29,7 @@ VOCAB_FILE = "checkpoints/vocab.json"
 @dataclass
 class JsonEncoderConfig:
     fields: list[str] = field(default_factory=lambda: ["category", "style", "silhouette", "material", "detail"])
-    multi_fields: list[str] = field(default_factory=lambda: ["style", "material", "detail"])
+    multi_fields: list[str] = field(default_factory=lambda: ["style", "material", "detail", "print"])
     max_values: int = 8          # values kept per multi-valued field
     embedding_dim: int = 64
     hidden_dim: int = 512

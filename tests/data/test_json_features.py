@@ -38,3 +38,27 @@ def test_synonym_augmentation_never_turns_a_known_std_value_into_unknown(inputs)
         assert (augmented == UNKNOWN_ID).sum() == (original == UNKNOWN_ID).sum(), name
         swapped += int((augmented != original).any(axis=-1).sum())
     assert swapped > 0, "the corpus should hold values with synonyms, else this test checks nothing"
+
+
+def test_the_best_epoch_is_chosen_on_training_items_never_on_the_held_out_ones(inputs):
+    """Three disjoint item sets; the held-out (reported) items do not move when the selection share
+    changes, and a config that leaves nothing to train on is refused."""
+    from recsys.config import ConfigError
+
+    items_dir, emb_dir = inputs
+    n_items = len(pq.read_table(items_dir, columns=["item_id"]))
+    cfg = TrainJsonEncoderConfig(items=str(items_dir), embeddings=str(emb_dir), augment=JsonAugmentConfig(copies=0))
+    data = prepare(cfg)
+    select_ids = set(np.unique(data.select["label"]))
+    val_ids = set(data.val_item_ids)
+    n_val, n_select = int(n_items * 0.2), int(n_items * 0.1)
+    assert len(val_ids) == n_val and len(data.select["target"]) == n_select
+    assert data.n_train_items == n_items - n_val - n_select == len(data.train["target"])
+    # labels index the sorted item ids: no selection item's label is a training item's
+    train_labels, val_labels = set(data.train["label"]), set(data.val["label"])
+    assert select_ids.isdisjoint(train_labels) and val_labels.isdisjoint(train_labels | select_ids)
+    other = prepare(TrainJsonEncoderConfig(items=str(items_dir), embeddings=str(emb_dir), selection_fraction=0.3,
+                                           augment=JsonAugmentConfig(copies=0)))
+    assert set(other.val_item_ids) == val_ids and len(other.select["target"]) == int(n_items * 0.3)
+    with pytest.raises(ConfigError, match="selection_fraction"):
+        TrainJsonEncoderConfig(val_fraction=0.5, selection_fraction=0.5)

@@ -33,7 +33,7 @@ def unit(x: torch.Tensor) -> np.ndarray:
 
 
 def test_batched_preprocessing_gives_the_reference_open_clip_vectors():
-    encoder = ImageEncoder(ImageEncoderConfig(batch_size=4))
+    encoder = ImageEncoder(ImageEncoderConfig(model="ViT-M-32", batch_size=4))
     images = pictures()
     reference = torch.stack([encoder.preprocess(im) for im in images])
     assert torch.allclose(encoder.pixels(images), reference, atol=1e-5)
@@ -47,7 +47,7 @@ def test_batched_preprocessing_gives_the_reference_open_clip_vectors():
 def test_prepare_in_pieces_then_stack_equals_the_reference_transform():
     """The embed job prepares pieces of a batch in threads and stacks them in one: same pixels as
     the model's own transform, also when the batch mixes sizes and a picture the fast path skips."""
-    encoder = ImageEncoder(ImageEncoderConfig(batch_size=4))
+    encoder = ImageEncoder(ImageEncoderConfig(model="ViT-M-32", batch_size=4))
     images = pictures()
     pieces = [encoder.prepare(images[:1]), encoder.prepare(images[1:])]
     reference = torch.stack([encoder.preprocess(im) for im in images])
@@ -144,7 +144,8 @@ def test_backend_follows_the_config_or_the_name(transformers_dir, open_clip_dir,
         backend("ViT-M-32", "onnx")
     with pytest.raises(ValueError, match="neither"):
         backend(str(tmp_path))
-    assert pretrained_label(ImageEncoderConfig()) == STAND_IN
+    assert backend("hand-crafted") == "handcrafted" and backend("anything", "handcrafted") == "handcrafted"
+    assert pretrained_label(ImageEncoderConfig(model="ViT-M-32")) == STAND_IN == "none (random-weight stand-in)"
     assert pretrained_label(ImageEncoderConfig(model="hf-hub:Marqo/marqo-fashionSigLIP")) == "hf-hub"
     assert pretrained_label(ImageEncoderConfig(model="patrickjohncyh/fashion-clip")) == "patrickjohncyh/fashion-clip"
 

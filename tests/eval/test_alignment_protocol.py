@@ -1,8 +1,9 @@
 import numpy as np
 import pandas as pd
+import pytest
 
-from recsys.eval.alignment import (attribute_text, default_fields, e1_split, find_brand_column,
-                                   records_from_frame, target_labels)
+from recsys.eval.alignment import (AlignmentEvalConfig, attribute_text, default_fields, e1_split, find_brand_column,
+                                   records_from_frame, selection_split, target_labels)
 
 
 def test_e1_split_is_the_documented_permutation():
@@ -29,3 +30,15 @@ def test_records_and_zero_shot_text():
 def test_equal_titles_share_a_label():
     labels = target_labels(["NA", "Shirt", "NA"])
     assert labels[0] == labels[2] != labels[1]
+
+
+def test_the_best_epoch_is_chosen_on_training_rows_never_on_the_validation_rows():
+    train, val = e1_split(1000)
+    fit, select = selection_split(train, 0.1)
+    assert len(select) == 80 and len(fit) == 720
+    assert set(fit).isdisjoint(select) and set(fit) | set(select) == set(train)
+    assert set(select).isdisjoint(val)                         # the reported rows pick nothing
+    again_fit, again_select = selection_split(train, 0.1)
+    assert (again_fit == fit).all() and (again_select == select).all()
+    with pytest.raises(ValueError, match="selection_fraction"):
+        AlignmentEvalConfig(selection_fraction=0.0)

@@ -65,3 +65,11 @@ def test_sparse_vectors_give_the_dense_report():
     dense = neighbour_report(vectors, vectors, np.arange(6), fine, parent, tokens, k=2)
     sparse = neighbour_report(sp.csr_matrix(vectors), sp.csr_matrix(vectors), np.arange(6), fine, parent, tokens, k=2)
     assert sparse == pytest.approx(dense)
+
+
+def test_chance_category_hit_is_the_share_of_other_items_with_the_label():
+    from recsys.metrics.neighbours import chance_category_hit
+
+    # a: 2 items (each sees 1 of 3 others), b and c alone: (2*1 + 0 + 0) / (4*3)
+    assert chance_category_hit(np.array(["a", "a", "b", "c"])) == pytest.approx(2 / 12)
+    assert chance_category_hit(np.array(["a", "a", "a"])) == 1.0 and chance_category_hit(np.array(["a"])) == 0.0

@@ -39,7 +39,7 @@ def test_stage_configs_accept_a_block_name_or_the_block(tmp_path):
     spelled = load_config(path, TrainItemTowerConfig)
     assert spelled.tower_name == "concat" and spelled.tower.heads == 2
     path.write_text("encoder: json_encoder\n")
-    assert load_config(path, TrainJsonEncoderConfig).encoder.multi_fields == ["style", "material", "detail"]
+    assert load_config(path, TrainJsonEncoderConfig).encoder.multi_fields == ["style", "material", "detail", "print"]
     path.write_text("model: persona\n")
     assert load_config(path, TrainPersonaConfig).model == PersonaModelConfig(**{
         k: v for k, v in architecture("persona").items() if k != "kind"})

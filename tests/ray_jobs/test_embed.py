@@ -7,6 +7,7 @@ from ray_jobs.embed import EmbedConfig, run as embed
 from ray_jobs.preprocess import PreprocessConfig, run as preprocess
 from recsys.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from recsys.encoders.image import AugmentConfig, ImageEncoderConfig
+from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
 
 pytestmark = pytest.mark.ray
 
@@ -20,7 +21,7 @@ def test_embed_job_writes_unit_vectors_for_every_item_and_view(ray_session, tmp_
     report = embed(EmbedConfig(items=pre["outputs"]["items"], output_root=str(tmp_path / "emb"),
                                image=ImageEncoderConfig(batch_size=8), augment=AugmentConfig(views=2),
                                actors=1, batch_size=8))
-    assert report["pretrained"] == "none (stand-in)" and report["image"]["unreadable"] == 0
+    assert report["pretrained"] == HAND_CRAFTED_LABEL and report["image"]["unreadable"] == 0
     images = pq.read_table(f"{report['run_dir']}/image_embeddings")
     assert images.num_rows == 3 * n_items  # original + 2 augmented views
     assert sorted(set(images.column("view").to_pylist())) == [0, 1, 2]

@@ -26,6 +26,8 @@ from recsys.train_loops.alignment import AlignmentTrainConfig
 from recsys.train_loops.rerankers import DeepFMTrainConfig
 from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig, TrainItemTowerConfig
 from recsys.train_loops.user_tower import UserTowerTrainConfig
+from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
+from recsys.encoders.image import STAND_IN
 
 pytestmark = pytest.mark.ray
 
@@ -56,6 +58,8 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     persona = load_config(Path(__file__).resolve().parents[2] / "configs" / "persona_demo.yaml", TrainPersonaConfig)
     cfg.train_persona = replace(persona, output_root=str(tmp_path / "persona"), train=replace(persona.train, epochs=1),
                                 evaluation=replace(persona.evaluation, personas=2, tsne_sample=100))
+    cfg.image_baseline = pipeline.ImageBaselineConfig(image=ImageEncoderConfig(model="ViT-M-32", batch_size=16),
+                                                      output_root=str(tmp_path / "baseline"))
     results = pipeline.run(cfg)
 
     image = results["embed"]["image"]
@@ -110,7 +114,7 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     stage1, stage2 = results["pretrain_json_encoder"], results["train_json_encoder"]
     assert stage1["objective"] == "json_views" and 0 <= stage1["json_view_retrieval"]["top5"] <= 1
     assert stage2["init_from"] == str(Path(stage1["run_dir"]) / "checkpoints" / "best_model.pt")
-    assert stage2["pretrained"] == "none (stand-in)"
+    assert stage2["pretrained"] == HAND_CRAFTED_LABEL
     run_dir = Path(stage2["run_dir"])
     for name in ("checkpoints/best_model.pt", "checkpoints/vocab.json", "training_summary.json",
                  "training_charts.png", "results/training_results.json", "results/metrics.json",
@@ -124,7 +128,16 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     assert stage2["json_to_image"]["full"]["n_queries"] == n_val
     assert stage2["image_to_json"]["full"]["n_queries"] == n_val
     assert sum(c["n"] for c in stage2["per_category"]["json_to_image"].values()) == n_val
-    assert "pretrained: none (stand-in)" in stage2["note"]
+    assert f"pretrained: {HAND_CRAFTED_LABEL}" in stage2["note"]
+
+    # stage 2 again on the random ViT's vectors of the same crops: same held-out items, its runs apart
+    # from the ones Serve loads (the newest embed run above is still the hand-crafted one)
+    baseline = results["image_baseline"]
+    assert baseline["pretrained"] == STAND_IN and baseline["n_val"] == n_val
+    assert baseline["n_select"] == stage2["n_select"] > 0 and baseline["n_train_rows"] == stage2["n_train_rows"]
+    assert Path(baseline["run_dir"]).parent == (tmp_path / "baseline" / "train_json_encoder").resolve()
+    assert Path(baseline["image_embeddings"]).resolve().parent.parent == (tmp_path / "baseline" / "embed").resolve()
+    assert version["embed_run"] == str(Path(results["embed"]["run_dir"]).resolve())
 
     # The command rebuilds the same split from the run's vocabulary and weights: identical numbers.
     report = evaluate_json_encoder.main(["--run", str(run_dir), "--out", str(tmp_path / "eval")])

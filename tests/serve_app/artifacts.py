@@ -24,7 +24,8 @@ from recsys.data.images import ImageLimits
 from recsys.data.kfashion import KFashionOptions
 from recsys.data.preprocessing import items_of, list_label_files, preprocess_serial
 from recsys.data.synthetic import SyntheticCorpusConfig, generate_corpus
-from recsys.encoders.image import ImageEncoder, ImageEncoderConfig
+from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
+from recsys.encoders.image import ImageEncoder, ImageEncoderConfig, pretrained_label
 from recsys.encoders.text import TextEncoder, TextEncoderConfig
 from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig
 from recsys.vocab import AttributeVocabulary
@@ -66,8 +67,8 @@ def embed_run(root: Path, items_dir: Path, run_name: str = "embed-v1") -> Path:
     pq.write_table(pa.table({"item_id": pa.array(ids), "source": pa.array(["title"] * len(ids)),
                              "text": pa.array(titles), "vector": vector_column(text)}),
                    _mkdir(run_dir / "text_embeddings") / "part-0.parquet")
-    write_json(run_dir / "embed_report.json", {"items": len(ids), "image_model": "ViT-M-32",
-                                               "pretrained": "none (stand-in)", "text_model": config.text.model,
+    write_json(run_dir / "embed_report.json", {"items": len(ids), "image_model": config.image.model,
+                                               "pretrained": pretrained_label(config.image), "text_model": config.text.model,
                                                "image": {"items_per_s": 1.0}})
     write_manifest(run_dir, "embed", {"items": str(items_dir)}, {"image_embeddings": str(run_dir / "image_embeddings")})
     return run_dir
@@ -107,7 +108,7 @@ def json_encoder_run(root: Path, items_dir: Path, seed: int, run_name: str) -> P
     history = [{"epoch": e, "train_loss": 4.0 - 0.1 * e, "val_loss": 4.1 - 0.1 * e, "val_top5": 0.05 + 0.01 * e,
                 "val_mrr": 0.03, "lr": 1e-3} for e in range(3)]
     ids = pq.read_table(items_dir, columns=["item_id"])["item_id"].to_pylist()
-    summary = {"stage": "stage 2: alignment to images", "pretrained": "none (stand-in)", "n_val": len(ids),
+    summary = {"stage": "stage 2: alignment to images", "pretrained": HAND_CRAFTED_LABEL, "n_val": len(ids),
                "best_epoch": 2, "train_seconds": 1.0,
                "json_to_image": {"full": {"top1": 0.1, "top5": 0.3, "top10": 0.5, "mrr": 0.2, "n_queries": len(ids)}},
                "image_to_json": {"full": {"top1": 0.1, "top5": 0.3, "top10": 0.5, "mrr": 0.2, "n_queries": len(ids)}}}

@@ -21,6 +21,7 @@ import requests
 from PIL import Image
 
 from tests.serve_app.running import MAX_K
+from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -158,7 +159,7 @@ def test_attribute_search_shows_a_sorted_grid_and_similar_items(url, browser):
         assert card["img"] == f"/images/{card['id']}"
     _wait(browser, _images_loaded, what="the result images")
     assert "6 results" in browser.find_element(By.ID, "status").text
-    assert "none (stand-in)" in browser.find_element(By.ID, "results-meta").text  # honest about the encoder
+    assert HAND_CRAFTED_LABEL in browser.find_element(By.ID, "results-meta").text  # honest about the encoder
     # the same query through the API gives the same items in the same order
     api = requests.post(f"{url}/api/search", timeout=30, json={
         "attributes": {"category": "블라우스", "style": ["로맨틱"], "material": ["시폰"]}, "k": 6, "mmr_lambda": 1.0,
@@ -282,7 +283,7 @@ def test_kpi_dashboard_shows_the_api_values_and_saves_a_screenshot(url, browser,
     for c in training:
         assert c["value"] == _value_at(api, c["key"]), c
         assert c["text"] == _shown(c["value"]), c
-    assert next(c for c in training if c["key"] == "kpi.image_encoder_pretrained")["text"] == "none (stand-in)"
+    assert next(c for c in training if c["key"] == "kpi.image_encoder_pretrained")["text"] == HAND_CRAFTED_LABEL
     serving = {c["key"]: c for c in cards if c["key"].startswith("serving.")}
     assert serving["serving.catalog.items"]["value"] == api["serving"]["catalog"]["items"]
     assert 0 < serving["serving.requests"]["value"] <= api["serving"]["requests"]  # the API was asked once more

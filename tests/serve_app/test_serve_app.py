@@ -19,6 +19,7 @@ from PIL import Image
 
 from tests.serve_app import artifacts as test_artifacts
 from tests.serve_app.running import ADMIN, APP, start as _start, wait_healthy as _wait_healthy
+from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
 
 pytestmark = pytest.mark.ray
 
@@ -39,7 +40,7 @@ def test_health_and_openapi(url):
     health = requests.get(f"{url}/healthz", timeout=10).json()
     assert health["status"] == "ok"
     assert set(health["deployments"]) == {"image_embedder", "recommender"}
-    assert health["deployments"]["image_embedder"]["pretrained"] == "none (stand-in)"
+    assert health["deployments"]["image_embedder"]["pretrained"] == HAND_CRAFTED_LABEL
     recommender = health["deployments"]["recommender"]
     assert recommender["version"]["json_encoder_run"] == "json-v1" and recommender["catalog"]["ok"]
     spec = requests.get(f"{url}/openapi.json", timeout=10).json()
@@ -69,7 +70,7 @@ def test_search_returns_top_k_with_image_urls_and_reranker(url, built):
     body = _search(url, {"attributes": {"category": "블라우스", "style": ["로맨틱"], "material": ["시폰"]}, "k": 4})
     assert len(body["results"]) == 4 and [h["rank"] for h in body["results"]] == [1, 2, 3, 4]
     assert body["reranker"]["name"] == "mmr" and "need a user" in body["reranker"]["description"]
-    assert body["model"]["json_encoder_run"] == "json-v1" and body["model"]["image_encoder_pretrained"] == "none (stand-in)"
+    assert body["model"]["json_encoder_run"] == "json-v1" and body["model"]["image_encoder_pretrained"] == HAND_CRAFTED_LABEL
     first = body["results"][0]["item"]
     assert first["item_id"] in built["item_ids"] and first["image_url"] == f"/images/{first['item_id']}"
     image = requests.get(url + first["image_url"], timeout=10)

@@ -1,0 +1,44 @@
+"""``evaluate_image_encoders`` on H&M's 400 real photos: the hand-crafted stand-in's nearest neighbours
+share colour, product type and pattern far above chance, and above the random-weight ViT's."""
+import json
+
+import pytest
+
+from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
+from recsys.encoders.image import STAND_IN
+from recsys.eval.image_encoders import ImageEncoderEvalConfig, labelled_photos
+from ray_jobs import evaluate_image_encoders
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.timeout(300)
+def test_hand_crafted_neighbours_share_labels_on_real_photos(shared_data, tmp_path, capsys):
+    hm = shared_data / "hm_pse_subset"
+    cfg = ImageEncoderEvalConfig(images=str(hm / "images"), labels=str(hm / "articles.parquet"),
+                                 output_root=str(tmp_path), grid_queries=2)
+    report = evaluate_image_encoders.run(cfg)
+    hand, vit = report["encoders"]["hand-crafted"], report["encoders"]["random ViT-M-32"]
+    assert report["photos"] == 400 and report["unlabelled"] == []
+    assert hand["pretrained"] == HAND_CRAFTED_LABEL and vit["pretrained"] == STAND_IN
+    for attribute, chance in report["chance"].items():
+        assert 0 < chance < 1 and hand["agreement"][attribute]["@5"] > chance + 0.1, attribute
+    # product type is what a colour-blind random network cannot see; the spread is what it lacks
+    assert hand["agreement"]["product_type_name"]["@5"] > vit["agreement"]["product_type_name"]["@5"] + 0.1
+    assert hand["cosine_mean"] < vit["cosine_mean"]
+    saved = json.loads((tmp_path.glob("*/metrics.json").__next__()).read_text())
+    assert saved["encoders"]["hand-crafted"]["agreement"] == hand["agreement"]
+    run_dir = tmp_path / report["run_dir"].rsplit("/", 1)[1]
+    assert (run_dir / "agreement.png").is_file()
+    assert len(list((run_dir / "neighbours" / "hand_crafted").glob("query_*.png"))) == 2
+    printed = capsys.readouterr().out
+    assert HAND_CRAFTED_LABEL in printed and "chance" in printed
+
+
+@pytest.mark.real_data
+def test_a_label_table_without_the_id_column_is_named(shared_data, tmp_path):
+    hm = shared_data / "hm_pse_subset"
+    with pytest.raises(ValueError, match=r"no column\(s\) \['sku'\]"):
+        labelled_photos(hm / "images", hm / "articles.parquet", "sku", ["colour_group_name"])
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        labelled_photos(tmp_path / "nowhere", hm / "articles.parquet", "article_id", [])
