@@ -2,27 +2,31 @@
 
     python -m ray_jobs.evaluate_image_encoders                      # H&M's 400 photos (configs/evaluate_image_encoders.yaml)
     python -m ray_jobs.evaluate_image_encoders --set images=DIR --set labels=FILE.parquet --set id_column=id
+    python -m ray_jobs.evaluate_image_encoders --set images=null --set labels=artifacts/preprocess/<run>/items \
+        --set 'attributes=[category, color]'                    # the demo garments' crops
 
 Every encoder in ``encoders`` (default: the hand-crafted stand-in and the random-weight ViT-M-32)
 embeds the same photos in one run; for each photo, its k nearest other photos are checked against
 the label table (``recsys.eval.image_encoders``), beside chance and each space's cosine spread.
 Output run directory under ``output_root``: metrics.json, agreement.png (bars per attribute and k,
 chance included) and neighbours/<encoder>/query_*.png (a few photos with their nearest neighbours).
-The photos are few (400): the encoders run in this process, no Ray.
+The photos are few (400 here, ~2,200 demo crops): the encoders run in this process, no Ray.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
-from recsys.eval.image_encoders import ImageEncoderEvalConfig, chance, evaluate_encoders, labelled_photos
+from recsys.eval.image_encoders import (ImageEncoderEvalConfig, chance, evaluate_encoders, item_crops,
+                                       labelled_photos)
 from recsys.eval.similarity_search import search_grids
 from recsys.plots import grouped_bars
 from ray_jobs.common.cli import load_stage_config, run_main
 
 
 def run(cfg: ImageEncoderEvalConfig) -> dict:
-    photos = labelled_photos(cfg.images, cfg.labels, cfg.id_column, cfg.attributes)
+    photos = (labelled_photos(cfg.images, cfg.labels, cfg.id_column, cfg.attributes) if cfg.images
+              else item_crops(cfg.labels, cfg.attributes))
     if len(photos.ids) <= max(cfg.k):
         raise ValueError(f"images {cfg.images}: {len(photos.ids)} labelled photos, need more than k={max(cfg.k)}")
     print(f"evaluate_image_encoders: {len(photos.ids)} labelled photos ({len(photos.unlabelled)} without a label "

@@ -30,10 +30,10 @@ def _default_encoders() -> dict[str, ImageEncoderConfig]:
 
 @dataclass
 class ImageEncoderEvalConfig:
-    images: str = "../shared/data/hm_pse_subset/images"          # photos named <id>.jpg
-    labels: str = "../shared/data/hm_pse_subset/articles.parquet"
+    images: str | None = "../shared/data/hm_pse_subset/images"   # photos named <id>.jpg; None: the items' crops
+    labels: str = "../shared/data/hm_pse_subset/articles.parquet"  # a label table, or canonical items (images: null)
     id_column: str = "article_id"                                # matched to the file stem (as integers when digits)
-    attributes: list[str] = field(default_factory=lambda: list(HM_ATTRIBUTES))
+    attributes: list[str] = field(default_factory=lambda: list(HM_ATTRIBUTES))  # columns, or STD fields of items
     encoders: dict[str, ImageEncoderConfig] = field(default_factory=_default_encoders)
     k: list[int] = field(default_factory=lambda: [1, 5])
     grid_queries: int = 4                                        # photos shown with their nearest neighbours
@@ -76,6 +76,26 @@ def labelled_photos(images: str | Path, labels: str | Path, id_column: str, attr
     take = [rows[i] for i in ids]
     columns = {a: np.array(pc.cast(table.column(a), "string").to_pylist(), dtype=object)[take] for a in attributes}
     return LabelledPhotos(ids, paths, columns, unlabelled)
+
+
+def item_crops(items: str | Path, attributes: Sequence[str]) -> LabelledPhotos:
+    """Canonical items (a preprocess run's ``items``): each item's crop (or image) labelled by its
+    STD attributes (first value; ``category`` is the finest category) -- the demo corpus's garments."""
+    items = Path(items)
+    if not items.exists():
+        raise FileNotFoundError(f"labels: {items} does not exist (expected canonical items parquet)")
+    rows = pq.read_table(items, columns=["item_id", "category", "std_attributes", "crop_path", "image_path"]).to_pylist()
+    ids, paths, labels = [], [], {a: [] for a in attributes}
+    for row in rows:
+        path = row["crop_path"] or row["image_path"]
+        if not path:
+            continue
+        values = {a["field"]: a["values"][0] if a["values"] else None for a in row["std_attributes"] or []}
+        values["category"] = row["category"]
+        ids.append(row["item_id"]), paths.append(path)
+        for a in attributes:
+            labels[a].append(str(values.get(a)))    # a missing value is its own label, "None"
+    return LabelledPhotos(ids, paths, {a: np.array(v, dtype=object) for a, v in labels.items()}, [])
 
 
 def encode_photos(paths: Sequence[str], config: ImageEncoderConfig) -> np.ndarray:

@@ -9,6 +9,14 @@ titles) are left out of each other's denominators instead of being pushed apart 
 positive pair of the other. Each loss has a small config (``InfoNCEConfig``, ``NTXentConfig``)
 whose ``build()`` gives the module a loop calls.
 
+Across several workers (DDP), both losses first gather every worker's rows (``gather_rows``), so
+each query sees the whole global batch's negatives and 2 workers x B/2 rows give the loss and the
+gradients of 1 worker x B rows (tests/losses/test_distributed.py runs real gloo processes). The
+gather keeps gradients (``torch.distributed.nn.functional.all_gather``, as open_clip's
+``gather_features``): its backward sums each row's gradient over the ranks, W times the
+one-worker gradient, which DDP's averaging divides by W again. Every worker must bring the same
+number of rows (the loops drop the last partial batch and give every worker the same batch count).
+
 Written on ``F.cross_entropy`` over the B x B similarity matrix rather than with
 pytorch-metric-learning's ``NTXentLoss`` (which computes the same value for distinct labels, see
 tests/test_losses.py): PML's pair-based form builds a (positives x negatives) matrix, O(B^3), which
@@ -21,6 +29,33 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and \
+        torch.distributed.is_initialized() else 1
+
+
+def gather_rows(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Every worker's rows of each tensor, concatenated in rank order; a tensor that needs gradients
+    keeps them (this worker's rows receive the gradient of every worker's loss). One process, a
+    ``None``, or no gradient recording (validation: each worker scores its own shard, whose size may
+    differ, so a collective there could wait forever): returned as given."""
+    if _world_size() == 1 or not torch.is_grad_enabled():
+        return tensors
+    from torch.distributed.nn.functional import all_gather
+
+    gathered = []
+    for tensor in tensors:
+        if tensor is None:
+            gathered.append(None)
+        elif tensor.requires_grad:
+            gathered.append(torch.cat(all_gather(tensor)))
+        else:
+            parts = [torch.empty_like(tensor) for _ in range(_world_size())]
+            torch.distributed.all_gather(parts, tensor.contiguous())
+            gathered.append(torch.cat(parts))
+    return tuple(gathered)
 
 
 class InfoNCE(nn.Module):
@@ -40,6 +75,8 @@ class InfoNCE(nn.Module):
         return F.cross_entropy(logits, torch.arange(len(queries), device=queries.device))
 
     def forward(self, queries: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss over the global batch (every worker's rows; see ``gather_rows``)."""
+        queries, targets, labels = gather_rows(queries, targets, labels)
         loss = self._one_way(queries, targets, labels)
         if self.symmetric:
             loss = 0.5 * (loss + self._one_way(targets, queries, labels))
@@ -82,7 +119,7 @@ class NTXent(nn.Module):
         self.temperature = temperature
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        return nt_xent(z_a, z_b, self.temperature)
+        return nt_xent(*gather_rows(z_a, z_b), self.temperature)  # the global batch, as InfoNCE
 
 
 @dataclass

@@ -42,3 +42,23 @@ def test_a_label_table_without_the_id_column_is_named(shared_data, tmp_path):
         labelled_photos(hm / "images", hm / "articles.parquet", "sku", ["colour_group_name"])
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         labelled_photos(tmp_path / "nowhere", hm / "articles.parquet", "article_id", [])
+
+
+@pytest.mark.timeout(300)
+def test_demo_garment_crops_with_their_std_labels(tmp_path):
+    """``images: null``: the crops of canonical items (a generated corpus, preprocessed), labelled by
+    their STD fields; every item with a crop is a photo, and the drawn colour is found again."""
+    import pyarrow.parquet as pq
+
+    from recsys.encoders.image import ImageEncoderConfig
+    from tests.serve_app.artifacts import preprocess_run
+
+    items = preprocess_run(tmp_path, n_images=40) / "items"
+    cfg = ImageEncoderEvalConfig(images=None, labels=str(items), attributes=["category", "color"],
+                                 encoders={"hand-crafted": ImageEncoderConfig()}, output_root=str(tmp_path / "out"),
+                                 grid_queries=1)
+    report = evaluate_image_encoders.run(cfg)
+    n_items = pq.read_table(items, columns=["item_id"]).num_rows
+    assert report["photos"] == n_items
+    colour = report["encoders"]["hand-crafted"]["agreement"]["color"]["@1"]
+    assert colour > report["chance"]["color"] + 0.2
