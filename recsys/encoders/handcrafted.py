@@ -91,10 +91,14 @@ class HandCraftedFeatures(torch.nn.Module):
         self.dim = dim
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        lab = rgb_to_lab(pixels.float())
-        mask = self._foreground(lab)
-        blocks = [self._colour(lab, mask), *self._edges(lab[:, 0], mask), *self._silhouette(mask)]
-        return torch.cat(blocks, dim=1) @ self.projection.T
+        # Always float32, also under a caller's autocast (the embed job's on CUDA): the colour
+        # conversion's powers and the histograms lose bins in half precision, and the same crop must
+        # give the same vector on every device; nothing here is matrix-bound enough to gain from AMP.
+        with torch.autocast(device_type=pixels.device.type, enabled=False):
+            lab = rgb_to_lab(pixels.float())
+            mask = self._foreground(lab)
+            blocks = [self._colour(lab, mask), *self._edges(lab[:, 0], mask), *self._silhouette(mask)]
+            return torch.cat(blocks, dim=1) @ self.projection.T
 
     @staticmethod
     def _foreground(lab: torch.Tensor) -> torch.Tensor:

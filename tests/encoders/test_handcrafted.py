@@ -115,3 +115,13 @@ def test_square_pad_keeps_the_aspect_with_the_border_colour():
     padded = square_pad(tall, side=64)
     assert padded.shape == (64, 64, 3)
     assert tuple(padded[32, 2]) == GREY and tuple(padded[32, 32]) == (0, 0, 0)  # side margins take the border colour
+
+
+def test_a_callers_autocast_changes_nothing(encoder):
+    """The embed job wraps every encoder in autocast on CUDA; the hand-crafted one stays float32."""
+    images = [garment((200, 30, 30)), garment((30, 30, 200), "shirt")]
+    pixels = encoder.pixels(images)
+    plain = encoder._impl.features(pixels)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        cast = encoder._impl.features(pixels)
+    assert cast.dtype == torch.float32 and torch.equal(cast, plain)

@@ -1,0 +1,176 @@
+"""GPU check in plain PyTorch (no Ray, no download): the numbers a CUDA machine gives for the image
+encoders and a contrastive training step, fp32 beside autocast (AMP), measured side by side.
+
+    python scripts/gpu_check.py [--device cuda] [--out gpu_check.json] [--seconds 3]
+
+- image encoders (``recsys.encoders.image.ImageEncoder``, the model pass on preprocessed pixels):
+  the hand-crafted stand-in, and a ViT-B/32 CLIP built from transformers' default ``CLIPConfig``
+  with random weights (FashionCLIP's architecture, saved and loaded as a ``CLIPModel`` directory
+  like a real checkpoint): images/s at batch 256, fp32 and AMP (bf16 where supported);
+- training steps/s, fp32 and AMP (forward, loss, backward, AdamW) of three loop families' models and
+  losses: the JSON encoder with InfoNCE (batch 1,024, 7 fields), the unified item tower with NT-Xent
+  on two views (batch 512), DeepFM on lists of 64 candidates with the pointwise loss (256 lists).
+  Not yet: the user tower, the listwise reranker and the persona two-tower.
+
+It runs where Ray cannot (a lent GPU machine has its own Python and torch): it imports only the
+library's torch-level modules. On a CPU it runs too (small batches), which is how the suite checks it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the library, without installing it
+
+from recsys.encoders.image import ImageEncoder, ImageEncoderConfig  # noqa: E402
+from recsys.losses.contrastive import InfoNCE, NTXent  # noqa: E402
+from recsys.losses.ranking import pointwise_loss  # noqa: E402
+from recsys.models.item_towers import ItemTowerConfig, build_item_tower  # noqa: E402
+from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig  # noqa: E402
+from recsys.models.rerankers import DeepFM, DeepFMConfig, ItemUserEmbedder  # noqa: E402
+
+
+def _timed(step, device: str, seconds: float) -> float:
+    """Calls of ``step`` per second: warm-up, then as many calls as fit in ``seconds``."""
+    for _ in range(3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        calls += 1
+        if device == "cuda" and calls % 5 == 0:
+            torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return calls / (time.perf_counter() - started)
+
+
+def _amp_dtype(device: str) -> torch.dtype:
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def _clip_dir(root: Path) -> str:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig()).save_pretrained(root)
+    CLIPImageProcessor().save_pretrained(root)
+    return str(root)
+
+
+def image_encoders(device: str, batch: int, seconds: float) -> dict:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = {"hand-crafted": ImageEncoderConfig(device=device, batch_size=batch),
+                   "clip-vit-b32 (random weights)": ImageEncoderConfig(model=_clip_dir(Path(tmp)), device=device,
+                                                                       batch_size=batch)}
+        for name, config in configs.items():
+            encoder = ImageEncoder(config)
+            side = 64 if encoder.backend == "handcrafted" else 224
+            pixels = torch.rand(batch, 3, side, side, device=device)
+            label = encoder.pretrained if encoder.backend == "handcrafted" else "none (random weights)"
+            row = {"pretrained": label, "batch": batch}
+            for mode in ("fp32", "amp"):
+                def step():
+                    with torch.inference_mode(), torch.autocast(device, dtype=_amp_dtype(device), enabled=mode == "amp"):
+                        encoder._impl.features(pixels)
+                row[f"{mode}_images_per_s"] = round(batch * _timed(step, device, seconds), 1)
+            row["amp_speedup"] = round(row["amp_images_per_s"] / row["fp32_images_per_s"], 2)
+            results[name] = row
+    return results
+
+
+def _train_speed(model: torch.nn.Module, loss_of, device: str, seconds: float, batch: int) -> dict:
+    """Training steps/s of ``loss_of()`` (forward + loss) + backward + AdamW, fp32 and AMP."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    row = {"batch": batch}
+    for mode in ("fp32", "amp"):
+        def step():
+            with torch.autocast(device, dtype=_amp_dtype(device), enabled=mode == "amp"):
+                loss = loss_of()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        row[f"{mode}_steps_per_s"] = round(_timed(step, device, seconds), 1)
+    row["amp_speedup"] = round(row["amp_steps_per_s"] / row["fp32_steps_per_s"], 2)
+    return row
+
+
+def item_tower_step(device: str, batch: int, seconds: float) -> dict:
+    """The unified item tower (transformer over STD + RE tokens) with NT-Xent on two dropped views."""
+    config = ItemTowerConfig()
+    torch.manual_seed(0)
+    model = build_item_tower("unified", config, vocab_size=5000, n_fields=16).to(device)
+    n_std, n_re = 8, 12
+    features = {"std_ids": torch.randint(1, 5000, (batch, n_std)), "std_field_ids": torch.randint(1, 16, (batch, n_std)),
+                "std_mask": torch.ones(batch, n_std, dtype=torch.bool),
+                "re_ids": torch.randint(1, 5000, (batch, n_re)), "re_field_ids": torch.randint(1, 16, (batch, n_re)),
+                "re_mask": torch.rand(batch, n_re) < 0.7, "re_parent_pos": torch.randint(0, n_std, (batch, n_re))}
+    views = [{k: v.to(device) for k, v in features.items()} for _ in range(2)]
+    views[1]["re_mask"] = views[1]["re_mask"] & (torch.rand(batch, n_re, device=device) < 0.8)  # a dropped view
+    loss_fn = NTXent(0.05)
+    return _train_speed(model, lambda: loss_fn(model(views[0]).float(), model(views[1]).float()), device, seconds,
+                        batch)
+
+
+def deepfm_step(device: str, lists: int, seconds: float) -> dict:
+    """DeepFM scoring lists of 64 candidates (item, history and dense fields), pointwise loss."""
+    n_items, length, history_len, n_dense = 20000, 64, 20, 6
+    torch.manual_seed(0)
+    embedder = ItemUserEmbedder(torch.randint(1, 5000, (n_items + 1, 10)), torch.randint(1, 50, (n_items + 1,)),
+                                vocab_size=5000, n_categories=50, dim=32)
+    model = DeepFM(embedder, n_dense, DeepFMConfig(embedding_dim=32, hidden=[64])).to(device)
+    items = torch.randint(1, n_items + 1, (lists, length), device=device)
+    history = torch.randint(1, n_items + 1, (lists, history_len), device=device)
+    dense = torch.rand(lists, length, n_dense, device=device)
+    labels = (torch.rand(lists, length, device=device) < 0.05).float()
+    mask = torch.ones(lists, length, dtype=torch.bool, device=device)
+    return _train_speed(model, lambda: pointwise_loss(model(items, history, dense).float(), labels, mask), device,
+                        seconds, lists)
+
+
+def json_encoder_step(device: str, batch: int, seconds: float) -> dict:
+    fields = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
+    config = JsonEncoderConfig(fields=fields, multi_fields=[])
+    sizes = {f: 200 for f in fields}
+    torch.manual_seed(0)
+    model = JsonEncoder(config, sizes).to(device)
+    loss_fn = InfoNCE(0.05)
+    ids = {f: torch.randint(1, 200, (batch, 1), device=device) for f in fields}
+    masks = {f: torch.ones(batch, 1, dtype=torch.bool, device=device) for f in fields}
+    targets = torch.nn.functional.normalize(torch.randn(batch, config.output_dim, device=device), dim=-1)
+    labels = torch.arange(batch, device=device)
+    return _train_speed(model, lambda: loss_fn(model(ids, masks).float(), targets, labels), device, seconds, batch)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+    parser.add_argument("--out", default="gpu_check.json")
+    args = parser.parse_args(argv)
+    on_gpu = args.device == "cuda"
+    report = {"device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
+              "torch": torch.__version__, "amp_dtype": str(_amp_dtype(args.device)),
+              "image_encoders": image_encoders(args.device, 256 if on_gpu else 8, args.seconds),
+              "json_encoder_infonce_step": json_encoder_step(args.device, 1024 if on_gpu else 64, args.seconds),
+              "item_tower_ntxent_step": item_tower_step(args.device, 512 if on_gpu else 32, args.seconds),
+              "deepfm_pointwise_step": deepfm_step(args.device, 256 if on_gpu else 16, args.seconds)}
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
