@@ -69,7 +69,7 @@ def train_variant(name: str, fields: list[str], records: dict, targets: dict, tr
                {"history": fitted["history"], "best_epoch": fitted["best_metrics"]["epoch"],
                 "evaluation": evaluation, "fields": fields, "vocab_sizes": vocab_sizes})
     training_charts(fitted["history"], variant_dir / "training_charts.png",
-                    f"JSON encoder -> title alignment ({name})")
+                    f"JSON encoder -> title alignment ({name})", "selection rows")
     return {"full": _short(evaluation["full"]), "inbatch64": _short(evaluation["inbatch64"]),
             "similarity": {k: round(v, 4) for k, v in evaluation["similarity"].items()},
             "best_epoch": fitted["best_metrics"]["epoch"], "fields": fields,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.config import ConfigError
 from recsys.eval.image_encoders import (ImageEncoderEvalConfig, chance, evaluate_encoders, item_crops,
                                        labelled_photos)
 from recsys.eval.similarity_search import search_grids
@@ -28,7 +29,8 @@ def run(cfg: ImageEncoderEvalConfig) -> dict:
     photos = (labelled_photos(cfg.images, cfg.labels, cfg.id_column, cfg.attributes) if cfg.images
               else item_crops(cfg.labels, cfg.attributes))
     if len(photos.ids) <= max(cfg.k):
-        raise ValueError(f"images {cfg.images}: {len(photos.ids)} labelled photos, need more than k={max(cfg.k)}")
+        raise ConfigError(f"images {cfg.images or cfg.labels}: {len(photos.ids)} labelled photos, need more than "
+                          f"k={max(cfg.k)}")
     print(f"evaluate_image_encoders: {len(photos.ids)} labelled photos ({len(photos.unlabelled)} without a label "
           f"row, left out), encoders: {', '.join(cfg.encoders)}")
     run_dir = new_run_dir(cfg.output_root, cfg)

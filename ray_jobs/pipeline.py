@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from recsys.config import ConfigError
 from recsys.data.synthetic import SyntheticCorpusConfig, existing_corpus
 from recsys.encoders.image import ImageEncoderConfig
 from ray_jobs import (build_index, embed, generate_corpus, preprocess, train_item_tower, train_json_encoder,
@@ -43,6 +44,15 @@ class PipelineConfig:
     train_users: train_users.TrainUsersConfig | None = field(default_factory=train_users.TrainUsersConfig)  # null: skip
     train_persona: train_persona.TrainPersonaConfig | None = None  # on train_users' run; null: skip
     image_baseline: ImageBaselineConfig | None = None  # stage 2 again on another image encoder's vectors; null: skip
+
+    def __post_init__(self):
+        if self.image_baseline is None:
+            return
+        root = Path(self.image_baseline.output_root).resolve()
+        served = [Path(stage.output_root).resolve() for stage in (self.embed, self.train_json_encoder) if stage]
+        if any(path in (root, root / "embed", root / "train_json_encoder") for path in served):
+            raise ConfigError(f"image_baseline.output_root {self.image_baseline.output_root!r}: its runs would land "
+                              f"where Serve looks for the served embed / JSON-encoder runs ({[str(p) for p in served]})")
 
 
 @dataclass

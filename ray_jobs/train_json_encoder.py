@@ -53,13 +53,13 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
         best = fitted["best_metrics"]
         # stage 1 has no held-out report: this is its best epoch's score on the selection items
         summary["json_view_retrieval"] = {k: best[f"val_{k}"] for k in ("top1", "top5", "top10", "mrr")}
-        chart_title = "JSON encoder stage 1: a field-dropped view finds its full JSON (validation)"
+        chart_title = "JSON encoder stage 1: a field-dropped view finds its full JSON (selection items)"
     else:
         summary |= data.evaluate(load_encoder(fitted["best_model"]), run_dir / "results", cfg.evaluation)
         chart_title = f"JSON encoder -> image alignment ({data.note})"
     write_json(run_dir / "results" / "training_results.json", {"history": fitted["history"], **summary})
     write_json(run_dir / "training_summary.json", summary)
-    training_charts(fitted["history"], run_dir / "training_charts.png", chart_title)
+    training_charts(fitted["history"], run_dir / "training_charts.png", chart_title, "selection items")
     write_manifest(run_dir, "train_json_encoder",
                    {"items": str(data.items_dir), "image_embeddings": str(data.embeddings_dir),
                     **({"init_model": init_model} if init_model else {})},

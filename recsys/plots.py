@@ -70,10 +70,11 @@ def line_panels(history: list[dict], panels: Mapping[str, Sequence[str]], path: 
     return save_figure(fig, path)
 
 
-def training_charts(history: list[dict], path: str | Path, title: str) -> Path:
-    """2x2: train/val loss, Top-1/Top-5 (full gallery), positive vs negative similarity, learning rate."""
-    return line_panels(history, {"loss": ["train_loss", "val_loss"],
-                                 "validation accuracy (full gallery)": ["val_top1", "val_top5"],
+def training_charts(history: list[dict], path: str | Path, title: str, held_out: str = "validation") -> Path:
+    """2x2: train/val loss, Top-1/Top-5 (full gallery), positive vs negative similarity, learning rate.
+    ``held_out`` names what the ``val_*`` series were measured on (e.g. "selection items")."""
+    return line_panels(history, {f"loss (train, {held_out})": ["train_loss", "val_loss"],
+                                 f"{held_out} accuracy (full gallery)": ["val_top1", "val_top5"],
                                  "mean cosine similarity (positive vs negative pairs)":
                                      ["val_mean_positive_similarity", "val_mean_negative_similarity"],
                                  "learning rate": ["lr"]}, path, title)

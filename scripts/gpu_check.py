@@ -1,7 +1,11 @@
 """GPU check in plain PyTorch (no Ray, no download): the numbers a CUDA machine gives for the image
-encoders and a contrastive training step, fp32 beside autocast (AMP), measured side by side.
+encoders and training steps, fp32 beside autocast (AMP), measured side by side.
 
-    python scripts/gpu_check.py [--device cuda] [--out gpu_check.json] [--seconds 3]
+    python scripts/gpu_check.py [--device cuda] [--out gpu_check.json] [--seconds 2] [--rounds 3]
+
+Each rate is the median of ``rounds`` interleaved fp32/AMP measurements of ``seconds`` each, and the
+AMP/fp32 ratio the median of the per-round ratios (small models are launch-bound: single
+measurements of their rates moved by up to 1.7x between runs on one H200).
 
 - image encoders (``recsys.encoders.image.ImageEncoder``, the model pass on preprocessed pixels):
   the hand-crafted stand-in, and a ViT-B/32 CLIP built from transformers' default ``CLIPConfig``
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -69,7 +74,7 @@ def _clip_dir(root: Path) -> str:
     return str(root)
 
 
-def image_encoders(device: str, batch: int, seconds: float) -> dict:
+def image_encoders(device: str, batch: int, seconds: float, rounds: int) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         configs = {"hand-crafted": ImageEncoderConfig(device=device, batch_size=batch),
@@ -81,33 +86,52 @@ def image_encoders(device: str, batch: int, seconds: float) -> dict:
             pixels = torch.rand(batch, 3, side, side, device=device)
             label = encoder.pretrained if encoder.backend == "handcrafted" else "none (random weights)"
             row = {"pretrained": label, "batch": batch}
-            for mode in ("fp32", "amp"):
+
+            def step_in(mode: str):
                 def step():
-                    with torch.inference_mode(), torch.autocast(device, dtype=_amp_dtype(device), enabled=mode == "amp"):
+                    with torch.inference_mode(), torch.autocast(device, dtype=_amp_dtype(device),
+                                                                enabled=mode == "amp"):
                         encoder._impl.features(pixels)
-                row[f"{mode}_images_per_s"] = round(batch * _timed(step, device, seconds), 1)
-            row["amp_speedup"] = round(row["amp_images_per_s"] / row["fp32_images_per_s"], 2)
+                return step
+            result = _compare({mode: step_in(mode) for mode in ("fp32", "amp")}, device, seconds, rounds)
+            row |= {"fp32_images_per_s": round(batch * result["fp32"], 1),
+                    "amp_images_per_s": round(batch * result["amp"], 1), "amp_speedup": result["amp_speedup"],
+                    "amp_speedup_rounds": result["amp_speedup_rounds"]}
             results[name] = row
     return results
 
 
-def _train_speed(model: torch.nn.Module, loss_of, device: str, seconds: float, batch: int) -> dict:
+def _compare(steps: dict, device: str, seconds: float, rounds: int) -> dict:
+    """Calls/s of each ``steps[mode]`` (fp32, amp), measured in interleaved rounds: the median of each
+    mode and of the per-round ratio (a shared, noisy machine shifts both modes within a round alike)."""
+    rates = {mode: [] for mode in steps}
+    for _ in range(rounds):
+        for mode, step in steps.items():
+            rates[mode].append(_timed(step, device, seconds))
+    ratios = [amp / fp32 for fp32, amp in zip(rates["fp32"], rates["amp"])]
+    return {"fp32": statistics.median(rates["fp32"]), "amp": statistics.median(rates["amp"]),
+            "amp_speedup": round(statistics.median(ratios), 2),
+            "amp_speedup_rounds": [round(r, 2) for r in ratios]}
+
+
+def _train_speed(model: torch.nn.Module, loss_of, device: str, seconds: float, batch: int, rounds: int) -> dict:
     """Training steps/s of ``loss_of()`` (forward + loss) + backward + AdamW, fp32 and AMP."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    row = {"batch": batch}
-    for mode in ("fp32", "amp"):
+
+    def step_in(mode: str):
         def step():
             with torch.autocast(device, dtype=_amp_dtype(device), enabled=mode == "amp"):
                 loss = loss_of()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        row[f"{mode}_steps_per_s"] = round(_timed(step, device, seconds), 1)
-    row["amp_speedup"] = round(row["amp_steps_per_s"] / row["fp32_steps_per_s"], 2)
-    return row
+        return step
+    result = _compare({mode: step_in(mode) for mode in ("fp32", "amp")}, device, seconds, rounds)
+    return {"batch": batch, "fp32_steps_per_s": round(result["fp32"], 1), "amp_steps_per_s": round(result["amp"], 1),
+            "amp_speedup": result["amp_speedup"], "amp_speedup_rounds": result["amp_speedup_rounds"]}
 
 
-def item_tower_step(device: str, batch: int, seconds: float) -> dict:
+def item_tower_step(device: str, batch: int, seconds: float, rounds: int) -> dict:
     """The unified item tower (transformer over STD + RE tokens) with NT-Xent on two dropped views."""
     config = ItemTowerConfig()
     torch.manual_seed(0)
@@ -121,10 +145,10 @@ def item_tower_step(device: str, batch: int, seconds: float) -> dict:
     views[1]["re_mask"] = views[1]["re_mask"] & (torch.rand(batch, n_re, device=device) < 0.8)  # a dropped view
     loss_fn = NTXent(0.05)
     return _train_speed(model, lambda: loss_fn(model(views[0]).float(), model(views[1]).float()), device, seconds,
-                        batch)
+                        batch, rounds)
 
 
-def deepfm_step(device: str, lists: int, seconds: float) -> dict:
+def deepfm_step(device: str, lists: int, seconds: float, rounds: int) -> dict:
     """DeepFM scoring lists of 64 candidates (item, history and dense fields), pointwise loss."""
     n_items, length, history_len, n_dense = 20000, 64, 20, 6
     torch.manual_seed(0)
@@ -137,10 +161,10 @@ def deepfm_step(device: str, lists: int, seconds: float) -> dict:
     labels = (torch.rand(lists, length, device=device) < 0.05).float()
     mask = torch.ones(lists, length, dtype=torch.bool, device=device)
     return _train_speed(model, lambda: pointwise_loss(model(items, history, dense).float(), labels, mask), device,
-                        seconds, lists)
+                        seconds, lists, rounds)
 
 
-def json_encoder_step(device: str, batch: int, seconds: float) -> dict:
+def json_encoder_step(device: str, batch: int, seconds: float, rounds: int) -> dict:
     fields = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
     config = JsonEncoderConfig(fields=fields, multi_fields=[])
     sizes = {f: 200 for f in fields}
@@ -151,22 +175,26 @@ def json_encoder_step(device: str, batch: int, seconds: float) -> dict:
     masks = {f: torch.ones(batch, 1, dtype=torch.bool, device=device) for f in fields}
     targets = torch.nn.functional.normalize(torch.randn(batch, config.output_dim, device=device), dim=-1)
     labels = torch.arange(batch, device=device)
-    return _train_speed(model, lambda: loss_fn(model(ids, masks).float(), targets, labels), device, seconds, batch)
+    return _train_speed(model, lambda: loss_fn(model(ids, masks).float(), targets, labels), device, seconds, batch,
+                        rounds)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved fp32/AMP rounds (medians reported)")
     parser.add_argument("--out", default="gpu_check.json")
     args = parser.parse_args(argv)
     on_gpu = args.device == "cuda"
     report = {"device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
               "torch": torch.__version__, "amp_dtype": str(_amp_dtype(args.device)),
-              "image_encoders": image_encoders(args.device, 256 if on_gpu else 8, args.seconds),
-              "json_encoder_infonce_step": json_encoder_step(args.device, 1024 if on_gpu else 64, args.seconds),
-              "item_tower_ntxent_step": item_tower_step(args.device, 512 if on_gpu else 32, args.seconds),
-              "deepfm_pointwise_step": deepfm_step(args.device, 256 if on_gpu else 16, args.seconds)}
+              "rounds": args.rounds, "seconds_per_measurement": args.seconds,
+              "image_encoders": image_encoders(args.device, 256 if on_gpu else 8, args.seconds, args.rounds),
+              "json_encoder_infonce_step": json_encoder_step(args.device, 1024 if on_gpu else 64, args.seconds,
+                                                             args.rounds),
+              "item_tower_ntxent_step": item_tower_step(args.device, 512 if on_gpu else 32, args.seconds, args.rounds),
+              "deepfm_pointwise_step": deepfm_step(args.device, 256 if on_gpu else 16, args.seconds, args.rounds)}
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return report

@@ -75,8 +75,9 @@ def create_api(services: Services) -> FastAPI:
     config, stats = services.config, services.stats
     app = FastAPI(title="FashionRec", version="0.1.0", openapi_tags=TAGS,
                   description="Fashion search and recommendation over the FashionRec artifacts. Image vectors come "
-                              "from the embed run's open_clip encoder (offline default: a seeded stand-in, "
-                              "`pretrained: none (stand-in)`); attribute queries from the stage-2 JSON encoder.")
+                              "from the embed run's image encoder (offline default: a hand-crafted stand-in of colour, "
+                              "edge and silhouette statistics, `pretrained: none (hand-crafted stand-in)`); attribute "
+                              "queries from the stage-2 JSON encoder.")
     app.add_middleware(RequestGate, max_request_bytes=config.max_request_bytes, stats=stats)
 
     @app.exception_handler(AppError)

@@ -3,7 +3,7 @@
     FashionRecIngress (FastAPI routers of serve_app.routes)
       ├─ Recommender     query encoding (JSON encoder, MiniLM text, user tower) + vector index and item
       │                  store + candidate sources + ranking (learned reranker, MMR): one call per route
-      └─ ImageEmbedder   uploaded image -> vector (open_clip), only for uploads
+      └─ ImageEmbedder   uploaded image -> vector (the embed run's image encoder), only for uploads
 
 Why this split. Every DeploymentHandle call costs a few milliseconds of Ray's proxy/router/actor
 hops and a (de)serialisation on both sides (``make bench-serve`` measures it beside a constant

@@ -13,7 +13,10 @@ person sees first in a garment photo, deterministically and with no learned weig
 
 Each block is a histogram (or mask) taken to its square root (Hellinger), centred by its own mean
 (so garments with disjoint colours point in different directions instead of all sharing the positive
-orthant) and scaled to a fixed weight; the concatenation goes through a fixed orthonormal projection
+orthant) and scaled to a fixed weight. The edge-orientation block is not re-normalised: a cell with
+no edges keeps a near-empty histogram (each cell is divided by at least ``EDGE_FLOOR`` per pixel),
+so a flat region adds nothing rather than a full-weight vector of rounding noise, which would differ
+between CPU and GPU; the concatenation goes through a fixed orthonormal projection
 to ``dim`` (512, the width of the CLIP models it stands in for), which keeps every cosine as it was.
 Reports name it ``pretrained: none (hand-crafted stand-in)``: real encoders replace it by config.
 """
@@ -33,6 +36,7 @@ L_BINS, AB_BINS = 4, 6                             # joint L*a*b* colour histogr
 ORIENTATION_BINS, STRENGTH_BINS, MASK_GRID = 8, 6, 8
 BLOCK_WEIGHTS = {"colour": 1.0, "edges": 0.6, "texture": 0.35, "silhouette": 0.7, "moments": 0.3}
 FOREGROUND_DELTA_E = 12.0                          # CIELAB distance from the background that counts as garment
+EDGE_FLOOR = 1.0                                   # mean Sobel strength (L* units) a cell needs to count as edged
 
 
 def square_pad(image: Image.Image, side: int = SIDE) -> np.ndarray:
@@ -69,11 +73,13 @@ def _soft_bins(values: torch.Tensor, low: float, high: float, bins: int) -> torc
     return (1 - (position.unsqueeze(-1) - centres).abs()).clamp_min(0)
 
 
-def _block(histogram: torch.Tensor, weight: float) -> torch.Tensor:
-    """Histogram rows -> Hellinger (square root), centred by each row's own mean, unit length x weight."""
+def _block(histogram: torch.Tensor, weight: float, unit: bool = True) -> torch.Tensor:
+    """Histogram rows -> Hellinger (square root), centred by each row's own mean, x weight; scaled
+    to unit length first when ``unit``. Without it (edge histograms, which sum to at most 1) a
+    near-empty row stays near zero instead of becoming a full-weight vector of rounding noise."""
     root = histogram.clamp_min(0).sqrt()
     root = root - root.mean(dim=1, keepdim=True)
-    return weight * torch.nn.functional.normalize(root, dim=1)
+    return weight * (torch.nn.functional.normalize(root, dim=1) if unit else root)
 
 
 class HandCraftedFeatures(torch.nn.Module):
@@ -134,13 +140,15 @@ class HandCraftedFeatures(torch.nn.Module):
         weighted = member * strength.unsqueeze(-1)                              # (N, H, W, bins)
         half = lightness.shape[-1] // 2
         cells = [weighted] + [weighted[:, r:r + half, c:c + half] for r in (0, half) for c in (0, half)]
-        orientation = torch.cat([cell.sum(dim=(1, 2)) / cell.sum(dim=(1, 2, 3)).clamp_min(1e-8)[:, None]
-                                 for cell in cells], dim=1)
+        # a cell with (almost) no edges keeps a near-empty histogram: dividing by its own tiny total
+        # would blow rounding noise up into a full histogram
+        orientation = torch.cat([cell.sum(dim=(1, 2)) / cell.sum(dim=(1, 2, 3)).clamp_min(
+            EDGE_FLOOR * cell.shape[1] * cell.shape[2])[:, None] for cell in cells], dim=1) / len(cells)
         # edge strength inside the garment: plain fabric is mostly weak edges, prints and knits strong
         strengths = _soft_bins(torch.log1p(strength), 0.0, 5.0, STRENGTH_BINS)
         texture = torch.einsum("nhwb,nhw->nb", strengths, mask)
         texture = texture / texture.sum(dim=1, keepdim=True).clamp_min(1e-8)
-        return [_block(orientation, BLOCK_WEIGHTS["edges"]), _block(texture, BLOCK_WEIGHTS["texture"])]
+        return [_block(orientation, BLOCK_WEIGHTS["edges"], unit=False), _block(texture, BLOCK_WEIGHTS["texture"])]
 
     @staticmethod
     def _silhouette(mask: torch.Tensor) -> list[torch.Tensor]:

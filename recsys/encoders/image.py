@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from recsys.config import ConfigError
 from recsys.encoders.handcrafted import HAND_CRAFTED, HAND_CRAFTED_LABEL, HandCraftedEncoder
 
 STAND_IN = "none (random-weight stand-in)"
@@ -42,7 +43,7 @@ LOCAL_DIR = "local-dir:"
 @dataclass
 class ImageEncoderConfig:
     model: str = HAND_CRAFTED        # hand-crafted | open_clip name / hf-hub: / local-dir: | transformers CLIP id or dir
-    pretrained: str | None = None    # open_clip tag or checkpoint path; None = seeded random weights
+    pretrained: str | None = None    # open_clip tag or checkpoint path; None with an open_clip name = seeded random weights
     backend: str = "auto"            # handcrafted | open_clip | transformers_clip | auto (from the name or directory)
     seed: int = 0
     batch_size: int = 32
@@ -69,6 +70,9 @@ def resolve_backend(config: ImageEncoderConfig) -> str:
         return config.backend
     name = config.model
     if name == HAND_CRAFTED:
+        if config.pretrained:
+            raise ConfigError(f"image.pretrained {config.pretrained!r}: the hand-crafted encoder has no weights; "
+                              f"name the model they belong to in image.model (e.g. ViT-B-32)")
         return "handcrafted"
     if name.startswith(("hf-hub:", LOCAL_DIR)):
         return "open_clip"

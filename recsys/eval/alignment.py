@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from recsys.config import ConfigError
 from recsys.encoders.text import TextEncoderConfig
 from recsys.models.json_encoder import JsonEncoderConfig
 from recsys.models.registry import named_config
@@ -31,8 +32,9 @@ class AlignmentEvalConfig:
 
     def __post_init__(self):
         self.encoder = named_config(self.encoder, JsonEncoderConfig, "json_encoder")  # a configs/models.yaml name, or the block
-        if not 0 < self.selection_fraction < 1:
-            raise ValueError(f"selection_fraction {self.selection_fraction}: expected a share between 0 and 1")
+        for name in ("val_fraction", "selection_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)}: expected a share between 0 and 1")
 
 
 MAX_CATEGORICAL_VALUES = 1000  # more distinct values than this is free text, not a category

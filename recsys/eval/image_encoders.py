@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from recsys.config import ConfigError
 from recsys.encoders.image import ImageEncoder, ImageEncoderConfig, pretrained_label
 from recsys.metrics.neighbours import category_hit, chance_category_hit, top_k_neighbours
 
@@ -60,13 +61,13 @@ def labelled_photos(images: str | Path, labels: str | Path, id_column: str, attr
     missing folder, file or column."""
     images, labels = Path(images), Path(labels)
     if not images.is_dir():
-        raise FileNotFoundError(f"images: {images} is not a directory of <id>.jpg photos")
+        raise ConfigError(f"images: {images} is not a directory of <id>.jpg photos")
     if not labels.is_file():
-        raise FileNotFoundError(f"labels: {labels} does not exist (expected a parquet table with {id_column!r})")
+        raise ConfigError(f"labels: {labels} does not exist (expected a parquet table with {id_column!r})")
     table = pq.read_table(labels)
     missing = [c for c in [id_column, *attributes] if c not in table.column_names]
     if missing:
-        raise ValueError(f"labels {labels}: no column(s) {missing}; it has {table.column_names}")
+        raise ConfigError(f"labels {labels}: no column(s) {missing}; it has {table.column_names}")
     rows = {_key(v): i for i, v in enumerate(table.column(id_column).to_pylist())}
     ids, paths, unlabelled = [], [], []
     for path in sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
@@ -83,7 +84,7 @@ def item_crops(items: str | Path, attributes: Sequence[str]) -> LabelledPhotos:
     STD attributes (first value; ``category`` is the finest category) -- the demo corpus's garments."""
     items = Path(items)
     if not items.exists():
-        raise FileNotFoundError(f"labels: {items} does not exist (expected canonical items parquet)")
+        raise ConfigError(f"labels: {items} does not exist (expected canonical items parquet)")
     rows = pq.read_table(items, columns=["item_id", "category", "std_attributes", "crop_path", "image_path"]).to_pylist()
     ids, paths, labels = [], [], {a: [] for a in attributes}
     for row in rows:

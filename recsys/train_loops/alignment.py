@@ -143,7 +143,9 @@ def train_alignment_loop(loop_config: dict) -> None:
 
         queries, targets = embed_dataset(unwrap(model), val_shard, enc_cfg.fields, device, cfg)
         evaluation = evaluate_pairs(queries, targets, cfg.val_batch)
-        with torch.no_grad():  # same batch size as training, so the two losses are comparable
+        # same batch size as one worker's training batch: comparable with one worker's training loss (with W
+        # workers the training loss is over the W x B gathered rows, with more negatives)
+        with torch.no_grad():
             blocks = range(0, len(queries) - cfg.batch_size + 1, cfg.batch_size)
             val_loss = float(np.mean([float(loss_fn(torch.as_tensor(queries[s:s + cfg.batch_size]),
                                                     torch.as_tensor(targets[s:s + cfg.batch_size])))

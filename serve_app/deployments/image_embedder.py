@@ -1,8 +1,8 @@
-"""ImageEmbedder: uploaded image bytes -> vector in the indexed item space (open_clip or transformers CLIP).
+"""ImageEmbedder: uploaded image bytes -> vector in the indexed item space (any ``recsys.encoders.image`` backend).
 
 The encoder is the one the embed run used (its ``config.yaml``), unless ``image.model`` in the
 serve config names another, so an uploaded photo is comparable with the item vectors. Offline the
-default is the seeded ViT-M-32 stand-in, reported as ``pretrained: none (stand-in)``.
+default is the hand-crafted stand-in, reported as ``pretrained: none (hand-crafted stand-in)``.
 """
 from __future__ import annotations
 

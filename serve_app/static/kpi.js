@@ -76,7 +76,8 @@ function curves(history) {
     svg.append(line);
   }
   box.append(svg, el("p", {class: "muted", text: series.map(([key, color]) => `${key} (${color})`).join(" · ") +
-                                                  ` — ${history.length} epochs, each series scaled to its own range`}));
+                                                  ` — ${history.length} epochs, each series scaled to its own range; ` +
+                                                  `val_* are the selection items that chose the best epoch, not the held-out items of the cards`}));
 }
 
 function imageGrid(hits) {

@@ -72,7 +72,7 @@ def test_silhouette_decides_between_the_same_colour(encoder):
     dress, moved_dress = garment((40, 60, 170)), garment((40, 60, 170), shift=6)
     shirt, trousers = garment((40, 60, 170), "shirt"), garment((40, 60, 170), "trousers")
     same = cos(encoder, dress, moved_dress)
-    assert same > cos(encoder, dress, shirt) + 0.1 and same > cos(encoder, dress, trousers) + 0.05
+    assert same > cos(encoder, dress, shirt) + 0.1 and same > cos(encoder, dress, trousers) + 0.04
 
 
 def test_stripes_move_a_garment_away_from_its_plain_twin(encoder):
@@ -125,3 +125,14 @@ def test_a_callers_autocast_changes_nothing(encoder):
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         cast = encoder._impl.features(pixels)
     assert cast.dtype == torch.float32 and torch.equal(cast, plain)
+
+
+def test_rounding_noise_on_a_flat_image_changes_nothing():
+    """A flat swatch's edge cells are empty: noise far below a visible edge (what a GPU's rounding
+    adds to the Sobel response) must not turn into a full-weight orientation histogram."""
+    model = HandCraftedFeatures()
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    flat[:, 0] = 0.8                                          # a pink swatch, no edges at all
+    noisy = flat + 1e-4 * torch.randn(flat.shape, generator=torch.Generator().manual_seed(0))
+    a, b = (torch.nn.functional.normalize(model(x), dim=1) for x in (flat, noisy))
+    assert float((a * b).sum()) > 0.999

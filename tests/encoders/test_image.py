@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from recsys.config import ConfigError
 from recsys.encoders.image import (STAND_IN, ImageEncoder, ImageEncoderConfig, pretrained_label,
                                    resolve_backend)
 
@@ -145,6 +146,8 @@ def test_backend_follows_the_config_or_the_name(transformers_dir, open_clip_dir,
     with pytest.raises(ValueError, match="neither"):
         backend(str(tmp_path))
     assert backend("hand-crafted") == "handcrafted" and backend("anything", "handcrafted") == "handcrafted"
+    with pytest.raises(ConfigError, match="no weights"):  # a checkpoint must not be silently ignored
+        resolve_backend(ImageEncoderConfig(pretrained="/ckpt/open_clip_model.safetensors"))
     assert pretrained_label(ImageEncoderConfig(model="ViT-M-32")) == STAND_IN == "none (random-weight stand-in)"
     assert pretrained_label(ImageEncoderConfig(model="hf-hub:Marqo/marqo-fashionSigLIP")) == "hf-hub"
     assert pretrained_label(ImageEncoderConfig(model="patrickjohncyh/fashion-clip")) == "patrickjohncyh/fashion-clip"

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from recsys.config import ConfigError
 from recsys.encoders.handcrafted import HAND_CRAFTED_LABEL
 from recsys.encoders.image import STAND_IN
 from recsys.eval.image_encoders import ImageEncoderEvalConfig, labelled_photos
@@ -40,7 +41,7 @@ def test_a_label_table_without_the_id_column_is_named(shared_data, tmp_path):
     hm = shared_data / "hm_pse_subset"
     with pytest.raises(ValueError, match=r"no column\(s\) \['sku'\]"):
         labelled_photos(hm / "images", hm / "articles.parquet", "sku", ["colour_group_name"])
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    with pytest.raises(ConfigError, match="is not a directory"):
         labelled_photos(tmp_path / "nowhere", hm / "articles.parquet", "article_id", [])
 
 

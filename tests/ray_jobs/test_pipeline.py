@@ -200,3 +200,17 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
             assert [ids[i] for i in order] == [learned.index.ids[offline.items[row][j] - 1] for j in expected]
         checked += 1
     assert checked >= 10
+
+
+def test_an_image_baseline_that_would_land_where_serve_looks_is_refused(tmp_path):
+    from recsys.config import ConfigError
+
+    served = dict(preprocess=PreprocessConfig(labels="x", images="y"),
+                  embed=EmbedConfig(output_root=str(tmp_path / "embed")),
+                  train_json_encoder=TrainJsonEncoderConfig(output_root=str(tmp_path / "stage2")))
+    with pytest.raises(ConfigError, match="where Serve looks"):
+        pipeline.PipelineConfig(**served, image_baseline=pipeline.ImageBaselineConfig(output_root=str(tmp_path)))
+    with pytest.raises(ConfigError, match="where Serve looks"):
+        pipeline.PipelineConfig(**served, image_baseline=pipeline.ImageBaselineConfig(output_root=str(tmp_path / "stage2")))
+    apart = pipeline.PipelineConfig(**served, image_baseline=pipeline.ImageBaselineConfig(output_root=str(tmp_path / "b")))
+    assert apart.image_baseline.output_root == str(tmp_path / "b")
