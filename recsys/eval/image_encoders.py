@@ -71,9 +71,11 @@ def labelled_photos(images: str | Path, labels: str | Path, id_column: str, attr
     rows = {_key(v): i for i, v in enumerate(table.column(id_column).to_pylist())}
     ids, paths, unlabelled = [], [], []
     for path in sorted(p for p in images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
-        (ids if _key(path.stem) in rows else unlabelled).append(_key(path.stem))
-        if _key(path.stem) in rows:
-            paths.append(str(path))
+        key = _key(path.stem)
+        if key in rows:
+            ids.append(key), paths.append(str(path))
+        else:
+            unlabelled.append(key)
     take = [rows[i] for i in ids]
     columns = {a: np.array(pc.cast(table.column(a), "string").to_pylist(), dtype=object)[take] for a in attributes}
     return LabelledPhotos(ids, paths, columns, unlabelled)
