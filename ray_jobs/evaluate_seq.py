@@ -118,13 +118,13 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
                                   evaluate=True, progress=f"{s} candidates")
         print(f"{s}: {len(stages[s].candidates) / n_users:.0f} candidates per user; recall@"
               f"{cfg.candidates.n_per_source} per source {stages[s].recall}")
-    ranker, ranker_scores, model_ranks = rank_candidates(cfg, stages, sources, history, target, seconds)
+    ranking = rank_candidates(cfg, stages, sources, history, target, seconds)
     data = {"interactions": str(Path(interactions).resolve()), "n_interactions": int(len(frame)),
             "n_log_users": int(len(split.user_ids)), **load_info, "item_vectors": vector_info, "content": content_info,
             "profile": {k: v for k, v in profile_info.items() if k not in ("mean", "std")}}
-    report = e3_report(cfg, split, stages, model_ranks, repeated, tower_cfg, ranker, fitted, data)
+    report = e3_report(cfg, split, stages, ranking, repeated, tower_cfg, fitted, data)
     with timed(seconds, "write"):
-        write_e3_outputs(out_dir, split, stages, ranker_scores, report)
+        write_e3_outputs(out_dir, split, stages, ranking.scores, report)
     report["timings_s"] = {**seconds, "total": round(time.perf_counter() - started, 1)}
     write_json(out_dir / "metrics.json", report)
     print_e3_summary(report, out_dir)

@@ -17,7 +17,8 @@ or a partner category; otherwise the user starts afresh from a preferred categor
 ties that only the file order resolves, as in real purchase logs.
 
 Output: ``interactions.parquet`` (user_id, item_id, timestamp; rows in time order, file order
-breaking ties), ``items.parquet`` (item_id, group, category, colour, title) and ``manifest.json``.
+breaking ties; ``order_column: position`` writes each user's step instead of times: a
+sequences-only log without baskets), ``items.parquet`` (item_id, group, category, colour, title) and ``manifest.json``.
 All steps are vectorised over users (one numpy pass per sequence position).
 """
 from __future__ import annotations
@@ -55,10 +56,13 @@ class SyntheticInteractionsConfig:
     mean_gap_days: float = 7.0
     start: str = "2020-01-01"
     format: str = "parquet"           # parquet | csv
+    order_column: str = "timestamp"   # timestamp | position (a sequences-only log: each user's 0-based step, no times)
 
     def __post_init__(self):
         if not 1 <= self.n_groups <= len(GROUPS):
             raise ValueError(f"n_groups must be between 1 and {len(GROUPS)}")
+        if self.order_column not in ("timestamp", "position"):
+            raise ValueError(f"order_column must be timestamp or position, got {self.order_column!r}")
         if self.format not in ("parquet", "csv"):
             raise ValueError(f"format must be parquet or csv, got {self.format!r}")
         if self.n_items < self.n_groups * self.categories_per_group:
@@ -179,6 +183,10 @@ def generate_interactions(cfg: SyntheticInteractionsConfig) -> tuple[pd.DataFram
                "length_median": float(np.median(lengths)), "length_mean": round(float(lengths.mean()), 2),
                "users_with_3_or_more": int((lengths >= 3).sum()),
                "tied_timestamps": int(frame.duplicated(["user_id", "timestamp"]).sum())}
+    if cfg.order_column == "position":
+        # the order survives, the times (and with them the baskets) do not
+        frame = frame.assign(position=frame.groupby("user_id").cumcount()).drop(columns="timestamp")
+        summary["tied_timestamps"] = 0
     return frame, item_table, summary
 
 

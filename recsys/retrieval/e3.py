@@ -61,6 +61,7 @@ class SequentialEvalConfig(SourcesConfig):
     bootstrap_samples: int = 2000      # paired bootstrap of the model against each baseline
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
+    order: str = "auto"     # auto: learned ranker or a fallback, on validation users (recsys.retrieval.ordering)
     item_vectors: ItemVectorsConfig = field(default_factory=ItemVectorsConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
 
@@ -175,10 +176,22 @@ def short(summary: dict) -> dict:
     return {key: round(summary[key], 4) for key in METRICS}
 
 
+@dataclass
+class Ranking:
+    """The ranker, its scores per stage (the contract's ``ranker_score``), the order served
+    (``recsys.retrieval.ordering``) and full-ranking target ranks per stage, served and learned."""
+    ranker: object
+    scores: dict
+    choice: object
+    ranks: dict
+    learned_ranks: dict
+
+
 def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, history: dict, target: dict,
-                    seconds: dict) -> tuple[object, dict, dict]:
-    """The ranker trained on the validation stage's candidates; (ranker, its scores per stage, the
-    recommender's full-ranking target ranks per stage)."""
+                    seconds: dict) -> Ranking:
+    """The ranker trained on the validation stage's candidates, the order chosen on the validation
+    users' held-out scores, and the recommender's full-ranking target ranks per stage."""
+    from recsys.retrieval.ordering import LEARNED, choose_order, order_scores
     from recsys.retrieval.ranker import CandidateRanker
     from recsys.retrieval.recommender import recommender_ranks
     from recsys.timing import timed
@@ -187,25 +200,50 @@ def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, hist
         names = sorted(stages["val"].candidates.features)
         matrix = lambda s: np.stack([stages[s].candidates.features[n] for n in names], axis=1)  # noqa: E731
         ranker = CandidateRanker(cfg.ranker, names).fit(matrix("val"), stages["val"].labels,
-                                                        stages["val"].candidates.row)
+                                                        stages["val"].candidates.row, held_out_scores=True)
         scores = {s: ranker.predict(matrix(s)) for s in stages}
+    popularity = sources["val"]["mostpop"]
+    with timed(seconds, "order_choice"):
+        choice = choose_order(stages["val"], ranker.held_out_scores, popularity, history["val"], target["val"],
+                              cfg.k, cfg.candidates.chunk_size, cfg.order)
+    print(f"order served: {choice.order} ({choice.reason})")
+
+    def ranks_of(order: str, s: str) -> np.ndarray:
+        ordered = order_scores(stages[s].candidates, order, scores[s], sources[s]["mostpop"])
+        return recommender_ranks(stages[s].candidates, ordered, sources[s]["mostpop"], history[s], target[s],
+                                 cfg.candidates.chunk_size, progress=f"{s} recommender ranks ({order})")
+
     with timed(seconds, "ranking"):
-        ranks = {s: recommender_ranks(stages[s].candidates, scores[s], sources[s]["mostpop"], history[s], target[s],
-                                      cfg.candidates.chunk_size, progress=f"{s} recommender ranks") for s in stages}
-    return ranker, scores, ranks
+        ranks = {s: ranks_of(choice.order, s) for s in stages}
+        learned = {s: ranks[s] if choice.learned else ranks_of(LEARNED, s) for s in stages}
+    return Ranking(ranker, scores, choice, ranks, learned)
 
 
-def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, model_ranks: dict, repeated: np.ndarray,
-              tower_cfg: UserTowerConfig, ranker, fitted: dict, data: dict) -> dict:
-    """metrics.json's numbers: the model, the user tower, the baselines and every source on the test
-    targets, the paired bootstrap against the baselines, validation-stage numbers, candidate recall
-    and the hits on repeated targets."""
+def best_source(ranks: dict, k: int) -> str:
+    """The source with the highest HR@k + NDCG@k on these ranks (the strongest single-source rival)."""
+    from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
+
+    return max(ranks, key=lambda name: hit_rate_at_k(ranks[name], k) + ndcg_at_k(ranks[name], k))
+
+
+def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, ranking: Ranking, repeated: np.ndarray,
+              tower_cfg: UserTowerConfig, fitted: dict, data: dict) -> dict:
+    """metrics.json's numbers: the model (the served order), the learned ranker's order, the user
+    tower, the baselines and every source on the test targets, the paired bootstrap against the
+    baselines and the best source, the order choice, validation-stage numbers, candidate recall and
+    the hits on repeated targets."""
     from recsys.eval.sequential import paired_bootstrap
     from recsys.metrics.ranking import rank_summary
 
     n_users, n_items, k = len(split.eval_rows), split.n_items, cfg.k
     test_ranks, val_ranks = stages["test"].ranks, stages["val"].ranks
+    model_ranks, learned_ranks = ranking.ranks, ranking.learned_ranks
+    # the strongest single source on the test targets: the rival the served order must not lose to
+    rival = best_source(test_ranks, k)
     report = {"model": short(rank_summary(model_ranks["test"], k)),
+              "learned_ranker": short(rank_summary(learned_ranks["test"], k)),
+              "order": ranking.choice.summary(),
+              "best_source": rival,
               "user_tower": short(rank_summary(test_ranks["user_tower"], k)),
               "baselines": {"mostpop": short(rank_summary(test_ranks["mostpop"], k)),
                             "itemknn": short(rank_summary(test_ranks["itemknn"], k))},
@@ -215,7 +253,11 @@ def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, mod
                              for name in ("itemknn", "mostpop")},
               "n_users": int(n_users), "n_items": int(n_items),
               "config": {**to_dict(cfg), "user_tower_resolved": asdict(tower_cfg)}}
-    report["validation"] = {"model (in-sample: the ranker is trained on these targets)":
+    report["comparison"]["model_vs_best_source"] = paired_bootstrap(model_ranks["test"], test_ranks[rival], k,
+                                                                    cfg.bootstrap_samples)
+    report["comparison"]["learned_ranker_vs_best_source"] = paired_bootstrap(learned_ranks["test"], test_ranks[rival],
+                                                                             k, cfg.bootstrap_samples)
+    report["validation"] = {"model (in-sample if learned: the ranker is trained on these targets)":
                             short(rank_summary(model_ranks["val"], k)),
                             **{name: short(rank_summary(val_ranks[name], k)) for name in val_ranks}}
     report["candidate_recall"] = {"n_per_source": cfg.candidates.n_per_source,
@@ -228,7 +270,7 @@ def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, mod
         **{name: {"hits@k": int(np.sum(ranks < k)), "of_which_repeated": int(np.sum((ranks < k) & repeated))}
            for name, ranks in {"model": model_ranks["test"], **test_ranks}.items()}}
     report["candidates_per_user"] = {s: round(len(stages[s].candidates) / n_users, 1) for s in ("val", "test")}
-    report["ranker"] = ranker.summary()
+    report["ranker"] = ranking.ranker.summary()
     report["user_tower_training"] = {"best_epoch": fitted["best_metrics"]["epoch"],
                                      "epochs_run": len(fitted["history"]),
                                      f"best_{SCORE}": round(fitted["best_metrics"][SCORE], 4),
@@ -258,7 +300,11 @@ def write_e3_outputs(out_dir: Path, split: SequenceSplit, stages: dict, ranker_s
 
 
 def _shown(report: dict) -> dict:
-    return {"recommender (model)": report["model"], "user tower": report["user_tower"],
+    served = report["order"]["served"]
+    shown = {f"recommender ({served})": report["model"]}
+    if served != "learned":
+        shown["learned ranker (not served)"] = report["learned_ranker"]
+    return {**shown, "user tower": report["user_tower"],
             "ItemKNN (transitions)": report["baselines"]["itemknn"], "MostPop": report["baselines"]["mostpop"]}
 
 
@@ -266,6 +312,8 @@ def print_e3_summary(report: dict, out_dir: Path) -> None:
     from recsys.eval.report import print_metric_table
 
     print_metric_table(_shown(report), METRICS, ["HR@10", "NDCG@10", "MRR"], width=7)
+    print(f"order served: {report['order']['served']} ({report['order']['reason']}); best source on the test "
+          f"targets: {report['best_source']}")
     for name, paired in report["comparison"].items():
         print(f"{name}: " + ", ".join(f"{m} {paired[m]['difference']:+.4f} (95% CI {paired[m]['ci95'][0]:+.4f}.."
                                       f"{paired[m]['ci95'][1]:+.4f})" for m in METRICS))

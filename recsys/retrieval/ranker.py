@@ -13,8 +13,10 @@ held-out users, by ``selection_folds``-fold cross-validation over users (each fo
 hits summed): trees need data, and on a small log (H&M's 1,100 users give ~200 validation targets
 among the candidates) the linear model may generalise better; one random half split decided that
 on ~100 targets and flipped between seeds, every user counting once lowers that noise.
-Negatives are subsampled per user (``negatives_per_user``); the positive is always kept, which
-shifts probabilities but not the order within a user.
+The same folds give every fitted row a held-out score (``held_out_scores``, a model fitted
+without that row's user): ``recsys.retrieval.ordering`` compares the learned order with its
+fallbacks on them. Negatives are subsampled per user (``negatives_per_user``); the positive is
+always kept, which shifts probabilities but not the order within a user.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class RankerConfig:
     max_iter: int = 200
     learning_rate: float = 0.1
     max_leaf_nodes: int = 31
-    selection_folds: int = 2      # ``auto``: folds of users for choosing the kind (2: each half held out once)
+    selection_folds: int = 2      # folds of users for held-out scores (2: each half held out once)
     threads: int | None = 1       # OpenMP threads for fitting/scoring; None: all cores (see fit)
     seed: int = 0
 
@@ -77,6 +79,7 @@ class CandidateRanker:
         self.kind = config.kind
         self.n_train_rows = 0
         self.selection: dict[str, float] = {}
+        self.held_out_scores: np.ndarray | None = None   # cross-fitted scores of the fitted rows (``fit``)
 
     def _build(self, kind: str):
         if kind == "gbdt":
@@ -93,7 +96,11 @@ class CandidateRanker:
 
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
 
-    def fit(self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> "CandidateRanker":
+    def fit(self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray,
+            held_out_scores: bool = False) -> "CandidateRanker":
+        """Fit on every group's sampled rows; ``kind: auto`` first compares the kinds on held-out
+        scores. ``held_out_scores`` keeps the chosen kind's (cross-fitted for a fixed kind, which
+        costs ``selection_folds`` more fits) in :attr:`held_out_scores`."""
         if labels.sum() == 0 or labels.sum() == len(labels):
             raise ValueError("the ranker needs positive and negative candidates (no target among the candidates?)")
         from threadpoolctl import threadpool_limits
@@ -102,32 +109,42 @@ class CandidateRanker:
         # Why a thread limit: on a shared 2-core machine OpenMP's spinning threads made the same
         # fit 30x slower than one thread; set ``threads`` on dedicated machines.
         with threadpool_limits(self.config.threads):
+            kinds = ("gbdt", "logistic") if self.config.kind == "auto" else (self.config.kind,)
+            needed = self.config.kind == "auto" or held_out_scores
+            held_out = self._cross_fit(kinds, features, labels, groups, rows) if needed else None
             if self.config.kind == "auto":
-                self.kind = self._select(features, labels, groups, rows)
+                self.kind = self._select(held_out, labels, groups)
+            self.held_out_scores = held_out[self.kind] if held_out and held_out_scores else None
             self.model = self._build(self.kind).fit(features[rows], labels[rows])
         self.n_train_rows = int(len(rows))
         return self
 
-    def _select(self, features, labels, groups, rows) -> str:
-        """The kind with more held-out users hit in the top k, over ``selection_folds`` folds of
-        users (each fold scored by a model trained on the others' sampled rows)."""
+    def _cross_fit(self, kinds, features, labels, groups, rows) -> dict[str, np.ndarray] | None:
+        """Each kind's scores of every row by a model fitted without that row's user: users in
+        ``selection_folds`` folds, each fold scored by a model trained on the others' sampled rows.
+        None when a fold leaves too few targets to fit."""
         users = np.unique(groups)
         folds = max(2, self.config.selection_folds)
         fold_of_user = np.empty(len(users), np.int64)
         fold_of_user[np.random.default_rng(self.config.seed).permutation(len(users))] = np.arange(len(users)) % folds
         fold = fold_of_user[np.searchsorted(users, groups)]
-        hits = {"gbdt": 0.0, "logistic": 0.0}
+        out = {kind: np.zeros(len(labels), np.float32) for kind in kinds}
         for held_fold in range(folds):
             held = fold == held_fold
             fit_rows = rows[~held[rows]]
             if labels[fit_rows].min() == labels[fit_rows].max():
-                return "logistic"                 # too few targets to compare; the simpler model
-            n_held = len(np.unique(groups[held]))
-            for kind in hits:
-                model = self._build(kind).fit(features[fit_rows], labels[fit_rows])
-                scores = model.predict_proba(features[held])[:, 1]
-                hits[kind] += hits_within_groups(scores, labels[held], groups[held], self.config.k) * n_held
-        self.selection = {kind: round(value / len(users), 4) for kind, value in hits.items()}
+                return None
+            for kind in kinds:
+                out[kind][held] = self._build(kind).fit(features[fit_rows], labels[fit_rows]).predict_proba(
+                    features[held])[:, 1]
+        return out
+
+    def _select(self, held_out: dict[str, np.ndarray] | None, labels, groups) -> str:
+        """The kind with more users hit in the top k by held-out scores (every user held out once)."""
+        if held_out is None:
+            return "logistic"                     # too few targets to compare; the simpler model
+        self.selection = {kind: round(hits_within_groups(scores, labels, groups, self.config.k), 4)
+                          for kind, scores in held_out.items()}
         return max(("logistic", "gbdt"), key=lambda kind: self.selection[kind])   # a tie: the simpler
 
     def predict(self, features: np.ndarray, batch_size: int = 1_000_000) -> np.ndarray:

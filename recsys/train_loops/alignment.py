@@ -24,6 +24,7 @@ from recsys.metrics.retrieval import evaluate_pairs
 # Inference helpers live beside the model; re-exported for the loop's older callers.
 from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig, load_encoder, split_features
 from recsys.vocab import UNKNOWN_ID
+from recsys.train_loops.steps import batch_counts, step_counts
 
 
 @dataclass
@@ -150,8 +151,11 @@ def train_alignment_loop(loop_config: dict) -> None:
             val_loss = float(np.mean([float(loss_fn(torch.as_tensor(queries[s:s + cfg.batch_size]),
                                                     torch.as_tensor(targets[s:s + cfg.batch_size])))
                                       for s in blocks])) if len(blocks) else float("nan")
+        # Ray Train splits "train" into equal row counts (DataConfig's equal split) and every worker
+        # drops its last partial batch, so the counts agree; recorded to show it (``recsys.train_loops.steps``)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_loss": val_loss, "lr": lr, "elapsed_s": round(time.time() - started, 1),
+                   **step_counts(batch_counts(len(losses))),
                    **{f"val_{k}": v for k, v in evaluation["full"].items()},
                    **{f"val_inbatch_{k}": v for k, v in evaluation[f"inbatch{cfg.val_batch}"].items()},
                    **{f"val_{k}": v for k, v in evaluation["similarity"].items()}}

@@ -19,6 +19,9 @@ STATE_FILE = "state.pt"
 TRAIN_LOGGER = "fashionrec.train"
 _train_log = logging.getLogger(TRAIN_LOGGER)
 _train_log.setLevel(logging.INFO)
+# The epoch this worker process's loop started at (restore): > 0 when a (re)started worker group
+# resumed from a checkpoint. Every epoch's metrics carry it, so a run's history shows where it resumed.
+_started_at_epoch = 0
 
 
 def log_epoch(line: str) -> None:
@@ -43,7 +46,9 @@ def restore(model: torch.nn.Module, optimizer, scheduler, device) -> tuple[int, 
     """(first epoch to run, best score, history): from Ray Train's latest checkpoint, else a fresh start."""
     import ray.train
 
+    global _started_at_epoch
     checkpoint = ray.train.get_checkpoint()
+    _started_at_epoch = 0
     if not checkpoint:
         return 0, float("-inf"), []
     with checkpoint.as_directory() as directory:
@@ -51,13 +56,17 @@ def restore(model: torch.nn.Module, optimizer, scheduler, device) -> tuple[int, 
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]) + 1, float(state["best_score"]), json.loads(state["history_json"])
+    _started_at_epoch = int(state["epoch"]) + 1
+    return _started_at_epoch, float(state["best_score"]), json.loads(state["history_json"])
 
 
 def report_epoch(metrics: dict, history: list[dict], model: torch.nn.Module, optimizer, scheduler,
                  best_score: float, extra: dict) -> None:
-    """Report ``metrics`` to Ray Train; rank 0 attaches a checkpoint (others report metrics only)."""
+    """Report ``metrics`` to Ray Train; rank 0 attaches a checkpoint (others report metrics only).
+    ``metrics`` (the loop's last ``history`` entry) gains ``started_at_epoch``."""
     import ray.train
+
+    metrics["started_at_epoch"] = _started_at_epoch
 
     if ray.train.get_context().get_world_rank() != 0:
         ray.train.report(metrics)

@@ -30,6 +30,7 @@ from recsys.samplers import HierarchicalBatchSampler
 from recsys.train_loops.scaling import ScalingSettings
 from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.optim import optimizer_step
+from recsys.train_loops.steps import equal_steps, step_counts
 
 
 @dataclass
@@ -181,9 +182,11 @@ def simcse_loop(loop_config: dict) -> None:
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
         generator = torch.Generator(device=device).manual_seed(cfg.seed + epoch)
         order = rng.permutation(len(train[keys[0]]))
+        batches, counts = equal_steps([order[s:s + cfg.batch_size]
+                                       for s in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)], stage)
         losses, lr = [], optimizer.param_groups[0]["lr"]
-        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            batch = batch_to_tensors({k: train[k] for k in keys}, order[start:start + cfg.batch_size], device)
+        for rows in batches:
+            batch = batch_to_tensors({k: train[k] for k in keys}, rows, device)
             view_a, view_b = simcse_views(batch, generator, cfg.re_drop, cfg.std_drop, cfg.feature_dropout,
                                           cfg.title_drop)
             loss = loss_fn(model(view_a), model(view_b))
@@ -191,7 +194,7 @@ def simcse_loop(loop_config: dict) -> None:
         scheduler.step()
         vectors = encode_items(unwrap(model), val, device)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
-                   "elapsed_s": round(time.time() - started, 1),
+                   "elapsed_s": round(time.time() - started, 1), **step_counts(counts),
                    **validation_metrics(vectors, val["fine"], val["parent"])}
         best = max(best, metrics["val_category_hit@10"])
         history.append(metrics)
@@ -236,6 +239,7 @@ def adapter_loop(loop_config: dict) -> None:
         else:  # same number of same-size batches, uniform over items
             order = np.random.default_rng(cfg.seed + 7919 * epoch + rank).permutation(len(labels))
             batches = [order[s:s + cfg.batch_size] for s in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)]
+        batches, counts = equal_steps(batches, stage)
         losses, mined, lr = [], [], optimizer.param_groups[0]["lr"]
         for rows in batches:
             rows = torch.as_tensor(np.asarray(rows), device=device)
@@ -252,7 +256,7 @@ def adapter_loop(loop_config: dict) -> None:
         unwrap(model).to(device)
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
                    "mined_triplets_per_batch": float(np.mean(mined)) if mined else 0.0,
-                   "elapsed_s": round(time.time() - started, 1),
+                   "elapsed_s": round(time.time() - started, 1), **step_counts(counts),
                    **validation_metrics(adapted, val["fine"], val["parent"])}
         best = max(best, metrics["val_category_hit@10"])
         history.append(metrics)

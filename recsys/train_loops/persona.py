@@ -31,6 +31,7 @@ from recsys.models.persona import PersonaModelConfig, PersonaTwoTower, encode, m
 from recsys.models.registry import named_config
 from recsys.train_loops.checkpointing import log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.scaling import ScalingSettings
+from recsys.train_loops.steps import equal_steps, step_counts
 
 
 @dataclass
@@ -73,8 +74,9 @@ class TrainPersonaConfig:
 
 
 def train_epoch(model: torch.nn.Module, optimizer, loss_fn, train: dict[str, np.ndarray], item_ids: np.ndarray,
-                cfg: PersonaTrainConfig, rng: np.random.Generator, device="cpu") -> float:
-    """One pass over the purchases in ``train``; returns the mean batch loss. Plain torch (no Ray)."""
+                cfg: PersonaTrainConfig, rng: np.random.Generator, device="cpu") -> tuple[float, list[int]]:
+    """One pass over the purchases in ``train``; returns the mean batch loss and every worker's
+    batch count (``equal_steps``). Plain torch (no Ray)."""
     n_items = len(item_ids)
     candidates = np.arange(n_items)
     bought = np.unique(train["user"] * n_items + train["item"])
@@ -84,8 +86,9 @@ def train_epoch(model: torch.nn.Module, optimizer, loss_fn, train: dict[str, np.
     model.train()
     losses = []
     order = rng.permutation(len(train["item"]))
-    for start in range(0, len(order), cfg.batch_size):
-        rows = order[start:start + cfg.batch_size]
+    batches, counts = equal_steps([order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)],
+                                  "[persona]")
+    for rows in batches:
         negatives = sample_negatives(train["user"][rows], candidates, bought, n_items, cfg.negatives, rng)
         product_rows = torch.as_tensor(np.concatenate([train["item"][rows], negatives.reshape(-1)]), device=device)
         anchor, product = model(c_ids[rows], None if c_num is None else c_num[rows], products[product_rows])
@@ -97,7 +100,7 @@ def train_epoch(model: torch.nn.Module, optimizer, loss_fn, train: dict[str, np.
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-    return float(np.mean(losses)) if losses else float("nan")
+    return (float(np.mean(losses)) if losses else float("nan")), counts
 
 
 def held_out_sets(rows: dict[str, np.ndarray]) -> tuple[np.ndarray, list[set], list[set], np.ndarray]:
@@ -163,9 +166,9 @@ def persona_loop(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
         lr = optimizer.param_groups[0]["lr"]
-        loss = train_epoch(model, optimizer, loss_fn, train, items["i_ids"], cfg, rng, device)
+        loss, counts = train_epoch(model, optimizer, loss_fn, train, items["i_ids"], cfg, rng, device)
         scheduler.step()
-        metrics = {"epoch": epoch, "train_loss": loss, "lr": lr,
+        metrics = {"epoch": epoch, "train_loss": loss, "lr": lr, **step_counts(counts),
                    **validation_metrics(unwrap(model), val, items, cfg.k, device),
                    "elapsed_s": round(time.time() - started, 1)}
         best = max(best, metrics[cfg.select_on])

@@ -33,6 +33,7 @@ from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_ep
 from recsys.train_loops.optim import optimizer_step
 from recsys.models.item_towers import load_tower
 from recsys.train_loops.item_tower import shard_to_numpy
+from recsys.train_loops.steps import equal_steps, step_counts
 
 
 @dataclass
@@ -97,10 +98,11 @@ def _setup(loop_config: dict, cfg):
 
 
 def _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best, optimizer,
-                  scheduler, progress, stage) -> float:
+                  scheduler, progress, stage, counts) -> float:
     scheduler.step()
     metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
-               "elapsed_s": round(time.time() - started, 1), **validation_metrics(unwrap(model), val, device)}
+               "elapsed_s": round(time.time() - started, 1), **step_counts(counts),
+               **validation_metrics(unwrap(model), val, device)}
     best = max(best, metrics["val_ndcg@10"])
     history.append(metrics)
     report_epoch(metrics, history, model, optimizer, scheduler, best,
@@ -161,14 +163,16 @@ def deepfm_loop(loop_config: dict) -> None:
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
         samples = pointwise_samples(train, items, absent_z, loop_config["popularity_col"], cfg, rng)
         order = rng.permutation(len(samples["items"]))
+        batches, counts = equal_steps([order[s:s + cfg.batch_lists] for s in range(0, len(order), cfg.batch_lists)],
+                                      stage)
         losses, lr = [], optimizer.param_groups[0]["lr"]
-        for start in range(0, len(order), cfg.batch_lists):
-            b = list_tensors(samples, order[start:start + cfg.batch_lists], device)
+        for rows in batches:
+            b = list_tensors(samples, rows, device)
             logits = model(b["items"], b["history"], b["dense"], b["mask"])
             loss = pointwise_loss(logits, b["label"], b["mask"])
             losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         best = _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best,
-                             optimizer, scheduler, progress, stage)
+                             optimizer, scheduler, progress, stage, counts)
 
 
 def listwise_loop(loop_config: dict) -> None:
@@ -187,9 +191,11 @@ def listwise_loop(loop_config: dict) -> None:
         model.train()
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
         order = rng.permutation(len(train["items"]))
+        batches, counts = equal_steps([order[s:s + cfg.batch_lists] for s in range(0, len(order), cfg.batch_lists)],
+                                      stage)
         losses, lr = [], optimizer.param_groups[0]["lr"]
-        for start in range(0, len(order), cfg.batch_lists):
-            b = list_tensors(train, order[start:start + cfg.batch_lists], device)
+        for rows in batches:
+            b = list_tensors(train, rows, device)
             mask = b["mask"].bool()
             scores = model(b["items"], b["history"], b["dense"], mask)
             item_vectors = None
@@ -199,7 +205,7 @@ def listwise_loop(loop_config: dict) -> None:
             loss = objective(scores, b["label"], mask, item_vectors)
             losses.append(optimizer_step(model, optimizer, loss, cfg.grad_clip))
         best = _finish_epoch(loop_config, cfg, epoch, losses, lr, started, model, val, device, history, best,
-                             optimizer, scheduler, progress, stage)
+                             optimizer, scheduler, progress, stage, counts)
 
 
 LOOPS = {"deepfm": deepfm_loop, "listwise": listwise_loop}

@@ -31,6 +31,7 @@ from recsys.models.user_tower import (USER_KEYS, UserTower, UserTowerConfig, enc
                                       state_extra, to_tensors, training_windows)
 from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.item_tower import shard_to_numpy
+from recsys.train_loops.steps import equal_steps, step_counts
 
 SCORE = "val_hr@10"
 
@@ -182,7 +183,8 @@ def user_tower_loop(loop_config: dict) -> None:
         model.train()
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)
         losses, lr = [], optimizer.param_groups[0]["lr"]
-        for rows in length_batches(lengths, cfg.batch_size, rng):
+        batches, counts = equal_steps(length_batches(lengths, cfg.batch_size, rng), "[user tower]")
+        for rows in batches:
             # Right-padded: columns after the batch's longest sequence are padding only.
             width = max(1, int(lengths[rows].max()))
             batch = to_tensors({k: v for k, v in train.items() if k in USER_KEYS}, rows, device)
@@ -197,7 +199,8 @@ def user_tower_loop(loop_config: dict) -> None:
             losses.append(float(loss.detach()))
         scheduler.step()
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
-                   "elapsed_s": round(time.time() - started, 1), **validate(unwrap(model), val, seen)}
+                   "elapsed_s": round(time.time() - started, 1), **step_counts(counts),
+                   **validate(unwrap(model), val, seen)}
         best = max(best, metrics[SCORE])
         history.append(metrics)
         report_epoch(metrics, history, model, optimizer, scheduler, best, state_extra(unwrap(model)))

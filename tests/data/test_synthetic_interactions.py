@@ -63,3 +63,16 @@ def test_write_parquet_and_csv(tmp_path):
     assert len(pd.read_csv(manifest["files"]["interactions"])) == len(frame)
     with pytest.raises(ValueError):
         SyntheticInteractionsConfig(format="json")
+
+
+def test_a_sequences_only_log_keeps_each_users_order_without_times(log):
+    frame, _, summary = generate_interactions(SyntheticInteractionsConfig(**SMALL, order_column="position"))
+    assert "timestamp" not in frame.columns and summary["tied_timestamps"] == 0
+    timed = log[0]
+    # the same rows in the same file order; position = the user's step in time order (file order in ties)
+    assert frame[["user_id", "item_id"]].equals(timed[["user_id", "item_id"]])
+    assert frame["position"].tolist() == timed.groupby("user_id").cumcount().tolist()
+    first = frame[frame["user_id"] == frame["user_id"].iloc[0]]
+    assert first["position"].tolist() == list(range(len(first)))
+    with pytest.raises(ValueError, match="order_column"):
+        SyntheticInteractionsConfig(order_column="time")

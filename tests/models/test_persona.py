@@ -146,8 +146,8 @@ def _tiny_recommender() -> tuple[PersonaRecommender, dict]:
     model = PersonaTwoTower(profile_featurizer.sizes(), profile_featurizer.n_numeric, product_featurizer.sizes(), config)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     cfg = PersonaTrainConfig(batch_size=32, negatives=2)
-    losses = [train_epoch(model, optimizer, triplet_loss(1.0), train, product_featurizer.transform(PRODUCTS), cfg, rng)
-              for _ in range(15)]
+    products = product_featurizer.transform(PRODUCTS)
+    losses = [train_epoch(model, optimizer, triplet_loss(1.0), train, products, cfg, rng)[0] for _ in range(15)]
     assert losses[-1] < losses[0]
     centroids = encode(model.customer, *profile_featurizer.transform([{"age": 20.0}, {"age": 62.0}]))
     recommender = PersonaRecommender(model, profile_featurizer, product_featurizer, PRODUCTS,

@@ -55,6 +55,21 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
     mostpop = saved["baselines"]["mostpop"]["hr@10"]
     assert saved["model"]["hr@10"] > mostpop and saved["user_tower"]["hr@10"] > mostpop
     assert report["model"] == saved["model"]
+    # the served order: chosen on held-out validation users, never below the best source's interval
+    order = saved["order"]
+    assert order["served"] in ("learned", "rank_fusion", *(f"source:{n}" for n in saved["sources"]))
+    held_out = order["validation_held_out (hr@10, ndcg@10)"]
+    assert set(held_out) == {"learned", "rank_fusion", *(f"source:{n}" for n in saved["sources"])}
+    score = {name: m["hr@10"] + m["ndcg@10"] for name, m in held_out.items()}
+    assert score[order["served"]] == max(score.values())
+    assert order["learned_ranker_chosen"] == (order["served"] == "learned")
+    if order["learned_ranker_chosen"]:
+        assert saved["learned_ranker"] == saved["model"]
+    rival = saved["best_source"]
+    sums = {name: m["hr@10"] + m["ndcg@10"] for name, m in saved["sources"].items()}
+    assert sums[rival] == max(sums.values())
+    for metric in ("hr@10", "ndcg@10"):
+        assert saved["comparison"]["model_vs_best_source"][metric]["ci95"][1] >= 0
 
     candidates = pq.read_table(out / "candidates.parquet")
     assert candidates.schema.names == ["user_id", "item_id", "split", "label", "score_user_tower", "score_itemknn",

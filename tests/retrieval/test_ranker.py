@@ -31,14 +31,20 @@ def test_ranker_learns_which_feature_marks_the_target(kind):
     labels[np.arange(n_users) * per_user + rng.integers(0, per_user, n_users)] = 1
     features = np.stack([labels + rng.normal(0, 0.3, len(labels)), rng.normal(size=len(labels))], 1)
     ranker = CandidateRanker(RankerConfig(kind=kind, negatives_per_user=5), ["signal", "noise"])
-    scores = ranker.fit(features, labels, groups).predict(features).reshape(n_users, per_user)
+    scores = ranker.fit(features, labels, groups, held_out_scores=True).predict(features).reshape(n_users, per_user)
     top = scores.argmax(1)
     assert (labels.reshape(n_users, per_user)[np.arange(n_users), top] == 1).mean() > 0.8
     summary = ranker.summary()
     assert summary["train_rows"] == n_users * 6
+    # every candidate has a held-out score (a model fitted without its user) that also finds the target
+    held_out = ranker.held_out_scores.reshape(n_users, per_user)
+    assert (labels.reshape(n_users, per_user)[np.arange(n_users), held_out.argmax(1)] == 1).mean() > 0.8
+    assert not np.allclose(held_out, scores)
     if kind == "auto":
-        assert summary["kind"] in ("gbdt", "logistic") and set(summary["selection_hit@10_held_out_users"]) == {
-            "gbdt", "logistic"}
+        selection = summary["selection_hit@10_held_out_users"]
+        assert summary["kind"] in ("gbdt", "logistic") and set(selection) == {"gbdt", "logistic"}
+        # the kind chosen is judged by the same held-out scores it serves for the order choice
+        assert selection[summary["kind"]] == round(hits_within_groups(ranker.held_out_scores, labels, groups), 4)
     else:
         assert summary["kind"] == kind
 
@@ -48,3 +54,13 @@ def test_ranker_needs_both_classes():
         CandidateRanker(RankerConfig(), ["f"]).fit(np.zeros((3, 1)), np.zeros(3, np.int8), np.zeros(3))
     with pytest.raises(ValueError):
         RankerConfig(kind="lambdamart")
+
+
+def test_held_out_scores_only_when_asked():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(40), 5)
+    labels = (np.arange(200) % 5 == 0).astype(np.int8)
+    features = np.stack([labels + rng.normal(0, 0.3, 200)], 1)
+    assert CandidateRanker(RankerConfig(kind="logistic"), ["f"]).fit(features, labels, groups).held_out_scores is None
+    auto = CandidateRanker(RankerConfig(kind="auto"), ["f"]).fit(features, labels, groups)
+    assert auto.held_out_scores is None and auto.selection      # compared on held-out scores, not kept

@@ -1,0 +1,59 @@
+"""Across E3 runs (``ray_jobs.evaluate_seq`` reports, one per log): which order each served (the
+learned ranker or a fallback, ``recsys.retrieval.ordering``), the served order against the best
+single source on the test targets with its paired-bootstrap interval, and the learned ranker's own
+gain over that source. How often the learned ranker wins is the point: a recommender that always
+falls back shows only that its sources work."""
+from __future__ import annotations
+
+from typing import Mapping
+
+METRICS = ("hr@10", "ndcg@10")
+
+
+def order_rows(reports: Mapping[str, dict]) -> dict[str, dict]:
+    """One row per log: the served order, test metrics of the recommender, its learned ranker and
+    the best source, and the paired differences (mean and 95% interval) against that source."""
+    rows = {}
+    for log, report in reports.items():
+        rival = report["best_source"]
+        row = {"served": report["order"]["served"], "learned_ranker_chosen": report["order"]["learned_ranker_chosen"],
+               "reason": report["order"]["reason"], "best_source": rival, "n_users": report["n_users"]}
+        for label, metrics in (("model", report["model"]), ("learned", report["learned_ranker"]),
+                               ("best_source", report["sources"][rival])):
+            row.update({f"{label}_{m}": metrics[m] for m in METRICS})
+        for label, key in (("model", "model_vs_best_source"), ("learned", "learned_ranker_vs_best_source")):
+            paired = report["comparison"][key]
+            row.update({f"{label}_minus_best_{m}": paired[m]["difference"] for m in METRICS})
+            row.update({f"{label}_minus_best_{m}_ci95": paired[m]["ci95"] for m in METRICS})
+        rows[log] = row
+    return rows
+
+
+def order_summary(rows: Mapping[str, dict]) -> dict:
+    """How often the learned ranker was served, its mean gain over the best source where it was,
+    and whether the served order's interval against the best source stayed above 0 on every log."""
+    chosen = [row for row in rows.values() if row["learned_ranker_chosen"]]
+    mean = lambda values: round(sum(values) / len(values), 4) if values else None  # noqa: E731
+    return {"logs": len(rows), "learned_ranker_served": len(chosen),
+            **{f"mean_gain_over_best_source_when_served_{m}": mean([r[f"model_minus_best_{m}"] for r in chosen])
+               for m in METRICS},
+            "served_interval_upper_at_least_0_on_every_log": all(
+                row[f"model_minus_best_{m}_ci95"][1] >= 0 for row in rows.values() for m in METRICS)}
+
+
+def print_orders(rows: Mapping[str, dict], summary: dict) -> str:
+    lines = [f"{'log':28s} {'served':18s} {'best source':12s} {'HR@10':>7s} {'src':>7s} {'NDCG@10':>7s} {'src':>7s}"
+             f"  {'served - source HR@10 (95% CI)':32s} {'NDCG@10 (95% CI)':28s} learned - source NDCG@10"]
+    for log, r in rows.items():
+        ci = lambda key: f"{r[key]:+.4f} ({r[key + '_ci95'][0]:+.4f}..{r[key + '_ci95'][1]:+.4f})"  # noqa: E731
+        lines.append(f"{log:28s} {r['served']:18s} {r['best_source']:12s} {r['model_hr@10']:7.4f} "
+                     f"{r['best_source_hr@10']:7.4f} {r['model_ndcg@10']:7.4f} {r['best_source_ndcg@10']:7.4f}  "
+                     f"{ci('model_minus_best_hr@10'):32s} {ci('model_minus_best_ndcg@10'):28s} "
+                     f"{ci('learned_minus_best_ndcg@10')}")
+    lines.append(f"learned ranker served on {summary['learned_ranker_served']} of {summary['logs']} logs; mean gain "
+                 f"over the best source where served: HR@10 {summary['mean_gain_over_best_source_when_served_hr@10']}"
+                 f", NDCG@10 {summary['mean_gain_over_best_source_when_served_ndcg@10']}; served interval upper "
+                 f"bound >= 0 on every log: {summary['served_interval_upper_at_least_0_on_every_log']}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
