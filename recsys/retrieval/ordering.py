@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
-from recsys.retrieval.candidates import CandidateSet, break_ties
+from recsys.retrieval.candidates import CandidateSet
 from recsys.retrieval.popularity import Popularity
 from recsys.retrieval.recommender import StageResult, recommender_ranks, reciprocal_rank_fusion
 
@@ -30,27 +30,40 @@ def orders(candidates: CandidateSet) -> list[str]:
     return [LEARNED, FUSION, *(SOURCE + name for name in candidates.rank)]
 
 
+def strict_order(rows: np.ndarray, scores: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """(M,) float32 in (0, 1]: each candidate's place in its user's list by ``scores``, equal scores by
+    ``popularity`` (then item order), as 1 - position / size. Why not the scores themselves: float32
+    (and ``ranked_scores``' 2 + score) merges close values, and ``target_ranks`` counts ties in the
+    target's favour; positions stay apart at any catalog size."""
+    order = np.lexsort((-np.asarray(popularity, np.float64), -np.asarray(scores, np.float64), rows))
+    sorted_rows = rows[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_rows)) + 1] if len(rows) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(rows)])
+    position = np.arange(len(rows)) - np.repeat(starts, sizes)
+    out = np.empty(len(rows), np.float32)
+    out[order] = 1.0 - position / np.repeat(sizes, sizes).astype(np.float64)
+    return out
+
+
 def order_scores(candidates: CandidateSet, order: str, ranker_scores: np.ndarray | None,
                  popularity: Popularity) -> np.ndarray:
-    """(M,) scores in [0, ~1] ordering each user's candidates by ``order`` (``ranked_scores`` puts
-    them above every non-candidate). A source's order: its own list first (rank r scores 1/(1+r)),
-    the candidates it did not propose after it by popularity, as the source's own ranking goes on
-    where it has no score; equal fallback scores by popularity (``target_ranks`` counts ties in the
-    target's favour)."""
+    """(M,) scores in (0, 1] ordering each user's candidates by ``order`` (``ranked_scores`` puts
+    them above every non-candidate), strictly (:func:`strict_order`, equal scores by popularity).
+    A source's order: its own list first, then the candidates it did not propose by popularity, as
+    the source's own ranking goes on where it has no score."""
     if order == LEARNED:
         if ranker_scores is None:
             raise ValueError("the learned order needs the ranker's scores")
-        return np.asarray(ranker_scores, dtype=np.float32)
-    if order == FUSION:
+        base = np.asarray(ranker_scores, dtype=np.float64)
+    elif order == FUSION:
         base = reciprocal_rank_fusion(candidates.rank, candidates.proposed).astype(np.float64)
     elif order.startswith(SOURCE) and order[len(SOURCE):] in candidates.rank:
         name = order[len(SOURCE):]
-        rank, proposed = candidates.rank[name].astype(np.float64), candidates.proposed[name]
-        below_last = 1.0 / (2.0 + rank.max()) if len(rank) else 1.0   # under the source's worst listed item
-        base = np.where(proposed, 1.0 / (1.0 + rank), below_last * popularity.order[candidates.item])
+        # listed: minus the rank (0 first); not listed: all equal below, so popularity orders them
+        base = np.where(candidates.proposed[name], -candidates.rank[name].astype(np.float64), -np.inf)
     else:
         raise ValueError(f"unknown order {order!r}; expected one of {orders(candidates)}")
-    return break_ties(base, popularity.order[candidates.item]).astype(np.float32)
+    return strict_order(candidates.row, base, popularity.order[candidates.item])
 
 
 @dataclass

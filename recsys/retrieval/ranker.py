@@ -128,7 +128,7 @@ class CandidateRanker:
         fold_of_user = np.empty(len(users), np.int64)
         fold_of_user[np.random.default_rng(self.config.seed).permutation(len(users))] = np.arange(len(users)) % folds
         fold = fold_of_user[np.searchsorted(users, groups)]
-        out = {kind: np.zeros(len(labels), np.float32) for kind in kinds}
+        out = {kind: np.zeros(len(labels), np.float64) for kind in kinds}
         for held_fold in range(folds):
             held = fold == held_fold
             fit_rows = rows[~held[rows]]

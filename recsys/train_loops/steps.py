@@ -46,3 +46,18 @@ def step_counts(counts: Sequence[int]) -> dict[str, int]:
     """An epoch's metrics: steps every worker ran, and the fewest batches a worker had of its own
     (below ``steps``: that worker repeated some of its batches)."""
     return {"steps": int(max(counts)), "fewest_own_batches": int(min(counts))}
+
+
+def rank_zero_decides(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every worker (the flag itself outside a distributed fit). Why: a decision
+    each rank takes from its own numbers (early stopping on its validation metrics) could differ by
+    rounding between devices, and a rank that leaves the loop alone leaves the others in a collective."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([int(bool(flag))], dtype=torch.int64, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())

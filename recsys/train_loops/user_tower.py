@@ -31,7 +31,7 @@ from recsys.models.user_tower import (USER_KEYS, UserTower, UserTowerConfig, enc
                                       state_extra, to_tensors, training_windows)
 from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.item_tower import shard_to_numpy
-from recsys.train_loops.steps import equal_steps, step_counts
+from recsys.train_loops.steps import equal_steps, rank_zero_decides, step_counts
 
 SCORE = "val_hr@10"
 
@@ -176,7 +176,7 @@ def user_tower_loop(loop_config: dict) -> None:
     started = time.time()
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     for epoch in range(start_epoch, cfg.epochs):
-        if should_stop(history, cfg.patience):
+        if rank_zero_decides(should_stop(history, cfg.patience)):
             if rank == 0:
                 log_epoch(f"[user tower] stopping: no better {SCORE} for {cfg.patience} epochs")
             break

@@ -63,6 +63,9 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
     score = {name: m["hr@10"] + m["ndcg@10"] for name, m in held_out.items()}
     assert score[order["served"]] == max(score.values())
     assert order["learned_ranker_chosen"] == (order["served"] == "learned")
+    # a source's order over the merged candidates reproduces that source's own ranking (its top 10)
+    for name in saved["sources"]:
+        assert abs(held_out[f"source:{name}"]["hr@10"] - saved["validation"][name]["hr@10"]) <= 2 / saved["n_users"]
     if order["learned_ranker_chosen"]:
         assert saved["learned_ranker"] == saved["model"]
     rival = saved["best_source"]

@@ -19,7 +19,8 @@ TWO = ScalingSettings(num_workers=2, cpus_per_worker=0.5)
 
 
 def _equal_steps_every_epoch(history: list[dict]) -> None:
-    assert history and all(h["steps"] >= h["fewest_own_batches"] >= 1 for h in history)
+    """Equal shards, no per-worker filtering: both workers had as many batches of their own."""
+    assert history and all(h["steps"] == h["fewest_own_batches"] >= 1 for h in history), history
 
 
 def reranker_data(n_lists: int = 64, length: int = 10, n_items: int = 40, with_target_in: float = 1.0, seed: int = 0):
@@ -55,7 +56,6 @@ def test_deepfm_on_skewed_lists_and_listwise_run_the_same_steps_on_both_workers(
     skewed = reranker_data(64, with_target_in=36 / 64)
     deepfm = reranker_fit("deepfm", DeepFMTrainConfig(epochs=2, batch_lists=4, list_negatives=3, catalog_negatives=1),
                           skewed, tmp_path)
-    _equal_steps_every_epoch(deepfm["history"])
     # 32 usable lists / 4 = 8 batches on one worker, 4 / 4 = 1 on the other: it repeated its one batch
     assert [(h["steps"], h["fewest_own_batches"]) for h in deepfm["history"]] == [(8, 1), (8, 1)]
     listwise = reranker_fit("listwise", ListwiseTrainConfig(epochs=2, batch_lists=4), reranker_data(64), tmp_path)
@@ -101,7 +101,6 @@ def test_item_tower_simcse_and_adapter(idle_ray, catalog, tmp_path):  # noqa: F8
                                                          samples_per_child=4), 32, TWO, tmp_path / "tower")
     for fitted in (tower, adapter):
         _equal_steps_every_epoch(fitted["history"])
-        assert all(h["steps"] == h["fewest_own_batches"] for h in fitted["history"])
     assert adapter["vectors"].shape == (len(data.item_ids), 32)
 
 
@@ -132,5 +131,4 @@ def test_persona_job_from_config_alone(idle_ray, hm_like, tmp_path):
         "--set", "evaluation.tsne_sample=60", "--set", f"output_root={tmp_path}", "--set", "run_name=two",
         "--set", "scaling.num_workers=2", "--set", "scaling.cpus_per_worker=0.5"])
     _equal_steps_every_epoch(metrics["history"])
-    assert all(h["steps"] == h["fewest_own_batches"] for h in metrics["history"])
     assert (tmp_path / "two" / "metrics.json").is_file()

@@ -74,3 +74,41 @@ def test_the_learned_order_is_kept_only_when_it_does_at_least_as_well_as_every_f
     assert choose_order(result, wrong, popularity, histories, targets, configured=FUSION).order == FUSION
     with pytest.raises(ValueError, match="not one of"):
         choose_order(result, wrong, popularity, histories, targets, configured="source:tower")
+
+
+def test_strict_order_breaks_ties_by_popularity_and_survives_float32():
+    rows = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.5, 0.5, 0.9, 1e-9, 1.1e-9])        # user 1's scores differ below float32's step at 2.0
+    popularity = np.array([0.2, 0.7, 0.1, 0.3, 0.4])
+    out = order_scores_of(rows, scores, popularity)
+    # user 0: 0.9 first, then the two 0.5s by popularity (the second one, 0.7, first)
+    assert out[:3].tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert out[3] < out[4] and (np.float32(2.0) + out[3]) < (np.float32(2.0) + out[4])
+
+
+def order_scores_of(rows, scores, popularity):
+    from recsys.retrieval.ordering import strict_order
+
+    return strict_order(rows, scores, popularity)
+
+
+def test_each_source_order_reproduces_that_sources_own_ranks_on_a_real_stage():
+    """On run_stage's candidates of the toy log in tests/retrieval/test_recommender.py: wherever a
+    source ranks the target within its own list, its order over the merged candidates gives the
+    same rank, history excluded."""
+    from recsys.retrieval.recommender import CandidateConfig, run_stage
+    from tests.retrieval.test_recommender import sources
+
+    histories = [np.array([0, 1]), np.array([3]), np.array([2])]
+    targets = np.array([2, 4, 0])
+    user_vectors = np.array([[0, 0, 0, 0, 1.0], [0, 0, 1.0, 0, 0.5], [1.0, 0, 0, 0, 0]], dtype=np.float32)
+    srcs, popularity = sources(user_vectors)
+    stage = run_stage(srcs, popularity, histories, targets, CandidateConfig(n_per_source=3), evaluate=True)
+    listed = 0
+    for name, own in stage.ranks.items():
+        scores = order_scores(stage.candidates, f"source:{name}", None, popularity)
+        served = recommender_ranks(stage.candidates, scores, popularity, histories, targets)
+        inside = own < 2                                             # within every source's list after the history
+        listed += inside.sum()
+        assert served[inside].tolist() == own[inside].tolist(), name
+    assert listed >= 4
