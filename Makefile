@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-quick bench-preprocess bench-embed eval-alignment eval-image-encoders eval-item-towers eval-enrichment eval-next-purchase eval-seq eval-seq-sequences-only \
-	eval-seq-synthetic bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich crm
+	eval-seq-synthetic temperature-study bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich crm
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -137,6 +137,11 @@ eval-seq-sequences-only: setup
 	$(PY) -m ray_jobs.summarise_orders --report generated_a=$(SEQ_ONLY)/generated_a \
 		--report generated_b=$(SEQ_ONLY)/generated_b --report hm_no_baskets_no_content=$(SEQ_ONLY)/hm_no_baskets_no_content \
 		$(if $(wildcard artifacts/eval/seq_hm/metrics.json),--report hm_full=artifacts/eval/seq_hm) --out $(SEQ_ONLY)/orders.json
+
+# Temperature study of the JSON encoder (latest preprocess + embed runs: run `make demo` first): 4 temperatures x 3
+# seeds, scored on the selection items; a recommendation only beyond the seeds' spread, ~10 min.
+temperature-study: setup
+	$(PY) -m ray_jobs.temperature_study --config configs/temperature_study.yaml
 
 # Protocol E2 (H&M next purchase): the two-stage recommender vs MostPop, RecentPop, Repurchase+MostPop, ~3 min.
 eval-next-purchase: setup

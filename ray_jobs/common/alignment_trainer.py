@@ -18,7 +18,7 @@ from recsys.train_loops.alignment import AlignmentTrainConfig, train_alignment_l
 from recsys.train_loops.scaling import ScalingSettings
 from ray_jobs.common.trainer import fit_torch
 
-__all__ = ["ScalingSettings", "SweepConfig", "fit_alignment", "sweep"]
+__all__ = ["ScalingSettings", "SweepConfig", "fit_alignment", "sweep", "temperature_runs"]
 
 
 def fit_alignment(train: dict[str, np.ndarray], val: dict[str, np.ndarray], vocab_sizes: dict[str, int],
@@ -162,3 +162,22 @@ def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig,
             "best_val_top5_by_temperature": {str(k): max(v) for k, v in sorted(by_temperature.items())},
             "n_trials": len(trials), "n_stopped_early": sum(t.get("stopped_early", False) for t in finished),
             "max_epochs": cfg.max_epochs}
+
+
+def temperature_runs(train: dict, select: dict, vocab_sizes: dict, encoder: JsonEncoderConfig,
+                     base: AlignmentTrainConfig, scaling: ScalingSettings, temperatures: list[float],
+                     seeds: list[int], run_dir: Path) -> list[dict]:
+    """One fit per (temperature, seed), everything else as ``base``: each run's best selection
+    Top-5/MRR (the epoch chosen on the same selection items, as every stage does)."""
+    runs = []
+    for temperature in temperatures:
+        for seed in seeds:
+            name = f"t{temperature}_seed{seed}"
+            fitted = fit_alignment(train, select, vocab_sizes, encoder, replace(base, temperature=temperature, seed=seed),
+                                   scaling, run_dir / name, name)
+            best = fitted["best_metrics"]
+            runs.append({"temperature": temperature, "seed": seed, "top5": float(best["val_top5"]),
+                         "mrr": float(best["val_mrr"]), "best_epoch": int(best["epoch"])})
+            print(f"T={temperature} seed {seed}: selection top5 {runs[-1]['top5']:.4f} mrr {runs[-1]['mrr']:.4f} "
+                  f"(epoch {runs[-1]['best_epoch'] + 1})", flush=True)
+    return runs
