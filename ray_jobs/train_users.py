@@ -48,7 +48,7 @@ from recsys.eval.sequential import leave_last_out
 from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
 from recsys.models.rerankers import load_reranker, score_lists
 from recsys.models.user_tower import zscore_stats
-from recsys.ranking.rerankers import item_side, reranker_inputs, variants
+from recsys.ranking.rerankers import item_side, reranker_inputs, served_order, variants
 from recsys.retrieval.user_model import RERANKER_DIR, USER_TOWER_DIR, USERS_FILE
 from recsys.train_loops.user_tower import SCORE, tower_datasets
 
@@ -66,17 +66,20 @@ def train_reranker(cfg: TrainUsersConfig, run_dir: Path, items_dir: str) -> dict
     out_dir = run_dir / RERANKER_DIR
     fitted = fit_reranker(name, kind, model_cfg, train_cfg, settings, side, inputs.datasets, inputs.scaler,
                           val.feature_names, out_dir, cfg.scaling)
+    model = load_reranker(fitted["best_model"])
+    served = served_order(model, candidates, sequences, side, score_columns, inputs, settings.max_history)
     test_rows = test.rows(scaler=inputs.scaler)
-    ranks = {"reranker": list_target_ranks(score_lists(load_reranker(fitted["best_model"]), test_rows), test.label,
-                                           test.mask),
+    ranks = {"reranker": list_target_ranks(score_lists(model, test_rows), test.label, test.mask),
              "user tower order": list_target_ranks(np.where(test.mask, test.ranker_score, -np.inf), test.label,
                                                    test.mask)}
     if "rank_fusion" in candidates.columns:  # the untrained order Serve falls back to, ties in input order
         ranks["rank fusion order"] = fusion_target_ranks(candidates, sequences, side.index, side.vectors,
                                                          score_columns, settings.max_history)
     write_reranker_files(out_dir, kind, Path(fitted["best_model"]), list(side.index.ids), val.feature_names,
-                         score_columns, inputs.scaler, settings.max_history, side.vectors, side.vectors_source)
+                         score_columns, inputs.scaler, settings.max_history, side.vectors, side.vectors_source,
+                         served)
     return {"kind": kind, "best_val_ndcg@10": round(float(fitted["best_metrics"]["val_ndcg@10"]), 4),
+            "served_order": served,
             "test": {name: {"hr@10": round(hit_rate_at_k(r, 10), 4), "ndcg@10": round(ndcg_at_k(r, 10), 4)}
                      for name, r in ranks.items()},
             "test_candidate_recall": round(float(test.target_listed.mean()), 4)}
@@ -133,7 +136,8 @@ def run(cfg: TrainUsersConfig) -> dict:
     if cfg.reranker:
         test = report["reranker"]["test"]
         line += (f"; {cfg.reranker} test NDCG@10 {test['reranker']['ndcg@10']:.3f} vs user-tower order "
-                 f"{test['user tower order']['ndcg@10']:.3f}, rank fusion {test['rank fusion order']['ndcg@10']:.3f}")
+                 f"{test['user tower order']['ndcg@10']:.3f}, rank fusion {test['rank fusion order']['ndcg@10']:.3f}; "
+                 f"served: {report['reranker']['served_order']['order']}")
     print(f"[users] {line} ({report['seconds']['total']} s) -> {run_dir}")
     return {**report, "run_dir": str(run_dir)}
 

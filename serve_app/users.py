@@ -39,6 +39,15 @@ def has_reranker(run_dir: str | Path) -> bool:
     return (Path(run_dir) / RERANKER_DIR / RERANKER_FILE).is_file()
 
 
+def reranker_served_order(run_dir: str | Path) -> dict:
+    """The order train_users chose for Serve on its selection lists: {"order": "learned" |
+    "rank_fusion", "reason", ...} (runs written before the choice: learned)."""
+    import json
+
+    saved = json.loads((Path(run_dir) / RERANKER_DIR / RERANKER_FILE).read_text())
+    return saved.get("served_order") or {"order": "learned", "reason": "run written before the order choice"}
+
+
 class UserStore:
     """user_id -> {history (oldest first), age, style, context}."""
 

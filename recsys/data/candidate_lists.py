@@ -147,8 +147,9 @@ class RerankerFiles(ModelFiles):
 
 def write_reranker_files(directory: str | Path, kind: str, checkpoint: str | Path, item_ids: list[str],
                          feature_names: list[str], score_columns: list[str], scaler: DenseScaler, max_history: int,
-                         vectors: np.ndarray, vectors_source: str) -> Path:
-    """reranker.json (item index, dense features and their scaling) + item_vectors.npy (cosine feature)."""
+                         vectors: np.ndarray, vectors_source: str, served_order: dict | None = None) -> Path:
+    """reranker.json (item index, dense features and their scaling, the order Serve uses: the
+    reranker's or a fallback, ``served_order``) + item_vectors.npy (cosine feature)."""
     from recsys.artifacts import write_json
 
     directory = Path(directory)
@@ -157,7 +158,8 @@ def write_reranker_files(directory: str | Path, kind: str, checkpoint: str | Pat
         "kind": kind, "checkpoint": str(Path(checkpoint).resolve().relative_to(directory.resolve())),
         "item_ids": list(item_ids), "feature_names": feature_names, "score_columns": score_columns,
         "scaler_mean": np.asarray(scaler.mean).tolist(), "scaler_std": np.asarray(scaler.std).tolist(),
-        "max_history": max_history, "item_vectors": ITEM_VECTORS_FILE, "item_vectors_source": vectors_source})
+        "max_history": max_history, "item_vectors": ITEM_VECTORS_FILE, "item_vectors_source": vectors_source,
+        "served_order": served_order or {"order": "learned", "reason": "not compared"}})
 
 
 def read_artifact_json(path: Path, required: bool = True) -> dict | None:

@@ -28,10 +28,12 @@ def list_target_ranks(scores: np.ndarray, label: np.ndarray, mask: np.ndarray) -
 
 
 def fusion_target_ranks(candidates, sequences, index, item_vectors, score_columns: list[str],
-                        max_history: int, split: str = "test") -> np.ndarray:
+                        max_history: int, split: str = "test", users: np.ndarray | None = None) -> np.ndarray:
     """(U,) targets' ranks in a contract's lists ordered by their ``rank_fusion`` column (the sources'
     reciprocal-rank fusion: the untrained order Serve falls back to), ties in the lists' input order
-    (``ranker_score``), as Serve breaks them."""
+    (``ranker_score``), as Serve breaks them. ``users``: these users' ranks, in that order."""
+    import pandas as pd
+
     from recsys.data.candidate_lists import build_lists
 
     frame = candidates.sort_values(["user_id", "rank_fusion", "ranker_score"], ascending=[True, False, False],
@@ -39,7 +41,13 @@ def fusion_target_ranks(candidates, sequences, index, item_vectors, score_column
     frame = frame.assign(ranker_score=-frame.groupby("user_id").cumcount().astype(np.float32))
     lists = build_lists(frame, sequences, split, index, score_columns, item_vectors, max_history,
                         ranker_features=False)
-    return list_target_ranks(lists.ranker_score, lists.label, lists.mask)
+    ranks = list_target_ranks(lists.ranker_score, lists.label, lists.mask)
+    if users is None:
+        return ranks
+    at = pd.Index(lists.users).get_indexer(users)   # in the order of ``users`` (another build's lists)
+    if (at < 0).any():
+        raise ValueError(f"{int((at < 0).sum())} users have no {split} candidates")
+    return ranks[at]
 
 
 def order_scores(order: np.ndarray, base: np.ndarray, mask: np.ndarray) -> np.ndarray:

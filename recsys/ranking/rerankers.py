@@ -228,3 +228,26 @@ def rerank_metrics(cfg: RerankEvalConfig, base: dict[str, np.ndarray], inputs: R
                         "the rest in x's order; λ = 1 is x's own order"},
         "config": to_dict(cfg)}
     return methods, curves, metrics
+
+
+def served_order(model, candidates: pd.DataFrame, sequences: pd.DataFrame, side: ItemSide, score_columns: list[str],
+                 inputs: RerankerInputs, max_history: int) -> dict:
+    """What Serve orders a user's candidates by (``recsys.retrieval.ordering.pick_order``): the
+    reranker, or rank fusion (the app's fallback) when fusion does better on the selection lists
+    (validation users the reranker was not trained on; its best epoch was chosen on them)."""
+    from recsys.eval.rerankers import fusion_target_ranks, list_target_ranks
+    from recsys.metrics.ranking import hit_rate_at_k, ndcg_at_k
+    from recsys.models.rerankers import score_lists
+    from recsys.retrieval.ordering import FUSION, LEARNED, pick_order
+
+    val, select = inputs.lists["val"], inputs.select
+    ranks = {LEARNED: list_target_ranks(score_lists(model, val.rows(select, scaler=inputs.scaler)), val.label[select],
+                                        val.mask[select])}
+    if "rank_fusion" not in candidates.columns:
+        return {"order": LEARNED, "reason": "no rank fusion column to compare with"}
+    ranks[FUSION] = fusion_target_ranks(candidates, sequences, side.index, side.vectors, score_columns, max_history,
+                                        split="val", users=val.users[select])
+    metrics = {name: {"hr@10": round(hit_rate_at_k(r, 10), 4), "ndcg@10": round(ndcg_at_k(r, 10), 4)}
+               for name, r in ranks.items()}
+    order, reason = pick_order(metrics, 10, f"selection lists ({len(select)} users)")
+    return {"order": order, "reason": reason, "selection": metrics}

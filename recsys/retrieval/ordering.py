@@ -103,13 +103,18 @@ def choose_order(stage: StageResult, held_out_scores: np.ndarray | None, popular
         ranks = recommender_ranks(candidates, order_scores(candidates, order, held_out_scores, popularity),
                                   popularity, histories, targets, chunk_size)
         validation[order] = {f"hr@{k}": round(hit_rate_at_k(ranks, k), 4), f"ndcg@{k}": round(ndcg_at_k(ranks, k), 4)}
-    fallback = max((o for o in validation if o != LEARNED), key=lambda o: _score(validation[o], k))
     if LEARNED not in validation:
+        fallback = max(validation, key=lambda o: _score(validation[o], k))
         return OrderChoice(fallback, "no held-out ranker scores (too few validation targets to cross-fit)",
                            validation, k)
-    learned, best = _score(validation[LEARNED], k), _score(validation[fallback], k)
+    return OrderChoice(*pick_order(validation, k), validation, k)
+
+
+def pick_order(metrics: dict[str, dict[str, float]], k: int = 10, scored_on: str = "held-out") -> tuple[str, str]:
+    """(order, reason): ``learned`` when its HR@k + NDCG@k is at least the best fallback's, else
+    that fallback. ``metrics``: order -> {hr@k, ndcg@k} on users the learned model was not fitted on."""
+    fallback = max((o for o in metrics if o != LEARNED), key=lambda o: _score(metrics[o], k))
+    learned, best = _score(metrics[LEARNED], k), _score(metrics[fallback], k)
     if learned >= best:
-        return OrderChoice(LEARNED, f"held-out HR@{k}+NDCG@{k} {learned:.4f} >= best fallback {fallback} "
-                                    f"{best:.4f}", validation, k)
-    return OrderChoice(fallback, f"held-out HR@{k}+NDCG@{k} of the learned ranker {learned:.4f} < {fallback} "
-                                 f"{best:.4f}", validation, k)
+        return LEARNED, f"{scored_on} HR@{k}+NDCG@{k} {learned:.4f} >= best fallback {fallback} {best:.4f}"
+    return fallback, f"{scored_on} HR@{k}+NDCG@{k} of the learned ranker {learned:.4f} < {fallback} {best:.4f}"

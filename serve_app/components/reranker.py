@@ -20,7 +20,7 @@ import numpy as np
 from recsys.models.rerankers import mmr_with_gains
 from serve_app.config import ServeAppConfig
 from serve_app.errors import InputError
-from serve_app.users import LearnedReranker, has_reranker
+from serve_app.users import LearnedReranker, has_reranker, reranker_served_order
 
 
 class Reranker:
@@ -34,6 +34,10 @@ class Reranker:
         self.default_lambda = config.reranker.mmr_lambda
         users_run = version.get("users_run")
         use_learned = config.reranker.name != "mmr" and users_run and has_reranker(users_run)
+        # train_users compared its reranker with rank fusion on held-back users: the loser is not served
+        self.served_order = reranker_served_order(users_run) if use_learned else None
+        if self.served_order and self.served_order["order"] != "learned":
+            use_learned = False
         self.learned = LearnedReranker(users_run) if use_learned else None
 
     @staticmethod
@@ -67,7 +71,8 @@ class Reranker:
         else:
             scores = np.asarray(candidates["scores"], dtype=np.float32)
             reason = ("reranker.name is mmr" if self.config.reranker.name == "mmr"
-                      else "the served users run has no learned reranker")
+                      else f"the users run's reranker lost to rank fusion: {self.served_order['reason']}"
+                      if self.served_order else "the served users run has no learned reranker")
             info = {"name": "mmr", "learned": False, "fallback": True,
                     "description": f"fallback ({reason}): reciprocal-rank fusion of the candidate sources' lists, "
                                    f"then MMR with lambda {lam:g} over image vectors"}

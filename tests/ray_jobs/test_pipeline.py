@@ -157,6 +157,13 @@ def test_pipeline_runs_every_stage_and_the_evaluation_command_reproduces_it(idle
     # reciprocal_rank_fusion, written into the candidate contract)
     assert 0 <= users["reranker"]["test"]["rank fusion order"]["ndcg@10"] <= 1
     run = Path(users["run_dir"])
+    # the order Serve uses was chosen on the selection lists (recsys.retrieval.ordering.pick_order), and saved
+    served = users["reranker"]["served_order"]
+    sums = {name: m["hr@10"] + m["ndcg@10"] for name, m in served["selection"].items()}
+    assert set(sums) == {"learned", "rank_fusion"}
+    assert served["order"] == ("learned" if sums["learned"] >= sums["rank_fusion"] else "rank_fusion")
+    from serve_app.users import reranker_served_order
+    assert reranker_served_order(run) == served
     model = UserModel(run)
     user_id = model.store.sample_ids(1)[0]
     user = model.store.get(user_id)

@@ -199,3 +199,26 @@ def test_reciprocal_rank_fusion_by_hand():
     proposed = {"a": np.array([True, True, False]), "b": np.array([False, True, True])}
     fused = reciprocal_rank_fusion(ranks, proposed, k=60)
     assert fused.tolist() == pytest.approx([1 / 60, 1 / 61 + 1 / 60, 1 / 60])
+
+
+def test_a_reranker_that_lost_to_rank_fusion_is_not_served(built, config, tmp_path):
+    """train_users records which order won on its selection lists; Serve follows it."""
+    import json
+    import shutil
+
+    from serve_app.components.reranker import Reranker
+
+    assert Reranker(config, {"users_run": str(built["users"])}).learned is not None   # written without a choice
+    lost = tmp_path / "users-lost"
+    shutil.copytree(built["users"], lost)
+    saved = json.loads((lost / "reranker" / "reranker.json").read_text())
+    saved["served_order"] = {"order": "rank_fusion", "reason": "selection lists HR@10+NDCG@10 of the learned "
+                                                               "ranker 0.1000 < rank_fusion 0.2000"}
+    (lost / "reranker" / "reranker.json").write_text(json.dumps(saved))
+    reranker = Reranker(config, {"users_run": str(lost)})
+    assert reranker.learned is None
+    candidates = {"items": [{"item_id": "a"}, {"item_id": "b"}], "scores": np.array([0.2, 0.9], np.float32),
+                  "vectors": np.eye(2, dtype=np.float32)}
+    out = reranker.rerank_user(candidates, [], k=2, mmr_lambda=1.0)
+    assert out["order"].tolist() == [1, 0] and out["reranker"]["learned"] is False
+    assert "lost to rank fusion" in out["reranker"]["description"] and "0.1000 < rank_fusion" in out["reranker"]["description"]
