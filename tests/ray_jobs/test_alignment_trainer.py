@@ -24,6 +24,19 @@ def _toy(n, rng, prototypes):
     return records, targets.astype(np.float32)
 
 
+def toy_alignment(n: int, seed: int) -> tuple[dict, np.ndarray, dict, JsonEncoderConfig]:
+    """(features, targets, vocabulary sizes, encoder) of ``n`` toy records whose targets follow their
+    colour and category: the small JSON-encoder setup several Ray tests train on."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(size=(20, 32))
+    records, targets = _toy(n, rng, prototypes)
+    encoder = JsonEncoderConfig(fields=["color", "category", "material"], multi_fields=["material"], max_values=2,
+                                embedding_dim=8, hidden_dim=32, output_dim=32, dropout=0.0)
+    vocab = AttributeVocabulary.build(records, ["color", "category"], ["material"], num_buckets=64)
+    sizes = {"color": vocab.std.size("color"), "category": vocab.std.size("category"), "material": vocab.hashed.size}
+    return featurize(vocab, records, encoder), targets, sizes, encoder
+
+
 def test_alignment_trains_checkpoints_and_resumes(idle_ray, tmp_path):
     rng = np.random.default_rng(0)
     prototypes = rng.normal(size=(20, 32))
@@ -117,14 +130,7 @@ def test_asha_sweep_stops_trials_early_and_recommends_a_temperature(idle_ray, tm
 def test_stage_one_json_views_pretrains_and_stage_two_starts_from_its_weights(idle_ray, tmp_path):
     import torch
 
-    rng = np.random.default_rng(1)
-    prototypes = rng.normal(size=(20, 32))
-    records, targets = _toy(256, rng, prototypes)
-    encoder = JsonEncoderConfig(fields=["color", "category", "material"], multi_fields=["material"], max_values=2,
-                                embedding_dim=8, hidden_dim=32, output_dim=32, dropout=0.0)
-    vocab = AttributeVocabulary.build(records, ["color", "category"], ["material"], num_buckets=64)
-    sizes = {"color": vocab.std.size("color"), "category": vocab.std.size("category"), "material": vocab.hashed.size}
-    features = featurize(vocab, records, encoder)
+    features, targets, sizes, encoder = toy_alignment(256, seed=1)
     # Stage 1 labels by distinct JSON: 20 combinations, so equal records are positives of each other.
     labels = np.unique(np.concatenate([features[f"ids/{f}"] for f in encoder.fields], axis=1), axis=0,
                        return_inverse=True)[1].reshape(-1)

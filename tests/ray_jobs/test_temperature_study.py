@@ -5,10 +5,8 @@ import pytest
 from ray_jobs.common.alignment_trainer import ScalingSettings, temperature_runs
 from ray_jobs.temperature_study import TemperatureStudyConfig
 from recsys.config import ConfigError
-from recsys.models.json_encoder import JsonEncoderConfig, featurize
 from recsys.train_loops.alignment import AlignmentTrainConfig
-from recsys.vocab import AttributeVocabulary
-from tests.ray_jobs.test_alignment_trainer import _toy
+from tests.ray_jobs.test_alignment_trainer import toy_alignment
 
 
 def test_the_config_needs_two_seeds_and_two_temperatures():
@@ -21,13 +19,7 @@ def test_the_config_needs_two_seeds_and_two_temperatures():
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_one_fit_per_temperature_and_seed(idle_ray, tmp_path):
-    rng = np.random.default_rng(2)
-    records, targets = _toy(192, rng, rng.normal(size=(20, 32)))
-    encoder = JsonEncoderConfig(fields=["color", "category", "material"], multi_fields=["material"], max_values=2,
-                                embedding_dim=8, hidden_dim=32, output_dim=32, dropout=0.0)
-    vocab = AttributeVocabulary.build(records, ["color", "category"], ["material"], num_buckets=64)
-    sizes = {"color": vocab.std.size("color"), "category": vocab.std.size("category"), "material": vocab.hashed.size}
-    features = featurize(vocab, records, encoder)
+    features, targets, sizes, encoder = toy_alignment(192, seed=2)
     data = {**features, "target": targets, "label": np.arange(192)}
     train = {k: v[:128] for k, v in data.items()}
     select = {k: v[128:] for k, v in data.items()}

@@ -64,18 +64,11 @@ def test_deepfm_on_skewed_lists_and_listwise_run_the_same_steps_on_both_workers(
 
 def test_json_encoder_stages_one_and_two(idle_ray, tmp_path):
     from ray_jobs.common.alignment_trainer import fit_alignment
-    from recsys.models.json_encoder import JsonEncoderConfig, featurize
     from recsys.train_loops.alignment import AlignmentTrainConfig
-    from recsys.vocab import AttributeVocabulary
-    from tests.ray_jobs.test_alignment_trainer import _toy
+    from tests.ray_jobs.test_alignment_trainer import toy_alignment
 
-    rng = np.random.default_rng(1)
-    records, targets = _toy(256, rng, rng.normal(size=(20, 32)))
-    encoder = JsonEncoderConfig(fields=["color", "category", "material"], multi_fields=["material"], max_values=2,
-                                embedding_dim=8, hidden_dim=32, output_dim=32, dropout=0.0)
-    vocab = AttributeVocabulary.build(records, ["color", "category"], ["material"], num_buckets=64)
-    sizes = {"color": vocab.std.size("color"), "category": vocab.std.size("category"), "material": vocab.hashed.size}
-    data = {**featurize(vocab, records, encoder), "target": targets, "label": np.arange(256)}
+    features, targets, sizes, encoder = toy_alignment(256, seed=1)
+    data = {**features, "target": targets, "label": np.arange(256)}
     stage1 = fit_alignment(data, data, sizes, encoder, AlignmentTrainConfig(epochs=2, batch_size=32, lr=0.01,
                                                                               objective="json_views"),
                            TWO, tmp_path / "s1", "stage1")
