@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from recsys.config import config_hash, to_dict
+from recsys.timing import process_usage
 
 
 class ModelFiles:
@@ -52,7 +53,9 @@ def write_manifest(run_dir: Path, stage: str, inputs: dict[str, str], outputs: d
                    extra: dict | None = None) -> Path:
     manifest = {"stage": stage, "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "inputs": inputs, "outputs": outputs, "python": platform.python_version(),
-                "host": platform.node(), "unix_time": time.time(), **(extra or {})}
+                "host": platform.node(), "unix_time": time.time(),
+                # what the process that ran the stage (on a cluster: the driver, on the head) used
+                "driver": process_usage(), **(extra or {})}
     path = write_json(run_dir / "manifest.json", manifest)
     (run_dir.parent / "LATEST").write_text(run_dir.name + "\n")
     return path

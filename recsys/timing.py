@@ -12,3 +12,19 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     seconds[name] = round(time.perf_counter() - started, 1)
+
+
+def process_usage() -> dict[str, float]:
+    """This process's CPU-seconds (user + system), peak resident memory and age so far.
+
+    Every run manifest records it for the process that ran the stage (the driver): on a cluster the
+    driver only coordinates, and these numbers show whether it did more. Peak RSS is the process's
+    high-water mark, not the stage's own (several stages in one process report a rising value)."""
+    import resource
+
+    import psutil  # a Ray dependency
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+            "wall_seconds": round(time.time() - psutil.Process().create_time(), 2)}

@@ -11,10 +11,14 @@ measurements of their rates moved by up to 1.7x between runs on one H200).
   the hand-crafted stand-in, and a ViT-B/32 CLIP built from transformers' default ``CLIPConfig``
   with random weights (FashionCLIP's architecture, saved and loaded as a ``CLIPModel`` directory
   like a real checkpoint): images/s at batch 256, fp32 and AMP (bf16 where supported);
-- training steps/s, fp32 and AMP (forward, loss, backward, AdamW) of three loop families' models and
+- training steps/s, fp32 and AMP (forward, loss, backward, AdamW) of six loop families' models and
   losses: the JSON encoder with InfoNCE (batch 1,024, 7 fields), the unified item tower with NT-Xent
-  on two views (batch 512), DeepFM on lists of 64 candidates with the pointwise loss (256 lists).
-  Not yet: the user tower, the listwise reranker and the persona two-tower.
+  on two views (batch 512), DeepFM on lists of 64 candidates with the pointwise loss (256 lists), the
+  user tower with the sampled softmax over the batch's next items and 256 uniform negatives (256
+  windows of up to 50 items), the listwise reranker with the softmax CE + diversity term (256 lists
+  of 64 candidates), the persona two-tower with the triplet margin loss (256 purchases x 4 negatives).
+  Host-side data work of the loops (batching, numpy negative sampling) and gradient clipping are not
+  part of the steps.
 
 It runs where Ray cannot (a lent GPU machine has its own Python and torch): it imports only the
 library's torch-level modules. On a CPU it runs too (small batches), which is how the suite checks it.
@@ -36,10 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the library, wit
 
 from recsys.encoders.image import ImageEncoder, ImageEncoderConfig  # noqa: E402
 from recsys.losses.contrastive import InfoNCE, NTXent  # noqa: E402
-from recsys.losses.ranking import pointwise_loss  # noqa: E402
+from recsys.losses.persona import PersonaLossConfig  # noqa: E402
+from recsys.losses.ranking import ListwiseLoss, ListwiseLossConfig, pointwise_loss  # noqa: E402
 from recsys.models.item_towers import ItemTowerConfig, build_item_tower  # noqa: E402
 from recsys.models.json_encoder import JsonEncoder, JsonEncoderConfig  # noqa: E402
-from recsys.models.rerankers import DeepFM, DeepFMConfig, ItemUserEmbedder  # noqa: E402
+from recsys.models.persona import PersonaModelConfig, PersonaTwoTower  # noqa: E402
+from recsys.models.rerankers import (DeepFM, DeepFMConfig, ItemUserEmbedder, ListwiseConfig,  # noqa: E402
+                                     ListwiseReranker)
+from recsys.models.user_tower import UserTower, UserTowerConfig  # noqa: E402
 
 
 def _timed(step, device: str, seconds: float) -> float:
@@ -164,6 +172,78 @@ def deepfm_step(device: str, lists: int, seconds: float, rounds: int) -> dict:
                         seconds, lists, rounds)
 
 
+def user_tower_step(device: str, batch: int, seconds: float, rounds: int) -> dict:
+    """The user tower (causal transformer over item histories, production defaults: dim 64, 2 layers,
+    max_len 50) on right-padded training windows, with its production objective: the sampled softmax
+    of every position's next item against the batch's unique next items plus 256 uniform negatives,
+    drawn anew each step (``recsys.train_loops.user_tower``)."""
+    n_items, max_len, n_negatives = 20000, 50, 256
+    torch.manual_seed(0)
+    model = UserTower(UserTowerConfig(max_len=max_len), n_items).to(device)
+    lengths = torch.randint(max_len // 2, max_len + 1, (batch, 1))     # length-bucketed batches: similar lengths
+    real = torch.arange(max_len + 1).unsqueeze(0) < lengths + 1
+    window = torch.randint(1, n_items + 1, (batch, max_len + 1)) * real  # right-padded (token 0)
+    inputs = {"items": window[:, :-1].to(device)}
+    targets = window[:, 1:].to(device)
+
+    def loss_of():
+        negatives = torch.randint(1, n_items + 1, (n_negatives,), device=device)
+        return model(inputs, targets, negatives)
+    return _train_speed(model, loss_of, device, seconds, batch, rounds)
+
+
+def listwise_step(device: str, lists: int, seconds: float, rounds: int) -> dict:
+    """The listwise reranker (transformer over each list, production defaults) on lists of up to 64
+    candidates, with its production loss: softmax CE of the target + 1.0 x the expected pairwise
+    similarity under the score softmax, on the model's own detached item vectors (the loop's
+    fallback without item-tower vectors; ``recsys.train_loops.rerankers.listwise_loop``)."""
+    n_items, length, history_len, n_dense = 20000, 64, 20, 6
+    torch.manual_seed(0)
+    config = ListwiseConfig()
+    embedder = ItemUserEmbedder(torch.randint(1, 5000, (n_items + 1, 10)), torch.randint(1, 50, (n_items + 1,)),
+                                vocab_size=5000, n_categories=50, dim=config.embedding_dim)
+    model = ListwiseReranker(embedder, n_dense, config).to(device)
+    mask = (torch.arange(length).unsqueeze(0) < torch.randint(length // 2, length + 1, (lists, 1))).to(device)
+    items = torch.randint(1, n_items + 1, (lists, length), device=device) * mask
+    history = torch.randint(1, n_items + 1, (lists, history_len), device=device)
+    dense = torch.rand(lists, length, n_dense, device=device)
+    labels = torch.zeros(lists, length, device=device)
+    labels[:, 0] = 1.0                                                  # the target, listed
+    objective = ListwiseLoss(ListwiseLossConfig(diversity_weight=1.0, temperature=1.0))
+
+    def loss_of():
+        scores = model(items, history, dense, mask).float()
+        vectors = model.embedder.item_fields(items).sum(dim=-2).detach().float()
+        return objective(scores, labels, mask, vectors)
+    return _train_speed(model, loss_of, device, seconds, lists, rounds)
+
+
+def persona_step(device: str, batch: int, seconds: float, rounds: int) -> dict:
+    """The persona two-tower (production defaults: Embedding(16) per field, MLP 64 -> 32) on H&M-like
+    fields (customer: 2 categorical + z-scored age; product: category, index group, garment group,
+    colour, price bucket; 5,000 candidates), with its production loss: triplet margin (1.0) of the
+    customer against the bought product and 4 uniformly drawn candidates each
+    (``recsys.train_loops.persona.train_epoch``; the loop's redraw of bought negatives is host-side)."""
+    n_products, n_negatives = 5000, 4
+    customer_sizes, product_sizes = [5, 6], [132, 7, 23, 52, 7]
+    torch.manual_seed(0)
+    model = PersonaTwoTower(customer_sizes, 1, product_sizes, PersonaModelConfig()).to(device)
+    loss_fn = PersonaLossConfig(margin=1.0).build()
+    c_ids = torch.stack([torch.randint(1, n, (batch,)) for n in customer_sizes], dim=1).to(device)
+    c_num = torch.randn(batch, 1, device=device)
+    products = torch.stack([torch.randint(1, n, (n_products,)) for n in product_sizes], dim=1).to(device)
+    bought = torch.randint(0, n_products, (batch,), device=device)
+
+    def loss_of():
+        negatives = torch.randint(0, n_products, (batch * n_negatives,), device=device)
+        anchor, product = model(c_ids, c_num, products[torch.cat([bought, negatives])])
+        anchor, product = anchor.float(), product.float()
+        positive, negative = product[:batch], product[batch:]
+        return loss_fn(anchor.repeat_interleave(n_negatives, 0), positive.repeat_interleave(n_negatives, 0),
+                       negative)
+    return _train_speed(model, loss_of, device, seconds, batch, rounds)
+
+
 def json_encoder_step(device: str, batch: int, seconds: float, rounds: int) -> dict:
     fields = ["gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "usage"]
     config = JsonEncoderConfig(fields=fields, multi_fields=[])
@@ -194,7 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
               "json_encoder_infonce_step": json_encoder_step(args.device, 1024 if on_gpu else 64, args.seconds,
                                                              args.rounds),
               "item_tower_ntxent_step": item_tower_step(args.device, 512 if on_gpu else 32, args.seconds, args.rounds),
-              "deepfm_pointwise_step": deepfm_step(args.device, 256 if on_gpu else 16, args.seconds, args.rounds)}
+              "deepfm_pointwise_step": deepfm_step(args.device, 256 if on_gpu else 16, args.seconds, args.rounds),
+              "user_tower_sampled_softmax_step": user_tower_step(args.device, 256 if on_gpu else 16, args.seconds,
+                                                                 args.rounds),
+              "listwise_reranker_step": listwise_step(args.device, 256 if on_gpu else 16, args.seconds, args.rounds),
+              "persona_triplet_step": persona_step(args.device, 256 if on_gpu else 32, args.seconds, args.rounds)}
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return report

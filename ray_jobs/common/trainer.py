@@ -64,7 +64,8 @@ def fit_torch(loop: Callable[[dict], None], loop_config: dict, datasets: dict[st
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker={"CPU": scaling.cpus_per_worker}),
+                                     resources_per_worker={"CPU": scaling.cpus_per_worker},
+                                     placement_strategy=scaling.placement_strategy),
         datasets={key: to_ray_dataset(columns) for key, columns in datasets.items()},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         # A failed worker group restarts from the last checkpoint (up to max_failures times).

@@ -8,10 +8,11 @@ Use as ``loss_fn(emb, labels, miner(emb, labels))`` (PML's composition of loss a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import TripletMarginLoss
-from pytorch_metric_learning.miners import TripletMarginMiner
+if TYPE_CHECKING:
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.miners import TripletMarginMiner
 
 TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 
@@ -19,6 +20,12 @@ TRIPLET_TYPES = ("all", "hard", "semihard", "easy")
 def triplet_components(margin: float = 0.2, type_of_triplets: str = "semihard"
                        ) -> tuple[TripletMarginLoss, TripletMarginMiner]:
     """PML triplet loss and its miner over one shared distance (L2 on normalised embeddings)."""
+    # Imported here: every loss module loads with ``recsys.losses``, and plain-torch machines (the GPU
+    # check's) may lack pytorch-metric-learning while needing none of this.
+    from pytorch_metric_learning.distances import LpDistance
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.miners import TripletMarginMiner
+
     if type_of_triplets not in TRIPLET_TYPES:
         raise ValueError(f"type_of_triplets must be one of {TRIPLET_TYPES}, got {type_of_triplets!r}")
     if margin <= 0:

@@ -68,12 +68,14 @@ def same_vs_sibling_gap(vectors: np.ndarray, fine: np.ndarray, parent: np.ndarra
     return {"same_mean": same_mean, "sibling_mean": sibling_mean, "gap": same_mean - sibling_mean}
 
 
-def _pair_cosines(vectors, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def _pair_cosines(vectors, i: np.ndarray, j: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    # In chunks of pairs: 800k pairs of 512-d rows gathered at once would take 3.3 GB.
     if not sp.issparse(vectors):
-        return np.einsum("ij,ij->i", vectors[i], vectors[j])
+        return np.concatenate([np.einsum("ij,ij->i", vectors[i[s:s + chunk]], vectors[j[s:s + chunk]])
+                               for s in range(0, len(i), chunk)] or [np.zeros(0, vectors.dtype)])
     vectors = vectors.tocsr()
-    return np.concatenate([np.asarray(vectors[i[s:s + 65536]].multiply(vectors[j[s:s + 65536]]).sum(axis=1)).ravel()
-                           for s in range(0, len(i), 65536)] or [np.zeros(0)])
+    return np.concatenate([np.asarray(vectors[i[s:s + chunk]].multiply(vectors[j[s:s + chunk]]).sum(axis=1)).ravel()
+                           for s in range(0, len(i), chunk)] or [np.zeros(0)])
 
 
 def intra_list_diversity(neighbours: np.ndarray, token_sets: Sequence[frozenset]) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recsys.config import ConfigError
+
 
 @dataclass
 class ScalingSettings:
@@ -11,3 +13,14 @@ class ScalingSettings:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # Ray's placement of the workers' bundles: PACK fills a node first (cheap collectives); SPREAD puts
+    # them on different nodes (one per machine's GPU, or to use every node of a CPU cluster).
+    placement_strategy: str = "PACK"
+
+    def __post_init__(self):
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ConfigError(f"scaling.placement_strategy: {self.placement_strategy!r}, expected one of "
+                              f"{list(PLACEMENT_STRATEGIES)}")
+
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

@@ -86,3 +86,12 @@ def test_outside_a_distributed_fit_the_batches_are_unchanged():
     batches = [np.arange(2), np.arange(2, 4)]
     same, counts = equal_steps(batches, "[test]")
     assert same == batches and counts == [2] and step_counts(counts) == {"steps": 2, "fewest_own_batches": 2}
+
+
+def test_scaling_names_a_placement_strategy_ray_knows():
+    from recsys.config import ConfigError
+    from recsys.train_loops.scaling import ScalingSettings
+
+    assert ScalingSettings(num_workers=2, placement_strategy="SPREAD").placement_strategy == "SPREAD"
+    with pytest.raises(ConfigError, match="scaling.placement_strategy: 'spread'"):
+        ScalingSettings(placement_strategy="spread")

@@ -1,0 +1,174 @@
+"""A real multi-node Ray cluster on this machine for the tests: `ray start` processes, driven from outside.
+
+``LocalCluster.start()`` runs ``ray start --head --block`` (token auth, dashboard and job API on free ports,
+``head_cpus`` CPUs: 0 like cluster.yaml's head) and then one ``ray start --address ... --block`` per worker
+node, each a Ray node with its own raylet, object store and ports. They cannot share a process with the
+suite's own local Ray, so jobs reach them through ``ray job submit`` and tests read them through Ray's state
+API (``ray list``), as a user of a real cluster would. ``kill_node(n)`` SIGKILLs a worker node's whole
+process group (raylet, its workers, its object store): a node lost, not drained. Everything is stopped by
+signalling the process groups, never ``ray stop``, which would also stop the test session's own Ray.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.ports import free_port
+
+RAY = str(Path(sys.executable).parent / "ray")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# What `--working-dir` uploads: the code, not the environment or local outputs.
+WORKING_DIR_EXCLUDES = [".venv", ".git", "artifacts", "data/generated", "*.egg-info", "**/__pycache__"]
+OBJECT_STORE_BYTES = 300 * 1024 * 1024  # per node; the default (30% of RAM per node) is far more than needed
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalCluster:
+    log_dir: Path
+    head_cpus: float = 0
+    worker_cpus: list[float] = field(default_factory=lambda: [2, 2])
+    start_timeout_s: float = 120
+    env: dict = field(init=False)
+    address: str = field(init=False, default="")        # http://127.0.0.1:<dashboard>: job + state API
+    gcs_address: str = field(init=False, default="")    # 127.0.0.1:<port>: what worker nodes join
+    worker_node_ids: list[str] = field(init=False, default_factory=list)  # Ray's node id of each worker node
+    _head: subprocess.Popen | None = field(init=False, default=None)
+    _workers: list[subprocess.Popen | None] = field(init=False, default_factory=list)
+
+    def __post_init__(self):
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                    # a killed or stopped node goes down at once instead of draining
+                    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "LocalCluster":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "LocalCluster":
+        dashboard, head_port = free_port(), free_port()
+        self.address, self.gcs_address = f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{head_port}"
+        self._head = self._ray_start("head", ["--head", f"--num-cpus={self.head_cpus}", f"--port={head_port}",
+                                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                                              "--include-dashboard=true", "--disable-usage-stats"])
+        deadline = time.time() + self.start_timeout_s
+        while self.cli(["job", "list", "--address", self.address]).returncode != 0:
+            self._check_alive(self._head, "head", deadline)
+            time.sleep(2)
+        # One node at a time: nodes started together in one session pick the same socket and log names.
+        for n, cpus in enumerate(self.worker_cpus):
+            worker = self._ray_start(f"worker{n}", [f"--address={self.gcs_address}", f"--num-cpus={cpus}"])
+            self._workers.append(worker)
+            while not (joined := [node["node_id"] for node in self.alive_worker_nodes()
+                                  if node["node_id"] not in self.worker_node_ids]):
+                self._check_alive(worker, f"worker{n}", deadline)
+                time.sleep(1)
+            self.worker_node_ids.append(joined[0])
+        return self
+
+    def _ray_start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "w")
+        # Every node gets its own agent/metrics ports: the suite's Ray and the other nodes hold the defaults
+        # (52365, ...), and a node whose job agent cannot bind refuses every submission.
+        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                 f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+                 f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+        return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1",
+                                 f"--object-store-memory={OBJECT_STORE_BYTES}", *args, *ports],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _check_alive(self, process: subprocess.Popen, name: str, deadline: float) -> None:
+        if time.time() > deadline or process.poll() is not None:
+            raise ClusterError(f"ray {name} did not come up: {(self.log_dir / f'{name}.log').read_text()[-2000:]}")
+
+    def kill_node(self, n: int) -> None:
+        """SIGKILL worker node ``n``'s process group: the node is lost, as when a machine dies."""
+        worker = self._workers[n]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        self._workers[n] = None
+
+    def stop(self) -> None:
+        for process in [*self._workers, self._head]:
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self._workers, self._head]:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        # `ray start --head` records itself as the machine's "current cluster"; a plain ray.init() elsewhere
+        # would then wait for this stopped head forever.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if self.gcs_address and current.is_file() and current.read_text().strip() == self.gcs_address:
+            current.unlink()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ CLI: jobs and state
+    def cli(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def submit(self, entrypoint: list[str], job_id: str | None = None) -> str:
+        """``ray job submit --working-dir <repo>``: the code travels to the cluster as it would to a real one."""
+        job_id = job_id or f"job_{secrets.token_hex(4)}"
+        command = ["job", "submit", "--address", self.address, "--submission-id", job_id, "--no-wait",
+                   "--working-dir", str(REPO_ROOT),
+                   "--runtime-env-json", json.dumps({"excludes": WORKING_DIR_EXCLUDES}), "--", *entrypoint]
+        for _ in range(10):  # the job agent can lag the dashboard by a few seconds after start-up
+            submitted = self.cli(command)
+            if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
+                break
+            time.sleep(3)
+        if submitted.returncode != 0:
+            raise ClusterError(f"ray job submit failed: {submitted.stderr[-3000:]}")
+        return job_id
+
+    def status(self, job_id: str) -> str:
+        status = self.cli(["job", "status", "--address", self.address, job_id]).stdout.lower()
+        return next((s for s in ("succeeded", "failed", "stopped") if f"job '{job_id}' {s}" in status), "running")
+
+    def wait(self, job_id: str, timeout_s: float) -> tuple[str, str]:
+        """(final status, the job's logs); a job still running at the deadline is stopped and reported."""
+        deadline, status = time.time() + timeout_s, "running"
+        while time.time() < deadline and (status := self.status(job_id)) == "running":
+            time.sleep(3)
+        if status == "running":
+            self.cli(["job", "stop", "--address", self.address, job_id])
+        return status, self.cli(["job", "logs", "--address", self.address, job_id]).stdout
+
+    def state(self, kind: str, *filters: str) -> list[dict]:
+        """``ray list <kind> --detail`` as dicts (tasks, actors, nodes, jobs, ...)."""
+        args = ["list", kind, "--address", self.address, "--detail", "--format", "json", "--limit", "10000"]  # the API server's maximum
+        for condition in filters:
+            args += ["--filter", condition]
+        listed = self.cli(args)
+        if listed.returncode != 0:
+            raise ClusterError(f"ray list {kind} failed: {listed.stderr[-2000:]}")
+        return json.loads(listed.stdout)
+
+    def alive_worker_nodes(self) -> list[dict]:
+        nodes = self.state("nodes", "state=ALIVE") if self.address else []
+        return [node for node in nodes if not node["is_head_node"]]
