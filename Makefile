@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-quick bench-preprocess bench-embed eval-alignment eval-image-encoders eval-item-towers eval-enrichment eval-next-purchase eval-seq eval-seq-sequences-only \
-	eval-seq-synthetic temperature-study bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich crm
+	eval-seq-synthetic temperature-study scale-estimate bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich crm
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
 # mirrors that some machines configure; real errors still fail the step (pipefail).
@@ -62,6 +62,12 @@ bench-preprocess: setup
 # Image embedding: the Ray Data job vs the model pass alone on the same crops, time breakdown (~10 min).
 bench-embed: setup
 	$(PY) -m bench.embed --config configs/bench_embed.yaml
+
+# docs/scale.md: wall time of the full K-Fashion corpus on 1-32 CPU nodes and 1-4 GPUs, from the two
+# benchmarks above and the training loops' rates on this machine's CPUs (GPU rates: docs/measurements).
+scale-estimate: bench-preprocess bench-embed
+	$(PY) -m scripts.gpu_check --device cpu --out docs/measurements/gpu_check-cpu.json
+	$(PY) -m scripts.scale_estimate
 
 # Protocol E1 on the real Myntra catalog (../shared/data): JSON encoder vs zero-shot MiniLM, ~6 min.
 SHARED_DATA ?= ../shared/data

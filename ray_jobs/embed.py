@@ -1,6 +1,7 @@
 """Batch embedding on Ray Data actor pools: garment crops -> image vectors, item texts -> text vectors.
 
     python -m ray_jobs.embed --config configs/embed.yaml [--set items=PATH --set actors=4 --set gpus_per_actor=1]
+    ray job submit -- python -m ray_jobs.embed --config configs/embed.yaml   # on a cluster (README, "On a cluster")
 
 Reads the canonical items of the latest preprocessing run (or ``items``), keeps one encoder per
 actor (loaded once, on GPU when ``gpus_per_actor`` > 0), and writes ``image_embeddings/`` and

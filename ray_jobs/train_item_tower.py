@@ -2,6 +2,7 @@
 
     python -m ray_jobs.train_item_tower --config configs/item_tower.yaml
     python -m ray_jobs.train_item_tower --set catalog.catalog=styles_full.parquet --set tower_name=coarse_to_fine
+    ray job submit -- python -m ray_jobs.train_item_tower --config configs/item_tower.yaml   # on a cluster (README, "On a cluster")
 
 Input: canonical items (latest preprocess run by default) or a catalog file. Output run directory:
 checkpoints/tower.pt, checkpoints/adapter.pt, checkpoints/featurizer.json, item_vectors/ (parquet:

@@ -2,6 +2,7 @@
 
     python -m ray_jobs.train_json_encoder --config configs/pretrain_json_encoder.yaml   # stage 1
     python -m ray_jobs.train_json_encoder --config configs/train_json_encoder.yaml      # stage 2
+    ray job submit -- python -m ray_jobs.train_json_encoder --config configs/train_json_encoder.yaml   # on a cluster (README, "On a cluster")
 
 Stage 1 (``train.objective: json_views``) pretrains the encoder on JSON alone: two field-dropout
 views of one item are positives. Stage 2 (``align``) aligns it to frozen image embeddings of the

@@ -1,6 +1,7 @@
 """Train the persona two-tower on a purchase log, find personas, evaluate against popularity.
 
     python -m ray_jobs.train_persona --config configs/persona.yaml [--set train.epochs=5 --set evaluation.personas=8]
+    ray job submit -- python -m ray_jobs.train_persona --config configs/persona.yaml   # on a cluster (README, "On a cluster")
 
 Input (``data``): H&M customers, articles and transactions (the default; read by the existing
 adapters), or ``data.users_run``: a ``ray_jobs.train_users`` run, the demo's synthetic stand-in

@@ -3,6 +3,7 @@ real customers exist offline), a user tower trained on it (Ray Train) and, optio
 reranker over the tower's candidate lists: what the Serve app's user endpoints load.
 
     python -m ray_jobs.train_users --config configs/train_users.yaml [--set embed_run=DIR ...]
+    ray job submit -- python -m ray_jobs.train_users --config configs/train_users.yaml   # on a cluster (README, "On a cluster")
     (or the ``train_users`` step of ``ray_jobs.pipeline``)
 
 Steps:

@@ -1,6 +1,7 @@
 """Ray Tune (ASHA) sweep of the JSON-encoder alignment: temperature, batch size, learning rate.
 
     python -m ray_jobs.tune --config configs/tune.yaml
+    ray job submit -- python -m ray_jobs.tune --config configs/tune.yaml   # on a cluster (README, "On a cluster")
 
 Every trial is a full Ray Train run (TorchTrainer) that reports Top-5/MRR each epoch on the
 selection items (carved from training, never the held-out ones) through TuneReportCallback; ASHA

@@ -1,6 +1,7 @@
 """Wall-clock timings that reports carry (``{"seconds": {...}}``)."""
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -15,16 +16,18 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 
 def process_usage() -> dict[str, float]:
-    """This process's CPU-seconds (user + system), peak resident memory and age so far.
+    """This process's CPU-seconds (user + system), peak resident memory and seconds since the library loaded.
 
     Every run manifest records it for the process that ran the stage (the driver): on a cluster the
     driver only coordinates, and these numbers show whether it did more. Peak RSS is the process's
     high-water mark, not the stage's own (several stages in one process report a rising value)."""
     import resource
 
-    import psutil  # a Ray dependency
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_bytes = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # KiB on Linux, bytes on macOS
     return {"cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
-            "wall_seconds": round(time.time() - psutil.Process().create_time(), 2)}
+            "peak_rss_mb": round(rss_bytes / 2**20, 1),
+            "wall_seconds": round(time.time() - _LOADED_AT, 2)}
+
+
+_LOADED_AT = time.time()  # a stage imports the library first thing: close to the process's start

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -269,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
     on_gpu = args.device == "cuda"
     report = {"device": torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu",
               "torch": torch.__version__, "amp_dtype": str(_amp_dtype(args.device)),
+              # what a CPU run's rates are per: docs/scale.md divides them by the torch threads
+              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "rounds": args.rounds, "seconds_per_measurement": args.seconds,
               "image_encoders": image_encoders(args.device, 256 if on_gpu else 8, args.seconds, args.rounds),
               "json_encoder_infonce_step": json_encoder_step(args.device, 1024 if on_gpu else 64, args.seconds,

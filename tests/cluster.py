@@ -39,6 +39,9 @@ class LocalCluster:
     head_cpus: float = 0
     worker_cpus: list[float] = field(default_factory=lambda: [2, 2])
     start_timeout_s: float = 120
+    # Where every node's `ray start` runs, hence the working directory of its Ray workers and of jobs
+    # submitted without --working-dir: cluster.yaml starts Ray inside the shared mount. None: here.
+    cwd: Path | None = None
     env: dict = field(init=False)
     address: str = field(init=False, default="")        # http://127.0.0.1:<dashboard>: job + state API
     gcs_address: str = field(init=False, default="")    # 127.0.0.1:<port>: what worker nodes join
@@ -75,23 +78,24 @@ class LocalCluster:
         for n, cpus in enumerate(self.worker_cpus):
             worker = self._ray_start(f"worker{n}", [f"--address={self.gcs_address}", f"--num-cpus={cpus}"])
             self._workers.append(worker)
-            while not (joined := [node["node_id"] for node in self.alive_worker_nodes()
-                                  if node["node_id"] not in self.worker_node_ids]):
+            while not (joined := self._joined_worker_nodes()):
                 self._check_alive(worker, f"worker{n}", deadline)
                 time.sleep(1)
             self.worker_node_ids.append(joined[0])
         return self
 
     def _ray_start(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "w")
         # Every node gets its own agent/metrics ports: the suite's Ray and the other nodes hold the defaults
-        # (52365, ...), and a node whose job agent cannot bind refuses every submission.
+        # (52365, ...), and a node whose job agent cannot bind refuses every submission. The others are
+        # chosen here too, so the nodes never depend on how Ray picks them when several share one machine.
         ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
                  f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                  f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
-        return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1",
-                                 f"--object-store-memory={OBJECT_STORE_BYTES}", *args, *ports],
-                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_dir / f"{name}.log", "w") as log:  # the child keeps its own copy of the handle
+            return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1",
+                                     f"--object-store-memory={OBJECT_STORE_BYTES}", *args, *ports],
+                                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=self.cwd)
 
     def _check_alive(self, process: subprocess.Popen, name: str, deadline: float) -> None:
         if time.time() > deadline or process.poll() is not None:
@@ -115,6 +119,7 @@ class LocalCluster:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
         # `ray start --head` records itself as the machine's "current cluster"; a plain ray.init() elsewhere
         # would then wait for this stopped head forever.
         current = Path("/tmp/ray/ray_current_cluster")
@@ -131,12 +136,14 @@ class LocalCluster:
     def cli(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def submit(self, entrypoint: list[str], job_id: str | None = None) -> str:
-        """``ray job submit --working-dir <repo>``: the code travels to the cluster as it would to a real one."""
+    def submit(self, entrypoint: list[str], job_id: str | None = None, working_dir: bool = True) -> str:
+        """``ray job submit``. ``working_dir``: the repository travels with the job (--working-dir), as from a
+        laptop; False: the job runs the code installed on the nodes, in their working directory (``cwd``),
+        as cluster.yaml sets them up."""
         job_id = job_id or f"job_{secrets.token_hex(4)}"
+        upload = ["--working-dir", str(REPO_ROOT), "--runtime-env-json", json.dumps({"excludes": WORKING_DIR_EXCLUDES})]
         command = ["job", "submit", "--address", self.address, "--submission-id", job_id, "--no-wait",
-                   "--working-dir", str(REPO_ROOT),
-                   "--runtime-env-json", json.dumps({"excludes": WORKING_DIR_EXCLUDES}), "--", *entrypoint]
+                   *(upload if working_dir else []), "--", *entrypoint]
         for _ in range(10):  # the job agent can lag the dashboard by a few seconds after start-up
             submitted = self.cli(command)
             if submitted.returncode == 0 or "No available agent" not in submitted.stderr:
@@ -147,28 +154,41 @@ class LocalCluster:
         return job_id
 
     def status(self, job_id: str) -> str:
-        status = self.cli(["job", "status", "--address", self.address, job_id]).stdout.lower()
-        return next((s for s in ("succeeded", "failed", "stopped") if f"job '{job_id}' {s}" in status), "running")
+        """The job's status from the state API, lower case: pending, running, succeeded, failed or stopped."""
+        jobs = self.state("jobs", f"submission_id={job_id}")
+        return jobs[0]["status"].lower() if jobs else "pending"
 
     def wait(self, job_id: str, timeout_s: float) -> tuple[str, str]:
         """(final status, the job's logs); a job still running at the deadline is stopped and reported."""
-        deadline, status = time.time() + timeout_s, "running"
-        while time.time() < deadline and (status := self.status(job_id)) == "running":
+        deadline, status = time.time() + timeout_s, "pending"
+        while time.time() < deadline and (status := self.status(job_id)) in ("pending", "running"):
             time.sleep(3)
-        if status == "running":
+        if status in ("pending", "running"):
             self.cli(["job", "stop", "--address", self.address, job_id])
         return status, self.cli(["job", "logs", "--address", self.address, job_id]).stdout
 
     def state(self, kind: str, *filters: str) -> list[dict]:
         """``ray list <kind> --detail`` as dicts (tasks, actors, nodes, jobs, ...)."""
-        args = ["list", kind, "--address", self.address, "--detail", "--format", "json", "--limit", "10000"]  # the API server's maximum
+        limit = 10_000  # the API server's maximum; a longer listing would be cut silently
+        args = ["list", kind, "--address", self.address, "--detail", "--format", "json", "--limit", str(limit),
+                "--timeout", "120"]
         for condition in filters:
             args += ["--filter", condition]
-        listed = self.cli(args)
+        listed = self.cli(args, timeout=180)
         if listed.returncode != 0:
             raise ClusterError(f"ray list {kind} failed: {listed.stderr[-2000:]}")
-        return json.loads(listed.stdout)
+        records = json.loads(listed.stdout)
+        if len(records) >= limit:
+            raise ClusterError(f"ray list {kind}: {len(records)} records, the listing may be cut; filter it")
+        return records
 
     def alive_worker_nodes(self) -> list[dict]:
-        nodes = self.state("nodes", "state=ALIVE") if self.address else []
-        return [node for node in nodes if not node["is_head_node"]]
+        return [node for node in self.state("nodes", "state=ALIVE") if not node["is_head_node"]]
+
+    def _joined_worker_nodes(self) -> list[str]:
+        """Worker nodes alive but not yet in ``worker_node_ids``; a state API still starting counts as none."""
+        try:
+            alive = self.alive_worker_nodes()
+        except (ClusterError, subprocess.TimeoutExpired):
+            return []
+        return [node["node_id"] for node in alive if node["node_id"] not in self.worker_node_ids]

@@ -17,3 +17,14 @@ def test_cluster_yaml_validates_and_installs_this_project():
         assert 0 <= types[worker]["min_workers"] < types[worker]["max_workers"]
     assert any("pip install" in c and "fashionrec" in c for c in config["setup_commands"])
     assert Path(list(config["file_mounts"].values())[0]) == Path(".")
+
+
+def test_every_node_mounts_the_shared_folder_and_starts_ray_inside_it():
+    """Relative config paths (artifacts/..., data/generated/...) must be one set of files on every node:
+    tests/ray_jobs/test_multi_node.py runs the pipeline job and `serve deploy` this way."""
+    config = yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text())
+    mount = [c for c in config["setup_commands"] if "mount -t nfs4" in c]
+    assert len(mount) == 1 and "/mnt/fashionrec" in mount[0] and "mountpoint -q /mnt/fashionrec" in mount[0]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in config[key] if "ray start" in c]
+        assert start.startswith("cd /mnt/fashionrec && "), (key, start)

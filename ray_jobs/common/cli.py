@@ -25,10 +25,22 @@ def stage_parser(description: str, default_config: str) -> argparse.ArgumentPars
     return parser
 
 
+SHIPPED_CONFIGS_ROOT = Path(__file__).resolve().parents[2]  # the checkout the code runs from
+
+
+def config_path(path: str) -> Path:
+    """``path`` as given when it exists; a relative path that does not exist here but names one of the
+    configs shipped with the code (``configs/pipeline.yaml``) is that file. On a cluster, jobs run in
+    the shared data folder (cluster.yaml), not in the checkout, and still take ``--config configs/...``."""
+    given = Path(path)
+    shipped = SHIPPED_CONFIGS_ROOT / given
+    return shipped if not given.is_file() and not given.is_absolute() and shipped.is_file() else given
+
+
 def stage_config(args: argparse.Namespace, config_cls: type[T], extra: dict | None = None) -> T:
     """The YAML config with ``--set`` overrides, then ``extra`` (values of a stage's own flags) on top.
     On the command line (``run_main``) this also quiets the console (see ``recsys.logs``)."""
-    config = load_config(args.config, config_cls, parse_overrides(args.overrides) | (extra or {}))
+    config = load_config(config_path(args.config), config_cls, parse_overrides(args.overrides) | (extra or {}))
     if _command:
         logs.quiet_console(_command, verbose=getattr(args, "verbose", False))
     return config

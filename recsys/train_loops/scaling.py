@@ -14,7 +14,7 @@ class ScalingSettings:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     # Ray's placement of the workers' bundles: PACK fills a node first (cheap collectives); SPREAD puts
-    # them on different nodes (one per machine's GPU, or to use every node of a CPU cluster).
+    # them on different nodes where it can (best effort), to use every node of a cluster.
     placement_strategy: str = "PACK"
 
     def __post_init__(self):
@@ -23,4 +23,5 @@ class ScalingSettings:
                               f"{list(PLACEMENT_STRATEGIES)}")
 
 
-PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+# Ray's STRICT_* variants are left out: a strict placement that no node set satisfies waits for ever.
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD")

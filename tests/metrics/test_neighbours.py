@@ -73,3 +73,14 @@ def test_chance_category_hit_is_the_share_of_other_items_with_the_label():
     # a: 2 items (each sees 1 of 3 others), b and c alone: (2*1 + 0 + 0) / (4*3)
     assert chance_category_hit(np.array(["a", "a", "b", "c"])) == pytest.approx(2 / 12)
     assert chance_category_hit(np.array(["a", "a", "a"])) == 1.0 and chance_category_hit(np.array(["a"])) == 0.0
+
+
+def test_pair_cosines_in_chunks_equal_one_pass():
+    from recsys.metrics.neighbours import _pair_cosines
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(20, 8)).astype(np.float32)
+    i, j = rng.integers(0, 20, size=(2, 11))
+    whole = np.einsum("ij,ij->i", vectors[i], vectors[j])
+    assert np.allclose(_pair_cosines(vectors, i, j, chunk=3), whole)   # 4 chunks, the last one short
+    assert _pair_cosines(vectors, i[:0], j[:0], chunk=3).shape == (0,)

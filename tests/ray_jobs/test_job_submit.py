@@ -32,4 +32,5 @@ def test_preprocess_submitted_as_a_ray_job(ray_head, kfashion_samples, tmp_path)
     assert report["garments"]["written"] == 6 and report["files"]["reconciles"]
     # the manifest records what the job's driver used
     driver = json.loads((run_dir / "manifest.json").read_text())["driver"]
-    assert driver["cpu_seconds"] > 0 and driver["peak_rss_mb"] > 0 and driver["wall_seconds"] >= driver["cpu_seconds"] / 4
+    # a Python process that imported Ray, pyarrow and PIL: over 100 MB at its peak and 0.5 CPU-seconds (units)
+    assert driver["peak_rss_mb"] > 100 and driver["cpu_seconds"] > 0.5 and driver["wall_seconds"] > 1
