@@ -42,9 +42,9 @@ from recsys.models.item_towers import read_item_vectors
 from recsys.models.user_tower import encode_users, item_matrix
 from recsys.plots import line_panels
 from recsys.retrieval.e3 import (ItemVectorsConfig, SequentialEvalConfig, align_item_vectors,
-                                 content_vectors, e3_report, load_log, print_e3_summary, profile_columns, rank_candidates,
-                                 resolved_tower, run_name, stage_sources, user_arrays,
-                                 write_e3_outputs)
+                                 cold_target_content, content_vectors, e3_report, load_log, print_e3_summary,
+                                 profile_columns, rank_candidates, resolved_tower, run_name, stage_sources,
+                                 user_arrays, write_e3_outputs)
 from recsys.retrieval.recommender import run_stage
 from recsys.timing import timed
 from recsys.train_loops.user_tower import SCORE, tower_datasets
@@ -85,17 +85,15 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     if n_users == 0:
         raise ConfigError(f"{interactions}: no user with >= {MIN_INTERACTIONS} interactions")
     repeated = np.array([t in set(h.tolist()) for t, h in zip(target["test"], history["test"])], dtype=bool)
-    print(f"E3 on {interactions}: {len(frame)} interactions ({load_info['duplicates_dropped']} repeated "
-          f"(user, item, time) rows dropped, {load_info['quarantined']} quarantined), {len(split.user_ids)} users, "
-          f"{n_items} items; evaluated users (>= {MIN_INTERACTIONS}): {n_users}; test targets already in the "
-          f"history: {repeated.mean():.1%}")
+    print(f"E3 on {interactions}: {len(frame)} interactions ({load_info['duplicates_dropped']} repeated (user, item, "
+          f"time) rows dropped, {load_info['quarantined']} quarantined), {len(split.user_ids)} users, {n_items} items; "
+          f"evaluated users (>= {MIN_INTERACTIONS}): {n_users}; test targets already in the history: {repeated.mean():.1%}")
     with timed(seconds, "item_vectors"):
         vectors, vector_info = item_vectors_for(cfg.item_vectors, items, split.item_ids, out_dir, cfg.scaling)
     columns, profile_info = profile_columns(cfg.profile, users, user_col, split.user_ids)
     tower_cfg = resolved_tower(cfg, vectors, columns, profile_info)
     content, content_info = content_vectors(cfg, items, split.item_ids, vectors)
     print(f"item vectors: {vector_info}; content source: {content_info}; profile: {profile_info or 'none'}")
-
     init_ray()
     with timed(seconds, "user_tower_train"):
         datasets = tower_datasets(split, tower_cfg.max_len, cfg.val_max_users, 0, columns, vectors)
@@ -123,6 +121,8 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
             "n_log_users": int(len(split.user_ids)), **load_info, "item_vectors": vector_info, "content": content_info,
             "profile": {k: v for k, v in profile_info.items() if k not in ("mean", "std")}}
     report = e3_report(cfg, split, stages, ranking, repeated, tower_cfg, fitted, data)
+    report["cold_test_targets"] = cold_target_content(cfg, split, items, vectors, history["test"], target["test"],
+                                                      sources["test"]["mostpop"], ranking.ranks["test"], stages["test"].ranks)
     with timed(seconds, "write"):
         write_e3_outputs(out_dir, split, stages, ranking.scores, report)
     report["timings_s"] = {**seconds, "total": round(time.perf_counter() - started, 1)}

@@ -284,6 +284,45 @@ def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, ran
     return report
 
 
+def cold_target_content(cfg: SequentialEvalConfig, split: SequenceSplit, items_path: str | None,
+                        tower_vectors: np.ndarray | None, history: list, target: np.ndarray, popularity,
+                        model_ranks: np.ndarray, source_ranks: dict) -> dict:
+    """The test targets never bought in training (new products to this log): the content source built on the
+    item tower's vectors beside the one built on TF-IDF of the catalog's attributes, in the same run, on the
+    same users, with the same weights, candidates and metric; the model and every source on those users too.
+    Which of the two the recommender serves stays ``content.vectors``."""
+    from dataclasses import replace
+
+    from recsys.eval.sequential import paired_bootstrap
+    from recsys.metrics.ranking import rank_summary
+    from recsys.retrieval.content import ContentSource
+    from recsys.retrieval.recommender import run_stage
+
+    bought = np.zeros(split.n_items, dtype=bool)
+    for sequence in split.training_sequences("test"):
+        bought[sequence] = True
+    cold = ~bought[target]
+    variants = {}
+    for kind in ("attributes", "item_tower"):
+        if cfg.content.enabled:
+            vectors, _ = content_vectors(replace(cfg, content=replace(cfg.content, vectors=kind)), items_path,
+                                         split.item_ids, tower_vectors)
+            if vectors is not None:
+                variants["content:tfidf" if kind == "attributes" else "content:item_tower"] = vectors
+    report = {"n_users": int(cold.sum()), "share_of_test_users": round(float(cold.mean()), 4)}
+    if len(variants) < 2 or not cold.any():
+        return report | {"skipped": "needs --items (TF-IDF and item-tower vectors) and test targets never bought "
+                                    "in training"}
+    stage = run_stage({name: ContentSource(vectors, cfg.content.weights) for name, vectors in variants.items()},
+                      popularity, [history[i] for i in np.flatnonzero(cold)], target[cold], cfg.candidates,
+                      evaluate=True, progress="cold test targets: content variants")
+    k = cfg.k
+    ranks = {"model": model_ranks[cold], **{name: r[cold] for name, r in source_ranks.items()}, **stage.ranks}
+    return report | {"metrics": {name: short(rank_summary(r, k)) for name, r in ranks.items()},
+                     "item_tower_vs_tfidf": paired_bootstrap(stage.ranks["content:item_tower"],
+                                                             stage.ranks["content:tfidf"], k, cfg.bootstrap_samples)}
+
+
 def write_e3_outputs(out_dir: Path, split: SequenceSplit, stages: dict, ranker_scores: dict, report: dict) -> None:
     """candidates.parquet and sequences.parquet (the reranker contract) and comparison.png."""
     from recsys.plots import grouped_bars
@@ -317,5 +356,16 @@ def print_e3_summary(report: dict, out_dir: Path) -> None:
     for name, paired in report["comparison"].items():
         print(f"{name}: " + ", ".join(f"{m} {paired[m]['difference']:+.4f} (95% CI {paired[m]['ci95'][0]:+.4f}.."
                                       f"{paired[m]['ci95'][1]:+.4f})" for m in METRICS))
+    cold = report.get("cold_test_targets", {})
+    if "metrics" in cold:
+        shown = ", ".join(f"{name} {m['hr@10']:.4f}/{m['ndcg@10']:.4f}" for name, m in cold["metrics"].items())
+        paired = cold["item_tower_vs_tfidf"]
+        print(f"test targets never bought in training ({cold['n_users']} users, {cold['share_of_test_users']:.0%}), "
+              f"HR@10/NDCG@10: {shown}; item tower - TF-IDF content: " + ", ".join(
+                  f"{m} {paired[m]['difference']:+.4f} ({paired[m]['ci95'][0]:+.4f}..{paired[m]['ci95'][1]:+.4f})"
+                  for m in ("hr@10", "ndcg@10")))
+    elif cold:
+        print(f"test targets never bought in training: {cold['n_users']} users; content comparison skipped: "
+              f"{cold['skipped']}")
     print(f"timings (s): {report['timings_s']}")
     print(f"report: {out_dir / 'metrics.json'}; plot comparison.png; candidates.parquet, sequences.parquet")

@@ -41,6 +41,8 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
     assert set(saved["candidate_recall"]["test"]) == {"user_tower", "itemknn", "basket", "mostpop", "merged"}
     assert set(saved["sources"]) == {"user_tower", "itemknn", "basket", "mostpop"}
     assert saved["sources"]["itemknn"] == saved["baselines"]["itemknn"]
+    cold = saved["cold_test_targets"]  # no --items: counted, not compared
+    assert "skipped" in cold and 0 <= cold["n_users"] <= saved["n_users"]
     paired = saved["comparison"]["model_vs_itemknn"]
     for metric in ("hr@10", "ndcg@10", "mrr"):
         low, high = paired[metric]["ci95"]
@@ -111,3 +113,35 @@ def test_content_vectors_from_a_generic_catalog(log):
     assert evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)[0] is None
     cfg.content.enabled, cfg.content.vectors = True, "item_tower"
     assert evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)[0] is None
+
+
+def test_cold_targets_compare_both_content_vectors_on_the_same_users(log):
+    """The content source on TF-IDF and on item-tower vectors, scored on the test targets nobody bought in
+    training (no Ray: the vectors are given). A tower vector equal to the TF-IDF rows must score the same."""
+    from recsys.eval.sequential import leave_last_out
+    from recsys.retrieval.e3 import SequentialEvalConfig, cold_target_content, content_vectors
+    from recsys.retrieval.popularity import Popularity
+
+    frame, _ = evaluate_seq.load_log(log["interactions"], "user_id", "item_id", "timestamp", True)
+    split = leave_last_out(frame["user_id"].to_numpy(), frame["item_id"].to_numpy(), frame["position"].to_numpy())
+    history, target = split.history("test"), split.targets("test")
+    bought = {int(i) for seq in split.training_sequences("test") for i in seq}
+    expected_cold = sum(int(t) not in bought for t in target)
+    cfg = SequentialEvalConfig()
+    cfg.item_vectors.catalog.hierarchy = ["group", "category"]
+    cfg.item_vectors.catalog.std_fields = ["colour"]
+    cfg.item_vectors.catalog.id_col = "item_id"
+    tfidf, _ = content_vectors(cfg, log["items"], split.item_ids, None)
+    popularity = Popularity.fit(split.training_sequences("test"), split.n_items)
+    n = len(target)
+    fake_ranks = {"model": np.zeros(n, dtype=np.int64), "sources": {"mostpop": np.full(n, 5, dtype=np.int64)}}
+    report = cold_target_content(cfg, split, log["items"], np.asarray(tfidf.todense(), dtype=np.float32), history,
+                                 target, popularity, fake_ranks["model"], fake_ranks["sources"])
+    assert report["n_users"] == expected_cold > 0 and report["share_of_test_users"] == round(expected_cold / n, 4)
+    metrics = report["metrics"]
+    assert metrics["model"]["hr@10"] == 1.0 and metrics["mostpop"]["hr@10"] == 1.0   # ranks 0 and 5 < 10
+    assert metrics["content:item_tower"] == pytest.approx(metrics["content:tfidf"], abs=1e-4)
+    assert report["item_tower_vs_tfidf"]["users"] == expected_cold
+    without_items = cold_target_content(cfg, split, None, None, history, target, popularity, fake_ranks["model"],
+                                        fake_ranks["sources"])
+    assert "skipped" in without_items and without_items["n_users"] == expected_cold
