@@ -66,6 +66,7 @@ bench-embed: setup
 # docs/scale.md: wall time of the full K-Fashion corpus on 1-32 CPU nodes and 1-4 GPUs, from the two
 # benchmarks above and the training loops' rates on this machine's CPUs (GPU rates: docs/measurements).
 scale-estimate: bench-preprocess bench-embed
+	cp "$$(ls -t artifacts/bench/preprocess/preprocess-*.json | head -1)" "$$(ls -t artifacts/bench/embed/embed-*.json | head -1)" docs/measurements/
 	$(PY) -m scripts.gpu_check --device cpu --out docs/measurements/gpu_check-cpu.json
 	$(PY) -m scripts.scale_estimate
 

@@ -38,7 +38,7 @@ class LocalCluster:
     log_dir: Path
     head_cpus: float = 0
     worker_cpus: list[float] = field(default_factory=lambda: [2, 2])
-    start_timeout_s: float = 120
+    start_timeout_s: float = 180   # per node
     # Where every node's `ray start` runs, hence the working directory of its Ray workers and of jobs
     # submitted without --working-dir: cluster.yaml starts Ray inside the shared mount. None: here.
     cwd: Path | None = None
@@ -54,6 +54,8 @@ class LocalCluster:
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
                     # a killed or stopped node goes down at once instead of draining
                     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+                    # how long `ray start` waits for its raylet to register (a loaded 2-CPU machine is slow)
+                    "RAY_raylet_start_wait_time_s": "120",
                     "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
     # ------------------------------------------------------------------ lifecycle
@@ -76,13 +78,27 @@ class LocalCluster:
             time.sleep(2)
         # One node at a time: nodes started together in one session pick the same socket and log names.
         for n, cpus in enumerate(self.worker_cpus):
-            worker = self._ray_start(f"worker{n}", [f"--address={self.gcs_address}", f"--num-cpus={cpus}"])
-            self._workers.append(worker)
-            while not (joined := self._joined_worker_nodes()):
-                self._check_alive(worker, f"worker{n}", deadline)
-                time.sleep(1)
-            self.worker_node_ids.append(joined[0])
+            self._workers.append(None)
+            self.worker_node_ids.append(self._start_worker(n, cpus))
         return self
+
+    def _start_worker(self, n: int, cpus: float, attempts: int = 3) -> str:
+        """Start worker node ``n`` and return its node id. On a loaded machine (a whole test suite on 2 CPUs)
+        a raylet can miss Ray's registration window and ``ray start`` exits ("timed out during startup"):
+        that node is started again, up to ``attempts`` times, each with its own deadline."""
+        for attempt in range(1, attempts + 1):
+            name = f"worker{n}" if attempt == 1 else f"worker{n}-attempt{attempt}"
+            worker = self._workers[n] = self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={cpus}"])
+            deadline = time.time() + self.start_timeout_s
+            while worker.poll() is None and time.time() < deadline:
+                if joined := self._joined_worker_nodes():
+                    return joined[0]
+                time.sleep(1)
+            if worker.poll() is None:  # alive but not joined in time: stop it before trying again
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=30)
+        raise ClusterError(f"ray worker{n} did not join in {attempts} attempts: "
+                           f"{(self.log_dir / f'{name}.log').read_text()[-2000:]}")
 
     def _ray_start(self, name: str, args: list[str]) -> subprocess.Popen:
         # Every node gets its own agent/metrics ports: the suite's Ray and the other nodes hold the defaults
@@ -177,7 +193,10 @@ class LocalCluster:
         listed = self.cli(args, timeout=180)
         if listed.returncode != 0:
             raise ClusterError(f"ray list {kind} failed: {listed.stderr[-2000:]}")
-        records = json.loads(listed.stdout)
+        try:
+            records = json.loads(listed.stdout)
+        except json.JSONDecodeError as exc:  # e.g. a warning printed before the listing while the API starts
+            raise ClusterError(f"ray list {kind}: not JSON: {listed.stdout[:500]!r} {listed.stderr[-500:]!r}") from exc
         if len(records) >= limit:
             raise ClusterError(f"ray list {kind}: {len(records)} records, the listing may be cut; filter it")
         return records

@@ -23,8 +23,10 @@ def test_every_node_mounts_the_shared_folder_and_starts_ray_inside_it():
     """Relative config paths (artifacts/..., data/generated/...) must be one set of files on every node:
     tests/ray_jobs/test_multi_node.py runs the pipeline job and `serve deploy` this way."""
     config = yaml.safe_load((REPO_ROOT / "cluster.yaml").read_text())
-    mount = [c for c in config["setup_commands"] if "mount -t nfs4" in c]
-    assert len(mount) == 1 and "/mnt/fashionrec" in mount[0] and "mountpoint -q /mnt/fashionrec" in mount[0]
+    (mount,) = [c for c in config["setup_commands"] if "/etc/fstab" in c]
+    assert "/mnt/fashionrec nfs4" in mount and "_netdev,nofail" in mount   # back after a reboot
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         (start,) = [c for c in config[key] if "ray start" in c]
-        assert start.startswith("cd /mnt/fashionrec && "), (key, start)
+        # Ray never starts in the bare local folder: the mount is checked first, then entered
+        guard = "mountpoint -q /mnt/fashionrec && cd /mnt/fashionrec && "
+        assert guard in start and start.index(guard) < start.index("ray start"), (key, start)

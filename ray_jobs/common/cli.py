@@ -34,7 +34,10 @@ def config_path(path: str) -> Path:
     the shared data folder (cluster.yaml), not in the checkout, and still take ``--config configs/...``."""
     given = Path(path)
     shipped = SHIPPED_CONFIGS_ROOT / given
-    return shipped if not given.is_file() and not given.is_absolute() and shipped.is_file() else given
+    if given.is_file() or given.is_absolute() or not shipped.is_file():
+        return given
+    print(f"config: {path} is not in {Path.cwd()}; using the one shipped with the code, {shipped}")
+    return shipped
 
 
 def stage_config(args: argparse.Namespace, config_cls: type[T], extra: dict | None = None) -> T:

@@ -311,8 +311,10 @@ def cold_target_content(cfg: SequentialEvalConfig, split: SequenceSplit, items_p
                 variants["content:tfidf" if kind == "attributes" else "content:item_tower"] = vectors
     report = {"n_users": int(cold.sum()), "share_of_test_users": round(float(cold.mean()), 4)}
     if len(variants) < 2 or not cold.any():
-        return report | {"skipped": "needs --items (TF-IDF and item-tower vectors) and test targets never bought "
-                                    "in training"}
+        why = ("content.enabled is false" if not cfg.content.enabled else
+               "no test target is new to the log" if not cold.any() else
+               "needs --items (TF-IDF and item-tower vectors of the catalog)")
+        return report | {"skipped": why}
     stage = run_stage({name: ContentSource(vectors, cfg.content.weights) for name, vectors in variants.items()},
                       popularity, [history[i] for i in np.flatnonzero(cold)], target[cold], cfg.candidates,
                       evaluate=True, progress="cold test targets: content variants")

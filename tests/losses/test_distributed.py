@@ -3,7 +3,6 @@
 loss gathers every worker's rows (with gradients) before scoring. Without the gather each worker
 would only see its own negatives and both numbers would change with the worker count."""
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from recsys.losses.contrastive import InfoNCE, NTXent
+from bench.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 BATCH, DIM = 16, 8
@@ -60,15 +60,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str, gather: bool = True)
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(tmp_path):
     single = _losses(_model(), slice(0, BATCH))
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         distributed = torch.load(tmp_path / f"rank{rank}.pt")
         for name in ("infonce", "ntxent"):
@@ -79,7 +73,7 @@ def test_two_workers_with_half_batches_equal_one_worker_with_the_whole_batch(tmp
 def test_without_the_gather_two_workers_give_another_loss_and_other_gradients(tmp_path):
     """Control: the same two processes with the gather switched off (each worker's own negatives only)."""
     single = _losses(_model(), slice(0, BATCH))
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), False), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path), False), nprocs=2, join=True)
     for rank in range(2):
         local = torch.load(tmp_path / f"rank{rank}.pt")
         for name in ("infonce", "ntxent"):

@@ -3,7 +3,6 @@ batches repeats its own until it has as many as the worker with the most; a work
 every worker fail with the same error. The control shows the hang that the equal counts prevent."""
 import datetime
 import os
-import socket
 import time
 
 import numpy as np
@@ -14,15 +13,10 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from recsys.train_loops.steps import equal_steps, step_counts
+from bench.ports import free_port
 
 pytestmark = pytest.mark.timeout(180)
 OWN_BATCHES = {0: 5, 1: 2}   # rank -> batches of its own (a skewed split)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, out_dir: str, own: dict, equalise: bool) -> None:
@@ -57,7 +51,7 @@ def _worker(rank: int, port: int, out_dir: str, own: dict, equalise: bool) -> No
 
 
 def _run(tmp_path, own: dict, equalise: bool = True) -> list[dict]:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), own, equalise), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), own, equalise), nprocs=2, join=True)
     return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
 
 
