@@ -121,7 +121,7 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
             "n_log_users": int(len(split.user_ids)), **load_info, "item_vectors": vector_info, "content": content_info,
             "profile": {k: v for k, v in profile_info.items() if k not in ("mean", "std")}}
     report = e3_report(cfg, split, stages, ranking, repeated, tower_cfg, fitted, data)
-    report["cold_test_targets"] = cold_target_content(cfg, split, items, vectors, history["test"], target["test"],
+    report["cold_test_targets"] = cold_target_content(cfg, split, items, vectors, content, history["test"], target["test"],
                                                       sources["test"]["mostpop"], ranking.ranks["test"], stages["test"].ranks)
     with timed(seconds, "write"):
         write_e3_outputs(out_dir, split, stages, ranking.scores, report)

@@ -285,12 +285,13 @@ def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, ran
 
 
 def cold_target_content(cfg: SequentialEvalConfig, split: SequenceSplit, items_path: str | None,
-                        tower_vectors: np.ndarray | None, history: list, target: np.ndarray, popularity,
-                        model_ranks: np.ndarray, source_ranks: dict) -> dict:
+                        tower_vectors: np.ndarray | None, served_content, history: list, target: np.ndarray,
+                        popularity, model_ranks: np.ndarray, source_ranks: dict) -> dict:
     """The test targets never bought in training (new products to this log): the content source built on the
     item tower's vectors beside the one built on TF-IDF of the catalog's attributes, in the same run, on the
     same users, with the same weights, candidates and metric; the model and every source on those users too.
-    Which of the two the recommender serves stays ``content.vectors``."""
+    Which of the two the recommender serves stays ``content.vectors``; ``served_content`` is its matrix,
+    already built by the run (None: build both here)."""
     from dataclasses import replace
 
     from recsys.eval.sequential import paired_bootstrap
@@ -305,8 +306,9 @@ def cold_target_content(cfg: SequentialEvalConfig, split: SequenceSplit, items_p
     variants = {}
     for kind in ("attributes", "item_tower"):
         if cfg.content.enabled:
-            vectors, _ = content_vectors(replace(cfg, content=replace(cfg.content, vectors=kind)), items_path,
-                                         split.item_ids, tower_vectors)
+            vectors = served_content if kind == cfg.content.vectors and served_content is not None else \
+                content_vectors(replace(cfg, content=replace(cfg.content, vectors=kind)), items_path,
+                                split.item_ids, tower_vectors)[0]
             if vectors is not None:
                 variants["content:tfidf" if kind == "attributes" else "content:item_tower"] = vectors
     report = {"n_users": int(cold.sum()), "share_of_test_users": round(float(cold.mean()), 4)}

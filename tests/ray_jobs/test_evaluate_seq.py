@@ -137,13 +137,13 @@ def test_cold_targets_compare_both_content_vectors_on_the_same_users(log):
     is_cold = np.array([int(t) not in bought for t in target])
     # ranks that differ by user: a hit (rank 0 / 5) exactly on the cold users, a miss (50) elsewhere
     fake_ranks = {"model": np.where(is_cold, 0, 50), "sources": {"mostpop": np.where(is_cold, 5, 50)}}
-    report = cold_target_content(cfg, split, log["items"], np.asarray(tfidf.todense(), dtype=np.float32), history,
-                                 target, popularity, fake_ranks["model"], fake_ranks["sources"])
+    report = cold_target_content(cfg, split, log["items"], np.asarray(tfidf.todense(), dtype=np.float32), None,
+                                 history, target, popularity, fake_ranks["model"], fake_ranks["sources"])
     assert report["n_users"] == expected_cold > 0 and report["share_of_test_users"] == round(expected_cold / n, 4)
     metrics = report["metrics"]
     assert metrics["model"]["hr@10"] == 1.0 and metrics["mostpop"]["hr@10"] == 1.0   # the cold users' ranks only
     assert metrics["content:item_tower"] == pytest.approx(metrics["content:tfidf"], abs=1e-4)
     assert report["item_tower_vs_tfidf"]["users"] == expected_cold
-    without_items = cold_target_content(cfg, split, None, None, history, target, popularity, fake_ranks["model"],
-                                        fake_ranks["sources"])
+    without_items = cold_target_content(cfg, split, None, None, None, history, target, popularity,
+                                        fake_ranks["model"], fake_ranks["sources"])
     assert "skipped" in without_items and without_items["n_users"] == expected_cold

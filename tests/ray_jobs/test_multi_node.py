@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from bench.ports import free_port
+from recsys.artifacts import latest_run
 from recsys.data.synthetic import SyntheticCorpusConfig, generate_corpus
 from tests.cluster import REPO_ROOT, LocalCluster
 
@@ -77,7 +78,7 @@ def _small_pipeline() -> dict:
 
 
 def _manifest(root: Path) -> dict:
-    return json.loads((root / (root / "LATEST").read_text().strip() / "manifest.json").read_text())
+    return json.loads((latest_run(root) / "manifest.json").read_text())
 
 
 def _deploy_serve(cluster: LocalCluster, shared: Path) -> str:
@@ -152,7 +153,7 @@ def test_pipeline_job_and_serve_run_on_both_worker_nodes_and_the_driver_only_coo
     try:
         import pyarrow.parquet as pq
 
-        items = shared / ROOTS["preprocess"] / (shared / ROOTS["preprocess"] / "LATEST").read_text().strip() / "items"
+        items = latest_run(shared / ROOTS["preprocess"]) / "items"
         item_id = pq.read_table(items, columns=["item_id"])["item_id"][0].as_py()
         search = requests.post(f"{url}/api/search", json={"text": "black skirt", "k": 3}, timeout=60)
         similar = requests.get(f"{url}/api/similar/{item_id}", params={"k": 3}, timeout=60)
