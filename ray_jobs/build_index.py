@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys import storage
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.data.result import AdapterError
 from recsys.index import VectorIndex
 from recsys.index_build import (BuildIndexConfig, mark_repeated_ids, pgvector_table, recall_report, rows_in_files,
@@ -60,9 +61,12 @@ def run(cfg: BuildIndexConfig) -> dict:
     kind = vector_type(cfg, source)
     init_ray()
     columns = [cfg.id_column, cfg.vector_column, *([cfg.view_column] if cfg.view_column else []), "path"]
-    dataset = ray.data.read_parquet(str(source), include_paths=True).select_columns(columns)
+    # Read where every node reaches the vectors (an object-store run there, not this node's copy).
+    dataset = ray.data.read_parquet(**storage.arrow_args(location_of(source), "paths"),
+                                    include_paths=True).select_columns(columns)
     dim = cfg.dim or _vector_dim(kind, dataset, cfg.vector_column, source)
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
+    location = location_of(run_dir)  # the run's URI when output_root is on object storage
     print(f"build_index: {cfg.index.kind} over {source} ({dim}-d) -> {run_dir}")
 
     started = time.perf_counter()
@@ -102,10 +106,10 @@ def run(cfg: BuildIndexConfig) -> dict:
                                                            "quarantine.parquet", "index_report.json")
                     if (run_dir / name).is_file()},
                    {"index_version": meta["version"]})
-    _print_summary(report, run_dir)
+    _print_summary(report, location)
     if not counts["reconciles"]:
-        raise RuntimeError(f"counts do not reconcile, see {run_dir / 'index_report.json'}")
-    return report | {"run_dir": str(run_dir)}
+        raise RuntimeError(f"counts do not reconcile, see {storage.join(location, 'index_report.json')}")
+    return report | {"run_dir": location}
 
 
 def _build_pgvector(cfg: BuildIndexConfig, kept, dim: int, source: Path, run_dir: Path):
@@ -127,7 +131,7 @@ def _build_pgvector(cfg: BuildIndexConfig, kept, dim: int, source: Path, run_dir
     return PgVectorIndex.from_staging(dsn, staging, name, cfg.index, source=str(source), replace=cfg.run_name is not None)
 
 
-def _print_summary(report: dict, run_dir: Path) -> None:
+def _print_summary(report: dict, run_dir: str) -> None:
     counts, index, recall = report["vectors"], report["index"], report["recall"]
     skipped = f" + other views skipped {counts['skipped_other_views']}" if counts["skipped_other_views"] else ""
     print(f"vectors: read {counts['read']} = indexed {counts['indexed']} + quarantined {counts['quarantined']}"

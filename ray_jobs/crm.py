@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import asdict
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.crm.campaign import (Campaign, CrmRunConfig, SegmentWriter, canary_leaks, embedder_label, facts_of,
                                  plant_canaries, write_html)
 from recsys.crm.claims import Vocabulary
@@ -86,7 +86,7 @@ def run(cfg: CrmRunConfig) -> dict:
                    {n: str(run_dir / n) for n in ("messages.jsonl", "prompts.jsonl", "report.json", "report.html")},
                    {"backend": backend})
     _summary(report, run_dir)
-    return report | {"run_dir": str(run_dir)}
+    return report | {"run_dir": location_of(run_dir)}
 
 
 def _summary(report: dict, run_dir) -> None:

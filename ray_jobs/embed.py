@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
+from recsys import storage
+from recsys.artifacts import latest_location, location_of, new_run_dir, write_json, write_manifest
 from recsys.encoders.crops import embed_crops
 from recsys.data.vectors import vector_column
 from recsys.encoders.image import AugmentConfig, ImageEncoder, ImageEncoderConfig, pretrained_label
@@ -87,19 +87,21 @@ def run(cfg: EmbedConfig) -> dict:
     unknown = sorted(set(cfg.text_sources) - set(TEXT_SOURCES))
     if unknown:
         raise ValueError(f"text_sources: unknown {unknown}; expected some of {TEXT_SOURCES}")
-    items_dir = Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
+    # Where every node reads the items (an object-store run is read there, not from this node's copy).
+    items_dir = location_of(cfg.items) if cfg.items else storage.join(latest_location(cfg.preprocess_root), "items")
     run_dir = new_run_dir(cfg.output_root, cfg)
+    location = location_of(run_dir)  # workers write the embeddings here (the run's URI on object storage)
     init_ray()
     # Read first (item rows are small), so the actor pool may take every CPU without starving the read.
     # Only the needed columns, read up front: no read or projection task then competes with the actors.
-    items = ray.data.read_parquet(str(items_dir.resolve())).select_columns(EMBED_INPUT_COLUMNS).materialize()
+    items = ray.data.read_parquet(**storage.arrow_args(items_dir, "paths")).select_columns(EMBED_INPUT_COLUMNS).materialize()
     n_items = items.count()
     label = pretrained_label(cfg.image)
     print(f"embed: {n_items} items from {items_dir}; image encoder {cfg.image.model} (pretrained: {label}); "
           f"text encoder {cfg.text.model}")
-    resources = {"num_cpus": cfg.cpus_per_actor} | ({"num_gpus": cfg.gpus_per_actor} if cfg.gpus_per_actor else {})
+    resources = _actor_options(cfg)
     light = {"num_cpus": 0.1}  # writes are I/O; they must not wait for CPUs the actors hold
-    report = {"items": n_items, "items_dir": str(items_dir.resolve()), "image_model": cfg.image.model,
+    report = {"items": n_items, "items_dir": items_dir, "image_model": cfg.image.model,
               "pretrained": label, "text_model": cfg.text.model}
 
     if cfg.embed_images:
@@ -107,9 +109,10 @@ def run(cfg: EmbedConfig) -> dict:
         images = items.map_batches(
             ImageEmbedder, fn_constructor_kwargs={"config": cfg.image, "augment": cfg.augment, "threads": cfg.cpus_per_actor},
             batch_size=cfg.image_batch_rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
-        images.write_parquet(str(run_dir / "image_embeddings"), ray_remote_args=light)
+        images.write_parquet(**storage.arrow_args(storage.join(location, "image_embeddings")), ray_remote_args=light)
         seconds = time.perf_counter() - started
-        error_column = pq.read_table(run_dir / "image_embeddings", columns=["error"]).column("error")
+        error_column = pq.read_table(**storage.arrow_args(storage.join(location, "image_embeddings"), "source"),
+                                     columns=["error"]).column("error")
         vectors, errors = error_column.null_count, error_column.length() - error_column.null_count
         # The pool's own window (first to last batch) apart from the stage's fixed costs: the actors'
         # start-up (torch + open_clip imports, model build), scheduling and the final write.
@@ -125,18 +128,26 @@ def run(cfg: EmbedConfig) -> dict:
         texts = items.map_batches(
             TextEmbedder, fn_constructor_kwargs={"config": cfg.text, "sources": cfg.text_sources, "threads": cfg.cpus_per_actor},
             batch_size=cfg.batch_size * 4, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.actors), **resources)
-        texts.write_parquet(str(run_dir / "text_embeddings"), ray_remote_args=light)
+        texts.write_parquet(**storage.arrow_args(storage.join(location, "text_embeddings")), ray_remote_args=light)
         seconds = time.perf_counter() - started
         n_texts = n_items * len(cfg.text_sources)
         report["text"] = {"seconds": round(seconds, 1), "texts_per_s": round(n_texts / seconds, 1),
                           "items_per_s": round(n_items / seconds, 1), "sources": cfg.text_sources}
         print(f"text embeddings: {n_texts} texts in {seconds:.1f}s ({n_texts / seconds:.1f} texts/s)")
     write_json(run_dir / "embed_report.json", report)
-    write_manifest(run_dir, "embed", {"items": str(items_dir.resolve())},
-                   {"image_embeddings": str(run_dir / "image_embeddings"),
-                    "text_embeddings": str(run_dir / "text_embeddings"), "report": str(run_dir / "embed_report.json")})
-    print(f"results in {run_dir}")
-    return report | {"run_dir": str(run_dir)}
+    write_manifest(run_dir, "embed", {"items": items_dir},
+                   {"image_embeddings": storage.join(location, "image_embeddings"),
+                    "text_embeddings": storage.join(location, "text_embeddings"),
+                    "report": storage.join(location, "embed_report.json")})
+    print(f"results in {location}")
+    return report | {"run_dir": location}
+
+
+
+def _actor_options(cfg: EmbedConfig) -> dict:
+    """CPUs/GPUs per actor; actors read crops on object storage with this process's settings."""
+    env = {"runtime_env": {"env_vars": variables}} if (variables := storage.runtime_env_vars()) else {}
+    return {"num_cpus": cfg.cpus_per_actor} | ({"num_gpus": cfg.gpus_per_actor} if cfg.gpus_per_actor else {}) | env
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -25,7 +25,7 @@ import time
 
 import pyarrow as pa
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.llm.client import backend_label
 from recsys.llm.enrich_job import (VALIDATED_SCHEMA, EnrichConfig, RulesAnswers, ToMessages, enrich_report,
                                    enrichment_schema, load_catalog, merge_answers, prompt_batch, summary_lines,
@@ -80,7 +80,7 @@ def run(cfg: EnrichConfig) -> dict:
     print("\n".join(summary_lines(report)) + f"\nresults in {run_dir}")
     if not (report["items"]["reconciles"] and catalog.reconciliation["reconciles"]):
         raise RuntimeError(f"enrich [backend: {backend}]: counts do not reconcile, see {run_dir / 'reconciliation.json'}")
-    return report | {"run_dir": str(run_dir)}
+    return report | {"run_dir": location_of(run_dir)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
 from recsys.eval.image_encoders import (ImageEncoderEvalConfig, chance, evaluate_encoders, item_crops,
                                        labelled_photos)
@@ -55,7 +55,7 @@ def run(cfg: ImageEncoderEvalConfig) -> dict:
                    {"metrics": str(run_dir / "metrics.json"), "plot": str(run_dir / "agreement.png")})
     _print_table(report, cfg)
     print(f"report: {run_dir}")
-    return report | {"run_dir": str(run_dir)}
+    return report | {"run_dir": location_of(run_dir)}
 
 
 def _slug(name: str) -> str:

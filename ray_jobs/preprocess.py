@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys import storage
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.data.images import ImageLimits
 from recsys.data.kfashion import KFashionOptions
 from recsys.data.preprocessing import (distribution, items_of, list_label_files, process_label_batch,
@@ -50,7 +51,7 @@ def _process(batch: pa.Table, options: KFashionOptions) -> pa.Table:
     return process_label_batch(paths, [Path(p).read_bytes() for p in paths], options)
 
 
-def kfashion_options(cfg: PreprocessConfig, crop_dir: Path | None) -> KFashionOptions:
+def kfashion_options(cfg: PreprocessConfig, crop_dir: str | None) -> KFashionOptions:
     return KFashionOptions(label_root=str(Path(cfg.labels).resolve()),
                            image_root=str(Path(cfg.images).resolve()) if cfg.images else None,
                            crop_dir=str(crop_dir) if crop_dir else None,
@@ -60,11 +61,19 @@ def kfashion_options(cfg: PreprocessConfig, crop_dir: Path | None) -> KFashionOp
 def run(cfg: PreprocessConfig) -> dict:
     import ray
 
+    for key in ("labels", "images"):
+        if getattr(cfg, key) and not storage.is_local(getattr(cfg, key)):
+            raise ValueError(f"{key}: {getattr(cfg, key)} is an object-store URI; preprocessing reads labels and "
+                             "images from a folder every node mounts (cluster.yaml's shared mount). Outputs may "
+                             "go to object storage (output_root).")
     files = list_label_files(cfg.labels)  # clear error when the path holds no labels
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
-    options = kfashion_options(cfg, run_dir / "crops" if cfg.write_crops else None)
+    # Workers write crops and item shards where every node reaches them: the run's URI on object storage.
+    location = location_of(run_dir)
+    options = kfashion_options(cfg, storage.join(location, "crops") if cfg.write_crops else None)
+    worker_env = {"runtime_env": {"env_vars": env}} if (env := storage.runtime_env_vars()) else {}
     init_ray()
-    print(f"preprocess: {len(files)} label files under {cfg.labels} -> {run_dir}")
+    print(f"preprocess: {len(files)} label files under {cfg.labels} -> {location}")
 
     started = time.perf_counter()
     # Paths in, bytes read inside the map task: one fused stage. Measured on 2 CPUs, this ran 1.4x
@@ -73,7 +82,7 @@ def run(cfg: PreprocessConfig) -> dict:
     n_blocks = min(len(files), max(8, len(files) // cfg.files_per_block))
     outcomes = (ray.data.from_items([{"path": p} for p in files], override_num_blocks=n_blocks)
                 .map_batches(_process, fn_kwargs={"options": options}, batch_size=cfg.files_per_batch,
-                             batch_format="pyarrow"))
+                             batch_format="pyarrow", **worker_env))
     outcomes.set_name("preprocess")  # the console's progress bar: "Dataset preprocess_0 ..."
     outcomes = outcomes.materialize()
     processed_at = time.perf_counter()
@@ -81,7 +90,7 @@ def run(cfg: PreprocessConfig) -> dict:
     # datasets derived from ``outcomes`` run with its context).
     outcomes.context.enable_progress_bars = False
     items = outcomes.filter(expr="outcome == 'item'").map_batches(items_of, batch_format="pyarrow")
-    items.write_parquet(str(run_dir / "items"), min_rows_per_file=cfg.rows_per_shard)
+    items.write_parquet(**storage.arrow_args(storage.join(location, "items")), min_rows_per_file=cfg.rows_per_shard)
     # One pass for everything small: bookkeeping columns of every row (quarantine rows in full).
     summary = _collect(outcomes.select_columns(SUMMARY_COLUMNS))
     pq.write_table(quarantine_of(summary), run_dir / "quarantine.parquet")
@@ -93,8 +102,9 @@ def run(cfg: PreprocessConfig) -> dict:
               "throughput": {"seconds": round(elapsed, 2), "files_per_s": round(len(files) / elapsed, 1),
                              "parse_crop_seconds": round(processed_at - started, 2),
                              "write_seconds": round(elapsed - (processed_at - started), 2)},
-              "outputs": {"items": str(run_dir / "items"), "quarantine": str(run_dir / "quarantine.parquet"),
-                          "crops": str(run_dir / "crops") if cfg.write_crops else None}}
+              "outputs": {"items": storage.join(location, "items"),
+                          "quarantine": storage.join(location, "quarantine.parquet"),
+                          "crops": storage.join(location, "crops") if cfg.write_crops else None}}
     write_json(run_dir / "reconciliation.json", report)
     bar_panels({"items per style": report["distribution"]["style"],
                 "items per slot": report["distribution"]["slot"],
@@ -104,10 +114,10 @@ def run(cfg: PreprocessConfig) -> dict:
     write_manifest(run_dir, "preprocess", {"labels": str(Path(cfg.labels).resolve()),
                                            "images": str(Path(cfg.images).resolve()) if cfg.images else None},
                    report["outputs"] | {"reconciliation": str(run_dir / "reconciliation.json")})
-    _print_summary(report, run_dir)
+    _print_summary(report, location)
     if not (counts["files"]["reconciles"] and counts["garments"]["reconciles"]):
-        raise RuntimeError(f"counts do not reconcile, see {run_dir / 'reconciliation.json'}")
-    return report | {"run_dir": str(run_dir)}
+        raise RuntimeError(f"counts do not reconcile, see {storage.join(location, 'reconciliation.json')}")
+    return report | {"run_dir": location}
 
 
 def _collect(dataset) -> pa.Table:
@@ -116,7 +126,7 @@ def _collect(dataset) -> pa.Table:
     return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
 
 
-def _print_summary(report: dict, run_dir: Path) -> None:
+def _print_summary(report: dict, run_dir: str) -> None:
     files, garments = report["files"], report["garments"]
     print(f"files:    read {files['read']} = processed {files['processed']} + quarantined "
           f"{files['quarantined']}  [{'ok' if files['reconciles'] else 'MISMATCH'}]")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
 from recsys.data.json_features import TrainJsonEncoderConfig, prepare
 from recsys.eval.temperature import plot_temperature_study, temperature_summary
@@ -54,7 +54,7 @@ def run(cfg: TemperatureStudyConfig) -> dict:
         print(f"T={t}: top5 {row['top5_mean']:.4f} +- {row['top5_std']:.4f}  mrr {row['mrr_mean']:.4f} +- "
               f"{row['mrr_std']:.4f}  ({row['n']} seeds)")
     print(f"{summary['reason']} (pretrained: {data.pretrained}); report in {run_dir}")
-    return report | {"run_dir": str(run_dir)}
+    return report | {"run_dir": location_of(run_dir)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys import storage
+from recsys.artifacts import cache_root, location_of, new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
 from recsys.data.item_catalog import data_source, load_tower_items
 from recsys.eval.item_space import projection_plot
@@ -36,7 +37,8 @@ __all__ = ["TrainItemTowerConfig", "main", "run"]  # the config: recsys.train_lo
 def run(cfg: TrainItemTowerConfig) -> dict:
     if cfg.tower_name not in TOWERS:
         raise ConfigError(f"tower_name: unknown {cfg.tower_name!r}; known {sorted(TOWERS)}")
-    data = load_tower_items(cfg.catalog, cfg.split, cfg.tower.title_mode, Path(cfg.output_root) / "cache")
+    cache = (Path(cfg.output_root) if storage.is_local(cfg.output_root) else cache_root()) / "cache"  # node-local
+    data = load_tower_items(cfg.catalog, cfg.split, cfg.tower.title_mode, cache)
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     print(f"train_item_tower ({cfg.tower_name}): {len(data.item_ids)} items, train {len(data.train)}, val "
           f"{len(data.val)}, cold {len(data.cold)}; run {run_dir}")
@@ -76,7 +78,7 @@ def run(cfg: TrainItemTowerConfig) -> dict:
     print("  (the category is one of the tower's input tokens and its triplet label: these numbers check that the "
           "space keeps it, not that the tower could infer it; they are not a quality measure)")
     print(f"item vectors: {vectors_path}")
-    return metrics | {"run_dir": str(run_dir)}
+    return metrics | {"run_dir": location_of(run_dir)}
 
 
 def main(argv: list[str] | None = None) -> dict:

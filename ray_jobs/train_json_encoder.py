@@ -22,7 +22,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys import storage
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.data.json_features import AlignmentData, TrainJsonEncoderConfig, item_records, prepare, resolve_init
 from recsys.models.json_encoder import load_encoder, save_vocabulary
 from recsys.plots import training_charts
@@ -38,6 +39,7 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
     stage = "stage 1: JSON-view pretraining" if cfg.train.objective == "json_views" else "stage 2: alignment to images"
     n_train, n_select, n_val = (len(data.train["target"]), len(data.select["target"]), len(data.val["target"]))
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
+    location = location_of(run_dir)  # the run's URI when output_root is on object storage
     print(f"train_json_encoder ({stage}): {n_train} training rows ({data.n_train_items} items), {n_select} "
           f"selection items (best epoch), {n_val} held-out items; image encoder pretrained: {data.pretrained}"
           + (f"; from stage 1 {Path(init_model).parent.parent.name}" if init_model else ""))
@@ -47,8 +49,8 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
                            run_dir, "json_encoder", init_model=init_model)
     save_vocabulary(run_dir, data.vocab)
     summary = {"stage": stage, "objective": cfg.train.objective, "init_from": init_model,
-               "pretrained": data.pretrained, "image_embeddings": str(data.embeddings_dir),
-               "items": str(data.items_dir), "n_train_rows": int(n_train), "n_select": int(n_select), "n_val": int(n_val),
+               "pretrained": data.pretrained, "image_embeddings": location_of(data.embeddings_dir),
+               "items": location_of(data.items_dir), "n_train_rows": int(n_train), "n_select": int(n_select), "n_val": int(n_val),
                "train_seconds": round(time.perf_counter() - started, 1), "best_epoch": fitted["best_metrics"]["epoch"]}
     if cfg.train.objective == "json_views":
         best = fitted["best_metrics"]
@@ -62,11 +64,11 @@ def run(cfg: TrainJsonEncoderConfig) -> dict:
     write_json(run_dir / "training_summary.json", summary)
     training_charts(fitted["history"], run_dir / "training_charts.png", chart_title, "selection items")
     write_manifest(run_dir, "train_json_encoder",
-                   {"items": str(data.items_dir), "image_embeddings": str(data.embeddings_dir),
+                   {"items": location_of(data.items_dir), "image_embeddings": location_of(data.embeddings_dir),
                     **({"init_model": init_model} if init_model else {})},
                    {"checkpoint": fitted["best_model"], "summary": str(run_dir / "training_summary.json")})
-    _print_result(summary, data, fitted["best_model"], run_dir)
-    return summary | {"run_dir": str(run_dir)}
+    _print_result(summary, data, storage.join(location, "checkpoints", Path(fitted["best_model"]).name), location)
+    return summary | {"run_dir": location}
 
 
 def _print_result(summary: dict, data: AlignmentData, best_model: str, run_dir) -> None:

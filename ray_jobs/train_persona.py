@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
 from recsys.eval.persona import (RANKERS, PersonaData, PersonaInputs, choose_served_ranker, cluster_personas,
                                  describe_personas, evaluate_rankers, load_persona_inputs, persona_chart,
@@ -95,15 +95,15 @@ def run(cfg: TrainPersonaConfig) -> dict:
               cfg.evaluation.tsne_sample, cfg.evaluation.seed)
     line_panels(fitted["history"], {"loss": ["train_loss"], f"validation hit@{k}": [f"val_hit@{k}", f"val_category_hit@{k}"],
                                     "validation AUC": ["val_auc"]}, run_dir / "training_charts.png", "persona two-tower")
+    example = PersonaRecommender.load(run_dir) if cfg.example_profile else None  # before staging is uploaded
     write_manifest(run_dir, "train_persona", inputs.paths,
                    {"model": fitted["best_model"], **saved, "metrics": str(run_dir / "metrics.json")})
     _print_summary(metrics, names, sizes, k)
-    if cfg.example_profile:
-        recommender = PersonaRecommender.load(run_dir)
-        print(f"example {cfg.example_profile} -> persona {recommender.persona(cfg.example_profile)!r}: "
-              f"{recommender.recommend(cfg.example_profile, top_n=5)}")
-    print(f"run directory: {run_dir}")
-    return metrics | {"run_dir": str(run_dir)}
+    if example:
+        print(f"example {cfg.example_profile} -> persona {example.persona(cfg.example_profile)!r}: "
+              f"{example.recommend(cfg.example_profile, top_n=5)}")
+    print(f"run directory: {location_of(run_dir)}")
+    return metrics | {"run_dir": location_of(run_dir)}
 
 
 def _print_summary(metrics: dict, names: list[str], sizes: list[int], k: int) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 from ray_jobs.common.reranker_trainer import fit_reranker
 from ray_jobs.common.user_tower_trainer import fit_user_tower
-from recsys.artifacts import latest_run, new_run_dir, write_json, write_manifest
+from recsys.artifacts import latest_run, local_copy, location_of, new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError, config_hash
 from recsys.data.candidate_lists import read_contract, write_reranker_files
 from recsys.data.demo_users import (PROFILE_CATEGORICAL, PROFILE_NUMERIC, RERANKER_NAMES, STAND_IN,
@@ -88,7 +88,7 @@ def train_reranker(cfg: TrainUsersConfig, run_dir: Path, items_dir: str) -> dict
 
 def run(cfg: TrainUsersConfig) -> dict:
     started = time.perf_counter()
-    embed_run = Path(cfg.embed_run).resolve() if cfg.embed_run else latest_run(cfg.embed_root).resolve()
+    embed_run = (local_copy(cfg.embed_run) if cfg.embed_run else latest_run(cfg.embed_root)).resolve()
     items, items_dir = demo_items(embed_run)
     if len(items) < 10:
         raise ConfigError(f"{embed_run}: only {len(items)} embedded items; users need a catalog of at least 10")
@@ -140,7 +140,7 @@ def run(cfg: TrainUsersConfig) -> dict:
                  f"{test['user tower order']['ndcg@10']:.3f}, rank fusion {test['rank fusion order']['ndcg@10']:.3f}; "
                  f"served: {report['reranker']['served_order']['order']}")
     print(f"[users] {line} ({report['seconds']['total']} s) -> {run_dir}")
-    return {**report, "run_dir": str(run_dir)}
+    return {**report, "run_dir": location_of(run_dir)}
 
 
 def main(argv: list[str] | None = None) -> dict:

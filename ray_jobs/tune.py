@@ -13,7 +13,7 @@ The sweep itself (``SweepConfig``, ``sweep``) is ``ray_jobs.common.alignment_tra
 """
 from __future__ import annotations
 
-from recsys.artifacts import new_run_dir, write_json, write_manifest
+from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.data.json_features import prepare
 from recsys.eval.sweep import plot_sweep
 from ray_jobs.common.alignment_trainer import SweepConfig, sweep
@@ -37,7 +37,7 @@ def run(cfg: SweepConfig) -> dict:
     print(f"{report['n_trials']} trials, {report['n_stopped_early']} stopped early by ASHA; best {report['best']['config']} "
           f"val top5 {report['best']['best_val_top5']:.3f}; recommended temperature {report['recommended_temperature']}"
           f" (pretrained: {data.pretrained}); report in {run_dir}")
-    return report | {"run_dir": str(run_dir)}
+    return report | {"run_dir": location_of(run_dir)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.artifacts import latest_run
+from recsys.artifacts import latest_run, local_copy
 from recsys.config import ConfigError
 from recsys.data.result import AdapterError, reason_counts
 from recsys.data.schema import QUARANTINE_SCHEMA
@@ -129,7 +129,7 @@ def mark_repeated_ids(checked: pa.Table) -> pa.Table:
 
 def vectors_path(cfg: BuildIndexConfig) -> Path:
     try:
-        path = Path(cfg.vectors) if cfg.vectors else latest_run(cfg.vectors_root) / cfg.vectors_file
+        path = local_copy(cfg.vectors) if cfg.vectors else latest_run(cfg.vectors_root) / cfg.vectors_file
     except FileNotFoundError as exc:  # no item-tower run yet: one line, not a traceback
         raise AdapterError(f"{exc} (or pass --set vectors=PATH)") from exc
     if not path.exists():

@@ -33,6 +33,7 @@ LATEST = "LATEST"
 MANIFEST = "manifest.json"
 # Underscore-prefixed, so pyarrow/Ray Data dataset discovery skips it inside parquet folders.
 CONTENT_MANIFEST = "_content.json"
+CACHE_URI_FILE = ".fashionrec-cache-uri"  # beside the cached versions of one URI: the URI
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
@@ -145,6 +146,14 @@ def filesystem(path: PathLike, config: StorageConfig | None = None) -> tuple[paf
         return _s3(config or StorageConfig.from_env()), text.split("://", 1)[1].rstrip("/")
     fs, inner = pafs.FileSystem.from_uri(text)  # gs://, hdfs://, abfs://: pyarrow's own settings
     return fs, inner.rstrip("/")
+
+
+def arrow_args(path: PathLike, key: str = "path", config: StorageConfig | None = None) -> dict[str, Any]:
+    """Path and ``filesystem`` keywords for Ray Data's and pyarrow's readers and writers
+    (``ds.write_parquet(**arrow_args(uri))``, ``pq.read_table(**arrow_args(uri, "source"))``): with our
+    filesystem they use our endpoint and credentials instead of guessing them from the URI."""
+    fs, inner = filesystem(path, config)
+    return {key: inner, "filesystem": fs}
 
 
 def ray_storage(path: PathLike, config: StorageConfig | None = None) -> dict[str, Any]:
@@ -278,7 +287,10 @@ def copy_tree(source: PathLike, destination: PathLike, *, config: StorageConfig 
 
 
 def upload_dir(local_dir: PathLike, destination: PathLike, *, config: StorageConfig | None = None) -> str:
-    """Copy a local folder to ``destination`` with a ``_content.json`` so ``local_cache`` can key on it."""
+    """Copy a local folder to ``destination`` with a ``_content.json`` so ``local_cache`` can key on it.
+
+    Files already at ``destination`` (written there directly, e.g. by Ray Data workers) stay and are
+    listed too, by size: hashing them would mean reading them all back once more."""
     if not Path(local_dir).is_dir():
         raise _missing(local_dir, "directory")
     copy_tree(local_dir, destination, config=config)
@@ -288,7 +300,11 @@ def upload_dir(local_dir: PathLike, destination: PathLike, *, config: StorageCon
         if rel != CONTENT_MANIFEST:
             with open(file, "rb") as f:
                 files[rel] = {"size": file.stat().st_size, "sha256": _sha256(f)}
-    _write_content_manifest(destination, files, config)
+    fs, inner = filesystem(destination, config)
+    for rel, info in _files(fs, inner).items():  # an earlier run's manifest is replaced after this: not listed
+        if rel not in files and rel not in (CONTENT_MANIFEST, MANIFEST, LATEST):
+            files[rel] = {"size": info.size}
+    _write_content_manifest(destination, dict(sorted(files.items())), config)
     return normalise(destination)
 
 
@@ -359,14 +375,15 @@ def _verify(local: Path, listing: dict[str, pafs.FileInfo], manifest: dict | Non
 
 
 def local_cache(path: PathLike, cache_dir: PathLike, *, config: StorageConfig | None = None,
-                keep: int = 2) -> Path:
+                keep: int = 2, exclude: tuple[str, ...] = ()) -> Path:
     """A node-local copy of an artifact folder, downloaded once per content hash.
 
     Local paths are returned as they are. For a URI, the folder is listed (and its ``_content.json``
     read) to get its content hash; ``<cache_dir>/<uri key>/<hash>/`` is reused when present, otherwise
     downloaded into a temporary folder, verified (sha256 from the manifest, else sizes and an unchanged
     listing) and renamed into place, so concurrent replicas never see a half-written copy. The newest
-    ``keep`` versions per URI stay; older ones are removed.
+    ``keep`` versions per URI stay; older ones are removed. Folders named in ``exclude`` at any depth (e.g.
+    ``crops``: read one by one where needed) are neither copied nor verified.
     """
     if is_local(path):
         return local_path(path)
@@ -382,17 +399,28 @@ def local_cache(path: PathLike, cache_dir: PathLike, *, config: StorageConfig | 
     except OSError as error:  # the endpoint or the credentials: say which artifact needed them
         raise StorageError(f"{uri}: cannot list the artifact directory: {error}") from error
     home = Path(cache_dir) / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    target = home / key
+    # a partial copy is another version than a full one
+    target = home / (key + ("-without-" + "-".join(sorted(exclude)) if exclude else ""))
     if target.is_dir():
         os.utime(target)  # most recently used, for pruning
         return target
     home.mkdir(parents=True, exist_ok=True)
-    (home / "URI").write_text(uri + "\n")
+    (home / CACHE_URI_FILE).write_text(uri + "\n")
     tmp = home / f".tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        pafs.copy_files(inner, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        _verify(tmp, listing, manifest, uri)
+        wanted = {rel: info for rel, info in listing.items() if not _excluded(rel, exclude)}
+        if len(wanted) == len(listing):
+            pafs.copy_files(inner, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        else:
+            for rel, info in wanted.items():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                pafs.copy_files(info.path, str(tmp / rel), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+        if manifest is not None and exclude:
+            manifest = manifest | {"files": {rel: want for rel, want in manifest["files"].items()
+                                             if not _excluded(rel, exclude)}}
+        _verify(tmp, wanted, manifest, uri)
         if manifest is None and _content_key(fs, inner, _files(fs, inner))[0] != key:
             raise StorageError(f"{uri}: changed while it was being downloaded; try again")
         try:
@@ -408,6 +436,27 @@ def local_cache(path: PathLike, cache_dir: PathLike, *, config: StorageConfig | 
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _excluded(relative: str, exclude: tuple[str, ...]) -> bool:
+    """Whether any folder on the way to ``relative`` is named in ``exclude`` (e.g. ``user_tower/ray_results``)."""
+    return any(part in exclude for part in relative.split("/")[:-1])
+
+
+def cached_uri(folder: PathLike) -> str | None:
+    """The URI whose node-local copy ``folder`` is (made by ``local_cache``), else None."""
+    folder = Path(folder)
+    marker = folder.parent / CACHE_URI_FILE
+    if folder.name.startswith(".") or not marker.is_file():
+        return None
+    return marker.read_text().strip()
+
+
+def runtime_env_vars() -> dict[str, str]:
+    """This process's object-store settings (AWS_* variables), for the ``runtime_env`` of Ray tasks and
+    actors that read or write URIs themselves: a local Ray's workers started before the variables were
+    set, and a cluster's nodes may have none (then their own credentials, e.g. an instance role, apply)."""
+    return {key: value for key, value in os.environ.items() if key.startswith("AWS_") and value}
 
 
 # --------------------------------------------------------------------------- fail fast

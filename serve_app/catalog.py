@@ -24,6 +24,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow.parquet as pq
 
+from recsys.artifacts import location_of
 from recsys.data.schema import attributes_to_dict
 from recsys.data.vectors import read_vectors
 from recsys.config import ConfigError
@@ -137,7 +138,7 @@ class Catalog:
             self.tower = TowerSpace(version["item_tower_run"], self.items)
         self.base_ids = frozenset(self.ids)
         if hasattr(store, "import_catalog"):  # PostgreSQL: the products table gets this items run once
-            store.import_catalog([self.items[i] for i in self.ids], items_run=str(version["items"]))
+            store.import_catalog([self.items[i] for i in self.ids], items_run=location_of(version["items"]))
         self.deleted: set[str] = set()
         self.mutations = 0
         self._best_cache: tuple[int, float, list[str]] | None = None
@@ -167,7 +168,7 @@ class Catalog:
                            mmap=getattr(self.index_config, "mmap", False))
         if index.dim != self.dim:
             raise ValueError(f"{run}: a {index.dim}-d index for {self.dim}-d image vectors of {version['embed_run']}")
-        return index, {"source": "build_index artifact", "kind": index.kind, "run": storage.name(run),
+        return index, {"source": "build_index artifact", "kind": index.kind, "run": storage.name(location_of(run)),
                        "version": index.version, "items_at_load": len(index), "loaded_as": index.loaded_as}
 
     def _shared_image_index(self, version: dict):
@@ -191,7 +192,7 @@ class Catalog:
             raise ValueError(f"{run}: a {index.dim}-d index for {self.dim}-d image vectors of {version['embed_run']}")
         applied = self.store.catch_up(index)
         return index, {"source": "build_index artifact", "backend": BACKEND, "table": index.name, "kind": index.kind,
-                       "run": storage.name(run), "version": None, "items_at_load": len(index),
+                       "run": storage.name(location_of(run)), "version": None, "items_at_load": len(index),
                        "item_log_operations_applied_at_load": applied, "loaded_as": "shared PostgreSQL table"}
 
     # -- the API's changes ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ import yaml
 from recsys.config import ConfigError, from_dict
 from recsys.crm.messages import CrmConfig
 from recsys.index import IndexConfig
+from recsys import storage
 from recsys.llm.config import LLMConfig
 from recsys.stores.item_log import PGVECTOR_NEEDS_POSTGRES_LOG, ItemLogConfig
 
@@ -108,7 +109,7 @@ class ServeIndexSettings(IndexConfig):
     """``recsys.index.IndexConfig`` (used when no build_index run matches the embed run) plus how a
     replica loads a build_index artifact (``recsys.index.load_index``)."""
     mmap: bool = True                      # map index.faiss: replicas on a node share it in the page cache
-    cache_dir: str = "artifacts/serve/cache"  # node-local copies of an index_run on object storage (s3://)
+    cache_dir: str = "artifacts/serve/cache"  # node-local copies of the served runs on object storage (s3://)
     backend: str = "faiss"                 # faiss: an index per replica; pgvector: the index_run's PostgreSQL
                                            # table, shared by every replica (needs item_log.kind: postgres)
 
@@ -193,8 +194,10 @@ def resolve_paths(config: ServeAppConfig, base: str | Path | None = None) -> Ser
     so replicas find the files whatever their own working directory is."""
     base = Path(base or os.getcwd())
 
-    def absolute(value):
-        return value if value is None or Path(value).is_absolute() else str((base / value).resolve())
+    def absolute(value):  # object-store URIs (s3://...) stay as written: Path() would fold them into local paths
+        if value is None or Path(value).is_absolute() or not storage.is_local(value):
+            return value
+        return str((base / value).resolve())
 
     def walk(obj, prefix=()):
         changes = {}

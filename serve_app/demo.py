@@ -33,10 +33,13 @@ APP_NAME = "fashionrec"
 
 def sample_ids(version: dict) -> tuple[str | None, list[str], str]:
     """(a stored user id, that user's history, an item id) from the version's files."""
-    item = pq.read_table(version["items"], columns=["item_id"])["item_id"][0].as_py()
+    from recsys import storage  # the version names runs by location: a path or an object-store URI
+
+    item = pq.read_table(**storage.arrow_args(version["items"], "source"), columns=["item_id"])["item_id"][0].as_py()
     if not version.get("users_run"):
         return None, [], item
-    users = pq.read_table(Path(version["users_run"]) / "users.parquet", columns=["user_id", "history"]).slice(0, 1)
+    users = pq.read_table(**storage.arrow_args(storage.join(version["users_run"], "users.parquet"), "source"),
+                          columns=["user_id", "history"]).slice(0, 1)
     row = users.to_pylist()[0]
     return row["user_id"], list(row["history"]), (row["history"] or [item])[0]
 

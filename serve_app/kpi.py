@@ -14,7 +14,7 @@ from urllib.parse import quote
 import yaml
 
 from serve_app.config import KpiSettings
-from serve_app.versions import embed_report, embed_run_config
+from serve_app.versions import embed_report, embed_run_config, version_label
 
 RETRIEVAL_KEYS = ("top1", "top5", "top10", "mrr", "n_queries")
 CURVE_KEYS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "val_mrr", "lr", "elapsed_s")
@@ -109,9 +109,10 @@ def dashboard(version: dict, settings: KpiSettings, fallback_item_ids: list[str]
     run_config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else None
     report = embed_report(version)
     top = top_k_images(search if isinstance(search, list) else None)
+    label = version_label(version)  # run names, also when the runs are node-local copies of object storage
     sample_ids = [hit["item_id"] for entry in top for hit in entry["hits"][:1]] or fallback_item_ids
     return {"kpi": kpi_block(summary, report), "loss_curve": loss_curve(results), "top_k_images": top,
             "hyperparams": hyperparams(run_config), "augmented_samples": augmented_samples(version, sample_ids, settings),
-            "model": {"json_encoder_run": run.name, "embed_run": Path(version["embed_run"]).name,
+            "model": {"json_encoder_run": label["json_encoder_run"], "embed_run": label["embed_run"],
                       "image_encoder": report.get("image_model"),
                       "image_encoder_pretrained": report.get("pretrained"), "text_encoder": report.get("text_model")}}

@@ -7,80 +7,89 @@ time, and a Serve config naming other runs moves every replica in place (``serve
 """
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from recsys.artifacts import latest_run
+from recsys import storage
+from recsys.artifacts import NOT_COPIED, latest_location, location_of
 from serve_app.config import ServeAppConfig
 
 
-def _items_of_embed_run(embed_run: Path) -> str | None:
-    manifest = embed_run / "manifest.json"
-    if manifest.is_file():
-        items = json.loads(manifest.read_text()).get("inputs", {}).get("items")
-        if items and Path(items).exists():
-            return items
+def _location(path: str | None) -> str | None:
+    return location_of(path) if path else None
+
+
+def _items_of_embed_run(embed_run: str) -> str | None:
+    manifest = storage.join(embed_run, "manifest.json")
+    if storage.is_file(manifest):
+        items = storage.read_json(manifest).get("inputs", {}).get("items")
+        if items and storage.exists(items):
+            return location_of(items)
     return None
 
 
 def newest_version(config: ServeAppConfig) -> dict:
-    """The pinned runs of the config, else the newest run of each stage."""
+    """The pinned runs of the config, else the newest run of each stage. Every run is named by its
+    location (an absolute path, or an object-store URI that replicas copy to their node: ``localise``)."""
     art = config.artifacts
-    json_run = Path(art.json_encoder_run) if art.json_encoder_run else latest_run(art.json_encoder_root)
-    embed_run = Path(art.embed_run) if art.embed_run else latest_run(art.embed_root)
-    items = art.items or _items_of_embed_run(embed_run) or str(latest_run(art.preprocess_root) / "items")
+    json_run = _location(art.json_encoder_run) or latest_location(art.json_encoder_root)
+    embed_run = _location(art.embed_run) or latest_location(art.embed_root)
+    items = (_location(art.items) or _items_of_embed_run(embed_run)
+             or storage.join(latest_location(art.preprocess_root), "items"))
     users_run = _users_run(config)
-    index_run = _index_run(config, embed_run)
-    item_tower_run = _item_tower_run(config, Path(items))
-    persona_run = _persona_run(config, Path(items))
-    for what, path in (("JSON encoder checkpoint", json_run / "checkpoints" / "best_model.pt"),
-                       ("JSON encoder vocabulary", json_run / "checkpoints" / "vocab.json"),
-                       ("image embeddings", embed_run / "image_embeddings"), ("items", Path(items)),
-                       *((("users", users_run / "users.parquet"),
-                          ("user tower", users_run / "user_tower" / "user_model.json")) if users_run else ())):
-        if not path.exists():
+    for what, path in (("JSON encoder checkpoint", storage.join(json_run, "checkpoints", "best_model.pt")),
+                       ("JSON encoder vocabulary", storage.join(json_run, "checkpoints", "vocab.json")),
+                       ("image embeddings", storage.join(embed_run, "image_embeddings")), ("items", items),
+                       *((("users", storage.join(users_run, "users.parquet")),
+                          ("user tower", storage.join(users_run, "user_tower", "user_model.json"))) if users_run else ())):
+        if not storage.exists(path):
             raise FileNotFoundError(f"{what}: {path} does not exist")
-    return {"json_encoder_run": str(json_run.resolve()), "embed_run": str(embed_run.resolve()),
-            "items": str(Path(items).resolve()), "users_run": str(users_run.resolve()) if users_run else None,
-            "index_run": index_run,  # resolved local path or object-store URI (_index_run)
-            "item_tower_run": str(item_tower_run.resolve()) if item_tower_run else None,
-            "persona_run": str(persona_run.resolve()) if persona_run else None,
+    return {"json_encoder_run": json_run, "embed_run": embed_run, "items": items, "users_run": users_run,
+            "index_run": _index_run(config, embed_run), "item_tower_run": _item_tower_run(config, items),
+            "persona_run": _persona_run(config, items),
             "resolved_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _users_run(config: ServeAppConfig) -> Path | None:
+def _users_run(config: ServeAppConfig) -> str | None:
     """The pinned train_users run, else the newest one; None when users are off or none was trained."""
     art = config.artifacts
     if not config.users.enabled:
         return None
     if art.users_run:
-        return Path(art.users_run)
-    return latest_run(art.users_root) if (Path(art.users_root) / "LATEST").is_file() else None
+        return location_of(art.users_run)
+    return latest_location(art.users_root) if storage.is_file(storage.join(art.users_root, "LATEST")) else None
 
 
-def _runs_newest_first(root: str) -> list[Path]:
-    root = Path(root)
-    return sorted((p for p in root.iterdir() if (p / "manifest.json").is_file()), reverse=True) if root.is_dir() else []
+def _runs_newest_first(root: str) -> list[str]:
+    """Complete runs (with a manifest) under ``root``, newest first, as locations."""
+    if not storage.is_dir(root):
+        return []
+    runs = [storage.join(location_of(root), name) for name in sorted(storage.list_dir(root), reverse=True)]
+    return [run for run in runs if storage.is_file(storage.join(run, "manifest.json"))]
 
 
-def _item_tower_run(config: ServeAppConfig, items: Path) -> Path | None:
+def _manifest_input(run: str, key: str) -> str | None:
+    value = storage.read_json(storage.join(run, "manifest.json")).get("inputs", {}).get(key)
+    return location_of(value) if value else None
+
+
+def _item_tower_run(config: ServeAppConfig, items: str) -> str | None:
     """The pinned train_item_tower run, else the newest one trained on the served items (its
     manifest names them); None: ``similar`` compares image vectors only."""
     art = config.artifacts
     if art.item_tower_run:
-        return Path(art.item_tower_run)
-    wanted = items.resolve()
+        return location_of(art.item_tower_run)
     for run in _runs_newest_first(art.item_tower_root):
-        trained_on = json.loads((run / "manifest.json").read_text()).get("inputs", {}).get("items")
-        if trained_on and Path(trained_on).resolve() == wanted and (run / "item_vectors.parquet").exists():
+        if _manifest_input(run, "items") == items and storage.exists(storage.join(run, "item_vectors.parquet")):
             return run
     return None
 
 
-def _persona_run(config: ServeAppConfig, items: Path) -> Path | None:
+def _persona_run(config: ServeAppConfig, items: str) -> str | None:
     """The pinned train_persona run, else the newest whose products are mostly served items (a
     persona model of another catalog would recommend ids the app cannot show); None: profile-only
     requests go to the user tower."""
@@ -88,43 +97,45 @@ def _persona_run(config: ServeAppConfig, items: Path) -> Path | None:
 
     art = config.artifacts
     if art.persona_run:
-        return Path(art.persona_run)
-    runs = [r for r in _runs_newest_first(art.persona_root) if (r / "products.parquet").is_file()
-            and (r / "checkpoints" / "best_model.pt").is_file()]
+        return location_of(art.persona_run)
+    runs = [r for r in _runs_newest_first(art.persona_root) if storage.is_file(storage.join(r, "products.parquet"))
+            and storage.is_file(storage.join(r, "checkpoints", "best_model.pt"))]
     if not runs:
         return None
-    served = set(pq.read_table(items, columns=["item_id"])["item_id"].to_pylist())
+    served = set(pq.read_table(**storage.arrow_args(items, "source"), columns=["item_id"])["item_id"].to_pylist())
     for run in runs:
-        products = pq.read_table(run / "products.parquet", columns=["article_id"])["article_id"].to_pylist()
+        products = pq.read_table(**storage.arrow_args(storage.join(run, "products.parquet"), "source"),
+                                 columns=["article_id"])["article_id"].to_pylist()
         if products and sum(str(p) in served for p in products) >= 0.5 * len(products):
             return run
     return None
 
 
-def _index_run(config: ServeAppConfig, embed_run: Path) -> str | None:
+def _index_run(config: ServeAppConfig, embed_run: str) -> str | None:
     """The pinned build_index run, else the newest one of the served ``index.backend`` built over this
     embed run's image vectors (its manifest names them); None: the Retriever builds its index from the
-    vectors at load (FAISS only; the pgvector backend then says which run to build).
-    A local run is returned resolved, an object-store URI (``s3://...``, which replicas copy to their
-    node-local cache) as the URI string, never a ``Path`` (that would turn it into a local path)."""
-    from recsys import storage
-
+    vectors at load (FAISS only; the pgvector backend then says which run to build)."""
     art = config.artifacts
     if art.index_run:
-        if not storage.is_local(art.index_run):  # s3://, gs://, ...
-            return storage.normalise(art.index_run)
-        return str(storage.local_path(art.index_run).resolve())
-    root = Path(art.index_root)
-    if not root.is_dir():
-        return None
-    wanted = (embed_run / "image_embeddings").resolve()
-    for run in sorted((p for p in root.iterdir() if (p / "manifest.json").is_file()), reverse=True):
-        vectors = json.loads((run / "manifest.json").read_text()).get("inputs", {}).get("vectors")
-        if vectors and Path(vectors).resolve() == wanted and (run / "index_meta.json").is_file():
+        return location_of(art.index_run)
+    wanted = storage.join(embed_run, "image_embeddings")
+    for run in _runs_newest_first(art.index_root):
+        meta = storage.join(run, "index_meta.json")
+        if _manifest_input(run, "vectors") == wanted and storage.is_file(meta):
             # a run of the served backend (index.backend): FAISS files, or a pgvector table's meta
-            if json.loads((run / "index_meta.json").read_text()).get("backend", "faiss") == config.index.backend:
-                return str(run.resolve())
+            if storage.read_json(meta).get("backend", "faiss") == config.index.backend:
+                return run
     return None
+
+
+def localise(version: dict, cache_dir: str) -> dict:
+    """The version with every object-store run replaced by its node-local copy (downloaded once per
+    content hash into ``cache_dir``; ``recsys.storage.local_cache``): what a replica loads from."""
+    out = dict(version)
+    for key in VERSION_KEYS:
+        if version.get(key) and not storage.is_local(version[key]):
+            out[key] = str(storage.local_cache(version[key], cache_dir, exclude=NOT_COPIED))
+    return out
 
 
 VERSION_KEYS = ("json_encoder_run", "embed_run", "items", "users_run", "index_run", "item_tower_run", "persona_run")
@@ -138,22 +149,30 @@ def same_version(a: dict | None, b: dict | None) -> bool:
 def version_label(version: dict) -> dict:
     """Short names for responses: run directory names instead of absolute paths."""
     def name(key: str) -> str | None:
-        return Path(version[key]).name if version.get(key) else None
+        return _run_name(version[key]) if version.get(key) else None
 
     return {"json_encoder_run": name("json_encoder_run"), "embed_run": name("embed_run"),
-            "items": str(Path(version["items"]).parent.name), "users_run": name("users_run"),
+            "items": _run_name(version["items"], parent=True), "users_run": name("users_run"),
             "index_run": name("index_run"), "item_tower_run": name("item_tower_run"), "persona_run": name("persona_run")}
+
+
+@functools.lru_cache(maxsize=256)  # every response carries the labels: no file-system calls per request
+def _run_name(path: str, parent: bool = False) -> str:
+    """A run's folder name (``parent``: of the run holding this folder); a node-local copy of an
+    object-store run is named after the run it copies."""
+    location = location_of(path)
+    return storage.name(storage.parent(location) if parent else location)
 
 
 def embed_run_config(version: dict) -> dict:
     """The embed run's resolved config (image/text encoder settings), {} when absent."""
-    path = Path(version["embed_run"]) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    path = storage.join(version["embed_run"], "config.yaml")
+    return (yaml.safe_load(storage.read_text(path)) or {}) if storage.is_file(path) else {}
 
 
 def embed_report(version: dict) -> dict:
-    path = Path(version["embed_run"]) / "embed_report.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    path = storage.join(version["embed_run"], "embed_report.json")
+    return storage.read_json(path) if storage.is_file(path) else {}
 
 
 MODEL_DEPLOYMENTS = ("Recommender", "ImageEmbedder")

@@ -1,6 +1,7 @@
 """recsys.storage on local folders and on a real S3-compatible server (moto, started on loopback)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -179,6 +180,28 @@ def test_local_cache_downloads_once_per_content(s3_env, tmp_path):
     assert (third / "vectors.bin").read_bytes() == b"v3" * 100
     assert not first.exists() and not second.exists()
     assert [p.name for p in third.parent.iterdir() if p.name.startswith(".tmp")] == []
+
+
+@pytest.mark.timeout(90)
+def test_a_run_folder_workers_wrote_into_is_uploaded_beside_it_and_copied_without_excluded_folders(s3_env, tmp_path):
+    run = f"s3://{BUCKET}/run-{uuid.uuid4().hex[:8]}/20260101-000000-abc"
+    storage.write_bytes(storage.join(run, "crops", "a.jpg"), b"j" * 7)         # written by a worker
+    storage.write_bytes(storage.join(run, "items", "part-0.parquet"), b"p" * 5)  # written by a worker
+    storage.write_bytes(storage.join(run, "manifest.json"), b"{}")               # an earlier run's, replaced below
+    staged = tmp_path / "staged"
+    (staged / "checkpoints").mkdir(parents=True)
+    (staged / "checkpoints" / "best_model.pt").write_bytes(b"w" * 3)
+    storage.upload_dir(staged, run)
+    listed = storage.read_json(storage.join(run, storage.CONTENT_MANIFEST))["files"]
+    assert listed == {"checkpoints/best_model.pt": {"size": 3, "sha256": hashlib.sha256(b"www").hexdigest()},
+                      "crops/a.jpg": {"size": 7}, "items/part-0.parquet": {"size": 5}}
+    storage.write_manifest(run, {"stage": "test"})  # the new manifest: not in _content.json, so no size clash
+    cache = tmp_path / "node-cache"
+    partial = storage.local_cache(run, cache, exclude=("crops",))
+    assert sorted(p.relative_to(partial).as_posix() for p in partial.rglob("*") if p.is_file()) == [
+        "_content.json", "checkpoints/best_model.pt", "items/part-0.parquet", "manifest.json"]
+    full = storage.local_cache(run, cache)  # a full copy is another cache entry than the partial one
+    assert full != partial and (full / "crops" / "a.jpg").read_bytes() == b"j" * 7
 
 
 @pytest.mark.timeout(90)

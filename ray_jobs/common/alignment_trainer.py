@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import storage
+from recsys.artifacts import location_of
 from recsys.data.json_features import TrainJsonEncoderConfig
 from recsys.models.json_encoder import JsonEncoderConfig
 from recsys.train_loops.alignment import AlignmentTrainConfig, train_alignment_loop
@@ -132,7 +134,7 @@ def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig,
             search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials),
             scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=cfg.grace_period,
                                     reduction_factor=cfg.reduction_factor)),
-        run_config=tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune_results")),
+        run_config=tune.RunConfig(name="sweep", **storage.ray_storage(storage.join(location_of(run_dir), "tune_results"))),
     )
     before = set(_placement_groups())
     results = tuner.fit()

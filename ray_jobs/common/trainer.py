@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from recsys import storage
+from recsys.artifacts import location_of
 from recsys.train_loops.checkpointing import STATE_FILE
 from recsys.train_loops.scaling import ScalingSettings
 
@@ -69,7 +71,9 @@ def fit_torch(loop: Callable[[dict], None], loop_config: dict, datasets: dict[st
         datasets={key: to_ray_dataset(columns) for key, columns in datasets.items()},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         # A failed worker group restarts from the last checkpoint (up to max_failures times).
-        run_config=RunConfig(name=name, storage_path=str(storage_dir / "ray_results"), callbacks=callbacks,
+        # Checkpoints go where every worker reaches them: the run's URI when it lives on object storage.
+        run_config=RunConfig(name=name, **storage.ray_storage(storage.join(location_of(storage_dir), "ray_results")),
+                             callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score,
                                                                 checkpoint_score_order="max")),

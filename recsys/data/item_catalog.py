@@ -93,9 +93,9 @@ def data_source(cfg: CatalogConfig) -> str:
     """The file or folder the config reads (the latest preprocess run's items, resolved)."""
     if cfg.catalog:
         return str(cfg.catalog)
-    from recsys.artifacts import latest_run
+    from recsys.artifacts import latest_location, location_of
 
-    return str((Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items").resolve())
+    return location_of(cfg.items) if cfg.items else location_of(latest_location(cfg.preprocess_root) + "/items")
 
 
 def load_items(cfg: CatalogConfig) -> tuple[pa.Table, str]:
@@ -106,9 +106,9 @@ def load_items(cfg: CatalogConfig) -> tuple[pa.Table, str]:
         print(f"catalog {cfg.catalog}: {result.records_read} rows read = {result.table.num_rows} items + "
               f"{result.quarantine.num_rows} quarantined")
         return result.table, result.source
-    from recsys.artifacts import latest_run
+    from recsys.artifacts import latest_run, local_copy
 
-    path = Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
+    path = local_copy(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
     table = pq.read_table(path)
     return table, table_source(table)
 

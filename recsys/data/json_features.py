@@ -8,14 +8,14 @@ JSON; stage 2 (``align``) pairs every image view of a training item with its JSO
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys.artifacts import latest_run
+from recsys import storage
+from recsys.artifacts import latest_run, local_copy, location_of
 from recsys.augment import JsonAugmentConfig, augment_records, vocabulary_records
 from recsys.config import ConfigError
 from recsys.data.schema import attributes_to_dict
@@ -62,7 +62,7 @@ def resolve_init(cfg: TrainJsonEncoderConfig) -> tuple[str | None, AttributeVoca
     """Stage-1 weights, vocabulary and encoder architecture named by ``init_from`` (or Nones)."""
     if not cfg.init_from:
         return None, None, None
-    run_dir = latest_run(cfg.pretrain_root) if cfg.init_from == "latest" else Path(cfg.init_from)
+    run_dir = latest_run(cfg.pretrain_root) if cfg.init_from == "latest" else local_copy(cfg.init_from)
     state_path, vocab_path = json_encoder_files(run_dir)
     if not has_json_encoder(run_dir):
         raise ConfigError(f"init_from: {run_dir} has no {CHECKPOINT_FILE} and {VOCAB_FILE} "
@@ -72,7 +72,8 @@ def resolve_init(cfg: TrainJsonEncoderConfig) -> tuple[str | None, AttributeVoca
     if encoder.fields != fields:
         raise ConfigError(f"init_from: stage-1 encoder in {run_dir} uses fields {encoder.fields}, "
                           f"this config {fields}")
-    return str(state_path.resolve()), AttributeVocabulary.load(vocab_path), encoder  # workers run elsewhere
+    # Workers run elsewhere: they load the weights from where the run lives (a URI, or the shared mount).
+    return location_of(state_path.resolve()), AttributeVocabulary.load(vocab_path), encoder
 
 
 def item_records(items) -> dict[str, dict]:
@@ -87,14 +88,14 @@ def item_records(items) -> dict[str, dict]:
 
 def load_inputs(cfg: TrainJsonEncoderConfig):
     """(items dir, embeddings dir, items table, valid embedding rows, the image encoder's weights label)."""
-    items_dir = Path(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
-    emb_dir = Path(cfg.embeddings) if cfg.embeddings else latest_run(cfg.embed_root) / "image_embeddings"
+    items_dir = local_copy(cfg.items) if cfg.items else latest_run(cfg.preprocess_root) / "items"
+    emb_dir = local_copy(cfg.embeddings) if cfg.embeddings else latest_run(cfg.embed_root) / "image_embeddings"
     items = pq.read_table(items_dir, columns=["item_id", "category_path", "std_attributes", "re_attributes", "styles",
                                             "crop_path", "image_path"])
     embeddings = pq.read_table(emb_dir)
     embeddings = embeddings.filter(embeddings["vector"].is_valid())
-    report_path = emb_dir.parent / "embed_report.json"
-    pretrained = json.loads(report_path.read_text())["pretrained"] if report_path.is_file() else "unknown"
+    report_path = storage.join(storage.parent(location_of(emb_dir)), "embed_report.json")  # beside the original
+    pretrained = storage.read_json(report_path)["pretrained"] if storage.is_file(report_path) else "unknown"
     return items_dir, emb_dir, items, embeddings, pretrained
 
 

@@ -349,8 +349,8 @@ def process_label_file(path: str | Path, raw: bytes, options: KFashionOptions) -
         crop_path = None
         if options.crop_dir:
             style_dir = label.styles[0] if label.styles else "_unstyled"
-            crop_path = save_crop(image, pixel_box,
-                                  Path(options.crop_dir) / style_dir / f"{item_id(label.image_id, garment)}.jpg",
+            crop_path = save_crop(image, pixel_box,  # crop_dir may be an object-store URI: joined as text
+                                  f"{options.crop_dir.rstrip('/')}/{style_dir}/{item_id(label.image_id, garment)}.jpg",
                                   options.crop_quality)
         items.append(garment_row(label, garment, str(image_path), crop_path, garment.box))
     return items, quarantined

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from recsys.data.images import open_checked
 
 from recsys.artifacts import write_json
 from recsys.eval.centrality import centrality_report
@@ -57,7 +57,7 @@ def image_to_json_panels(image_vectors: np.ndarray, json_vectors: np.ndarray, im
                              gridspec_kw={"width_ratios": [1, 5]})
     listing = []
     for row, query in enumerate(picks):
-        axes[row, 0].imshow(Image.open(images[query]).convert("RGB"))
+        axes[row, 0].imshow(open_checked(images[query]))
         axes[row, 0].axis("off")
         text_ax = axes[row, 1]
         text_ax.axis("off")

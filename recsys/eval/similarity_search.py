@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from recsys.data.images import open_checked
 
 from recsys.plots import plt, save_figure, use_korean_font
 
@@ -45,7 +45,7 @@ def search_grids(query_texts: Sequence[str], queries: np.ndarray, gallery: np.nd
         hits = []
         for rank, (g, score) in enumerate(zip(index[q], scores[q])):
             ax = axes.flat[rank]
-            ax.imshow(Image.open(gallery_images[g]).convert("RGB"))
+            ax.imshow(open_checked(gallery_images[g]))
             is_match = relevant is not None and gallery_ids[g] == relevant[q]
             ax.set_title(f"#{rank + 1} {score:.2f}", fontsize=7, color="green" if is_match else "black")
             if is_match:

@@ -11,6 +11,8 @@ are the one writer/reader pair the training jobs, the evaluation and the Serve Q
 """
 from __future__ import annotations
 
+import io
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -104,8 +106,12 @@ def encode_features(model: nn.Module, features: Mapping[str, np.ndarray]) -> np.
 
 
 def load_encoder(state_path: str | Path, device="cpu") -> JsonEncoder:
-    """A trained encoder from a checkpoint's ``state.pt`` (weights only, no pickled code)."""
-    state = torch.load(state_path, map_location=device, weights_only=True)
+    """A trained encoder from a checkpoint's ``state.pt`` (weights only, no pickled code); the path may be
+    an object-store URI (Ray Train workers of a stage-2 run read stage 1's weights from where it lives)."""
+    from recsys import storage
+
+    source = state_path if storage.is_local(state_path) else io.BytesIO(storage.read_bytes(state_path))
+    state = torch.load(source, map_location=device, weights_only=True)
     model = JsonEncoder(JsonEncoderConfig(**state["encoder"]), state["vocab_sizes"])
     model.load_state_dict(state["model"])
     return model.eval()

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from serve_app.catalog import Catalog, shared_values, trends
 from serve_app.config import ServeAppConfig
 from serve_app.errors import Conflict, InputError, NotFound, Unavailable
+from recsys import storage
 from recsys.stores.item_log import DuplicateItem, ItemLog, image_key
 from serve_app.users import UserSources
 from serve_app.versions import embed_report, version_label
@@ -274,8 +275,12 @@ class Retriever:
         try:
             if not stored:
                 raise FileNotFoundError(stored)
-            # a catalog item names its image file by absolute path; an API-added one by its item-log key
-            data = Path(stored).read_bytes() if Path(stored).is_absolute() else self.store.read_image(stored)
+            # a catalog item names its image file by absolute path or object-store URI (crops written
+            # there by preprocessing); an API-added one by its item-log key
+            if not storage.is_local(stored):
+                data = storage.read_bytes(stored)
+            else:
+                data = Path(stored).read_bytes() if Path(stored).is_absolute() else self.store.read_image(stored)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # ImageNotFound is one
             raise NotFound(f"item {item_id!r} has no stored image", field="item_id") from None
         return data, mimetypes.guess_type(Path(stored).name)[0] or "application/octet-stream"

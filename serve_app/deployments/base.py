@@ -19,7 +19,7 @@ import time
 from abc import ABC, abstractmethod
 
 from serve_app.config import ServeAppConfig
-from serve_app.versions import newest_version, same_version, version_label
+from serve_app.versions import localise, newest_version, same_version, version_label
 
 log = logging.getLogger("ray.serve")
 
@@ -59,6 +59,7 @@ class Versioned(ABC):
         return self.state.version if self.state is not None else None
 
     def move_to(self, version: dict) -> dict:
+        version = localise(version, self.config.index.cache_dir)  # object-store runs -> this node's copies
         with self._lock:
             previous = self.state
             if previous is not None and same_version(version, previous.version):
