@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench-preprocess bench-embed eval-alignment eval-image-encoders eval-item-towers eval-enrichment eval-next-purchase eval-seq eval-seq-sequences-only \
+.PHONY: setup demo test test-quick bench-preprocess bench-embed bench-workers driver-memory eval-alignment eval-image-encoders eval-item-towers eval-enrichment eval-next-purchase eval-seq eval-seq-sequences-only \
 	eval-seq-synthetic temperature-study scale-estimate bench-index bench-serve bench-serve-ops bench-serve-startup index serve serve-local clean enrich crm
 
 # Re-install only when pyproject.toml changes. The grep drops pip's noise about local package
@@ -58,6 +58,14 @@ test-quick: setup
 
 bench-preprocess: setup
 	$(PY) -m bench.preprocess --config configs/bench_preprocess.yaml
+
+# Training with 1 vs 2 Ray Train workers: JSON encoder and item tower fits, same global batch (~15 min).
+bench-workers: setup
+	$(PY) -m bench.workers --config configs/bench_workers.yaml
+
+# Driver peak memory of preprocess + embed at 2,000 and 20,000 labels, preprocess alone at 100,000 (~30 min).
+driver-memory: setup
+	$(PY) -m scripts.driver_memory
 
 # Image embedding: the Ray Data job vs the model pass alone on the same crops, time breakdown (~10 min).
 bench-embed: setup

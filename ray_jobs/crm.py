@@ -85,7 +85,7 @@ def run(cfg: CrmRunConfig) -> dict:
     write_manifest(run_dir, "crm", {"persona_run": str(campaign.run_dir)},
                    {n: str(run_dir / n) for n in ("messages.jsonl", "prompts.jsonl", "report.json", "report.html")},
                    {"backend": backend})
-    _summary(report, run_dir)
+    _summary(report, location_of(run_dir))
     return report | {"run_dir": location_of(run_dir)}
 
 

@@ -77,9 +77,10 @@ def run(cfg: EnrichConfig) -> dict:
     write_manifest(run_dir, "enrich", {"catalog": str(cfg.catalog or cfg.items)},
                    outputs | {name: str(run_dir / name) for name in ("enrich_report.json", "reconciliation.json")},
                    {"backend": backend})
-    print("\n".join(summary_lines(report)) + f"\nresults in {run_dir}")
+    print("\n".join(summary_lines(report)) + f"\nresults in {location_of(run_dir)}")
     if not (report["items"]["reconciles"] and catalog.reconciliation["reconciles"]):
-        raise RuntimeError(f"enrich [backend: {backend}]: counts do not reconcile, see {run_dir / 'reconciliation.json'}")
+        raise RuntimeError(f"enrich [backend: {backend}]: counts do not reconcile, see "
+                           f"{location_of(run_dir)}/reconciliation.json")
     return report | {"run_dir": location_of(run_dir)}
 
 

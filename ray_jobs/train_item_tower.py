@@ -77,7 +77,7 @@ def run(cfg: TrainItemTowerConfig) -> dict:
                   f"{values['sibling_confusion@10']:.3f} gap {values['same_vs_sibling_gap']:.3f}")
     print("  (the category is one of the tower's input tokens and its triplet label: these numbers check that the "
           "space keeps it, not that the tower could infer it; they are not a quality measure)")
-    print(f"item vectors: {vectors_path}")
+    print(f"item vectors: {location_of(vectors_path)}")
     return metrics | {"run_dir": location_of(run_dir)}
 
 

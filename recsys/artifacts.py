@@ -145,7 +145,7 @@ def write_manifest(run_dir: Path, stage: str, inputs: dict[str, str], outputs: d
         return path
     manifest |= {"run_dir": uri}
     (Path(run_dir) / _URI_FILE).unlink()
-    storage.upload_dir(run_dir, uri)  # next to what workers already wrote there
+    storage.upload_dir(run_dir, uri, unlisted=NOT_COPIED)  # next to what workers already wrote there
     written = storage.write_manifest(uri, manifest)
     shutil.rmtree(run_dir, ignore_errors=True)
     _published[str(Path(run_dir).resolve())] = uri  # location_of(run_dir) still answers after the removal

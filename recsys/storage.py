@@ -286,11 +286,13 @@ def copy_tree(source: PathLike, destination: PathLike, *, config: StorageConfig 
     return normalise(destination)
 
 
-def upload_dir(local_dir: PathLike, destination: PathLike, *, config: StorageConfig | None = None) -> str:
+def upload_dir(local_dir: PathLike, destination: PathLike, *, config: StorageConfig | None = None,
+               unlisted: tuple[str, ...] = ()) -> str:
     """Copy a local folder to ``destination`` with a ``_content.json`` so ``local_cache`` can key on it.
 
     Files already at ``destination`` (written there directly, e.g. by Ray Data workers) stay and are
-    listed too, by size: hashing them would mean reading them all back once more."""
+    listed too, by size: hashing them would mean reading them all back once more. Those inside folders
+    named in ``unlisted`` (e.g. a million crops that no cache copies) are left out of the list."""
     if not Path(local_dir).is_dir():
         raise _missing(local_dir, "directory")
     copy_tree(local_dir, destination, config=config)
@@ -302,7 +304,7 @@ def upload_dir(local_dir: PathLike, destination: PathLike, *, config: StorageCon
                 files[rel] = {"size": file.stat().st_size, "sha256": _sha256(f)}
     fs, inner = filesystem(destination, config)
     for rel, info in _files(fs, inner).items():  # an earlier run's manifest is replaced after this: not listed
-        if rel not in files and rel not in (CONTENT_MANIFEST, MANIFEST, LATEST):
+        if rel not in files and rel not in (CONTENT_MANIFEST, MANIFEST, LATEST) and not _excluded(rel, unlisted):
             files[rel] = {"size": info.size}
     _write_content_manifest(destination, dict(sorted(files.items())), config)
     return normalise(destination)
@@ -361,6 +363,21 @@ def _content_key(fs, inner, listing) -> tuple[str, dict | None]:
     return "ls-" + hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:29], None
 
 
+def _content_manifest(fs: pafs.FileSystem, inner: str) -> dict | None:
+    try:
+        with fs.open_input_stream(f"{inner}/{CONTENT_MANIFEST}") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def _copy_files(fs: pafs.FileSystem, inner: str, relatives: list[str], local: Path) -> None:
+    for rel in relatives:
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(f"{inner}/{rel}", str(local / rel), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+
+
 def _verify(local: Path, listing: dict[str, pafs.FileInfo], manifest: dict | None, uri: str) -> None:
     expected = manifest["files"] if manifest else {rel: {"size": info.size} for rel, info in listing.items()}
     for rel, want in expected.items():
@@ -378,22 +395,25 @@ def local_cache(path: PathLike, cache_dir: PathLike, *, config: StorageConfig | 
                 keep: int = 2, exclude: tuple[str, ...] = ()) -> Path:
     """A node-local copy of an artifact folder, downloaded once per content hash.
 
-    Local paths are returned as they are. For a URI, the folder is listed (and its ``_content.json``
-    read) to get its content hash; ``<cache_dir>/<uri key>/<hash>/`` is reused when present, otherwise
-    downloaded into a temporary folder, verified (sha256 from the manifest, else sizes and an unchanged
-    listing) and renamed into place, so concurrent replicas never see a half-written copy. The newest
-    ``keep`` versions per URI stay; older ones are removed. Folders named in ``exclude`` at any depth (e.g.
-    ``crops``: read one by one where needed) are neither copied nor verified.
+    Local paths are returned as they are. For a URI, the folder's ``_content.json`` gives its content hash
+    and the files to copy (nothing is listed: a run may hold a million crops), else the folder's listing
+    does; ``<cache_dir>/<uri key>/<hash>/`` is reused when present, otherwise downloaded into a temporary
+    folder, verified (sha256 from the manifest, else sizes and an unchanged listing) and renamed into
+    place, so concurrent replicas never see a half-written copy. The newest ``keep`` versions per URI
+    stay; older ones are removed. Folders named in ``exclude`` at any depth (e.g. ``crops``: read one by
+    one where needed) are neither copied nor verified.
     """
     if is_local(path):
         return local_path(path)
     uri = normalise(path)
     fs, inner = filesystem(uri, config)
     try:
-        listing = _files(fs, inner)
-        if not listing:
-            raise _missing(uri, "artifact directory (or it is empty)")
-        key, manifest = _content_key(fs, inner, listing)
+        manifest, listing = _content_manifest(fs, inner), None
+        if manifest is None:
+            listing = _files(fs, inner)
+            if not listing:
+                raise _missing(uri, "artifact directory (or it is empty)")
+        key = manifest["content_hash"] if manifest else _content_key(fs, inner, listing)[0]
     except FileNotFoundError:
         raise
     except OSError as error:  # the endpoint or the credentials: say which artifact needed them
@@ -409,18 +429,20 @@ def local_cache(path: PathLike, cache_dir: PathLike, *, config: StorageConfig | 
     tmp = home / f".tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        wanted = {rel: info for rel, info in listing.items() if not _excluded(rel, exclude)}
-        if len(wanted) == len(listing):
-            pafs.copy_files(inner, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        else:
-            for rel, info in wanted.items():
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                pafs.copy_files(info.path, str(tmp / rel), source_filesystem=fs,
-                                destination_filesystem=pafs.LocalFileSystem())
-        if manifest is not None and exclude:
+        if manifest is not None:
             manifest = manifest | {"files": {rel: want for rel, want in manifest["files"].items()
                                              if not _excluded(rel, exclude)}}
-        _verify(tmp, wanted, manifest, uri)
+            # the files it lists, itself, and the run's manifest.json (written after it) when there is one
+            extra = [MANIFEST] if fs.get_file_info(f"{inner}/{MANIFEST}").type == pafs.FileType.File else []
+            _copy_files(fs, inner, [*manifest["files"], CONTENT_MANIFEST, *extra], tmp)
+        else:
+            wanted = {rel: info for rel, info in listing.items() if not _excluded(rel, exclude)}
+            if len(wanted) == len(listing):
+                pafs.copy_files(inner, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            else:
+                _copy_files(fs, inner, list(wanted), tmp)
+            listing = wanted
+        _verify(tmp, listing, manifest, uri)
         if manifest is None and _content_key(fs, inner, _files(fs, inner))[0] != key:
             raise StorageError(f"{uri}: changed while it was being downloaded; try again")
         try:

@@ -38,6 +38,9 @@ class LocalCluster:
     log_dir: Path
     head_cpus: float = 0
     worker_cpus: list[float] = field(default_factory=lambda: [2, 2])
+    # GPUs each worker node declares. This machine has none: Ray schedules by the declared count (and sets
+    # CUDA_VISIBLE_DEVICES), so the GPU wiring (actors, replicas asking for num_gpus) is tested on CPU.
+    worker_gpus: list[float] | None = None
     start_timeout_s: float = 180   # per node
     # Where every node's `ray start` runs, hence the working directory of its Ray workers and of jobs
     # submitted without --working-dir: cluster.yaml starts Ray inside the shared mount. None: here.
@@ -88,7 +91,9 @@ class LocalCluster:
         that node is started again, up to ``attempts`` times, each with its own deadline."""
         for attempt in range(1, attempts + 1):
             name = f"worker{n}" if attempt == 1 else f"worker{n}-attempt{attempt}"
-            worker = self._workers[n] = self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={cpus}"])
+            gpus = [f"--num-gpus={self.worker_gpus[n]}"] if self.worker_gpus else []
+            worker = self._workers[n] = self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={cpus}",
+                                                               *gpus])
             deadline = time.time() + self.start_timeout_s
             while worker.poll() is None and time.time() < deadline:
                 if joined := self._joined_worker_nodes():

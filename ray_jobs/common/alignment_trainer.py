@@ -57,7 +57,7 @@ class SweepConfig:
 
 
 def _trial(config: dict, train: dict, val: dict, vocab_sizes: dict, encoder: dict, training: dict,
-           scaling: dict, storage: str) -> None:
+           scaling: dict, trials_location: str) -> None:
     """One Tune trial = one Ray Train run with this trial's hyperparameters."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -66,7 +66,7 @@ def _trial(config: dict, train: dict, val: dict, vocab_sizes: dict, encoder: dic
                                              "batch_size": config["batch_size"], "lr": config["lr"]})
     trial_id = tune.get_context().get_trial_id()
     fit_alignment(train, val, vocab_sizes, JsonEncoderConfig(**encoder), trial_training, ScalingSettings(**scaling),
-                  Path(storage) / trial_id, f"trial_{trial_id}", callbacks=[TuneReportCallback()])
+                  storage.join(trials_location, trial_id), f"trial_{trial_id}", callbacks=[TuneReportCallback()])
 
 
 def _placement_groups() -> dict[str, str]:
@@ -123,7 +123,8 @@ def sweep(train: dict, val: dict, vocab_sizes: dict, encoder: JsonEncoderConfig,
     trainable = tune.with_parameters(
         _trial, train=train, val=val, vocab_sizes=vocab_sizes, encoder=asdict(encoder),
         training=asdict(replace(base, epochs=cfg.max_epochs, seed=cfg.seed)), scaling=asdict(scaling),
-        storage=str(run_dir / "trials"))
+        # trials run on any node: they write where every node reaches (the run's URI, or the shared mount)
+        trials_location=storage.join(location_of(run_dir), "trials"))
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"CPU": cfg.driver_cpus}),
         param_space=param_space,

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys import storage
-from recsys.artifacts import location_of
+from recsys.artifacts import location_of, staging_root
 from recsys.train_loops.checkpointing import STATE_FILE
 from recsys.train_loops.scaling import ScalingSettings
 
@@ -32,8 +32,26 @@ def to_ray_dataset(columns: dict[str, np.ndarray]):
     return ray.data.from_arrow(table)
 
 
+def scaling_config(scaling: ScalingSettings):
+    """Ray Train's ScalingConfig from the stage's settings: ``use_gpu`` asks for one GPU per worker beside
+    its CPUs, so Ray places workers only on nodes with a free GPU (and sets CUDA_VISIBLE_DEVICES)."""
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": scaling.cpus_per_worker} | ({"GPU": 1} if scaling.use_gpu else {})
+    return ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources,
+                         placement_strategy=scaling.placement_strategy)
+
+
+def torch_config(scaling: ScalingSettings):
+    """The process group's backend, chosen here rather than left to Ray's default: NCCL between GPU
+    workers, gloo between CPU workers (the loops read it back: ``recsys.train_loops.steps``)."""
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend="nccl" if scaling.use_gpu else "gloo")
+
+
 def fit_torch(loop: Callable[[dict], None], loop_config: dict, datasets: dict[str, dict[str, np.ndarray]],
-              scaling: ScalingSettings, storage_dir: Path, name: str, score: str,
+              scaling: ScalingSettings, storage_dir: str | Path, name: str, score: str,
               callbacks: list | None = None, max_failures: int = 2) -> dict:
     """Run ``loop`` on a TorchTrainer; ``train`` is split across workers, other datasets are given
     whole to every worker. Keeps the checkpoints best by metric ``score`` (higher is better).
@@ -41,8 +59,12 @@ def fit_torch(loop: Callable[[dict], None], loop_config: dict, datasets: dict[st
     and ``name`` resumes from the last checkpoint; when that run already finished with the same loop,
     config and data, its stored result comes back without starting Ray Train (start-up alone costs
     ~30 s). Runs with ``callbacks`` (a Tune trial reporting to its sweep) always run.
+    ``storage_dir`` may be an object-store URI (a Tune trial of a run on object storage, on any node):
+    Ray Train's checkpoints go there and ``best_model.pt`` to a node-local scratch folder.
     """
-    storage_dir = Path(storage_dir).resolve()
+    location = location_of(storage_dir)  # where every worker reaches the checkpoints
+    storage_dir = (storage.local_path(storage_dir).resolve() if storage.is_local(storage_dir)
+                   else staging_root() / "fits" / hashlib.sha256(location.encode()).hexdigest()[:16])
     target = storage_dir / "checkpoints" / "best_model.pt"
     key = fit_key(loop, loop_config, datasets, name, score)
     if not callbacks and (stored := finished_fit(target, key)):
@@ -50,7 +72,7 @@ def fit_torch(loop: Callable[[dict], None], loop_config: dict, datasets: dict[st
 
     import ray.data
     import torch
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 
     # Train V2's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default)
     # and each step of a run's start and end waits for a poll: at 0.25 s a short fit measured 8-13 s
@@ -65,14 +87,12 @@ def fit_torch(loop: Callable[[dict], None], loop_config: dict, datasets: dict[st
     (target.parent / RESULT_FILE).unlink(missing_ok=True)  # an earlier fit's result no longer describes best_model
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker={"CPU": scaling.cpus_per_worker},
-                                     placement_strategy=scaling.placement_strategy),
+        scaling_config=scaling_config(scaling), torch_config=torch_config(scaling),
         datasets={key: to_ray_dataset(columns) for key, columns in datasets.items()},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         # A failed worker group restarts from the last checkpoint (up to max_failures times).
         # Checkpoints go where every worker reaches them: the run's URI when it lives on object storage.
-        run_config=RunConfig(name=name, **storage.ray_storage(storage.join(location_of(storage_dir), "ray_results")),
+        run_config=RunConfig(name=name, **storage.ray_storage(storage.join(location, "ray_results")),
                              callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score,

@@ -36,7 +36,8 @@ def cluster(tmp_path_factory):
     """Every node starts in one folder, the stand-in of cluster.yaml's shared mount: relative paths in the
     configs (artifacts/..., data/generated/...) then mean the same files on every node."""
     shared = tmp_path_factory.mktemp("shared_mount")
-    with LocalCluster(tmp_path_factory.mktemp("cluster_logs"), head_cpus=0, worker_cpus=[2, 2],
+    # one declared (not real) GPU per worker node: the embedding actors and the image replica ask for one
+    with LocalCluster(tmp_path_factory.mktemp("cluster_logs"), head_cpus=0, worker_cpus=[2, 2], worker_gpus=[1, 1],
                       cwd=shared) as running:
         yield running
 
@@ -56,7 +57,7 @@ def _small_pipeline() -> dict:
         "corpus": {"out_dir": CORPUS, "n_images": 150, "workers": 1},
         "preprocess": {"labels": f"{CORPUS}/labels", "images": f"{CORPUS}/images", "output_root": ROOTS["preprocess"]},
         "embed": {"output_root": ROOTS["embed"], "image": {"model": "hand-crafted", "batch_size": 16},
-                  "text_sources": ["title"], "batch_size": 16, "actors": 2, "cpus_per_actor": 1},
+                  "text_sources": ["title"], "batch_size": 16, "actors": 2, "cpus_per_actor": 1, "gpus_per_actor": 1},
         "build_index": {"output_root": ROOTS["build_index"], "view_column": "view", "index": {"kind": "exact"},
                         "recall_queries": 50},
         "item_tower": {"output_root": ROOTS["item_tower"], "tower": "unified", "scaling": two_workers,
@@ -82,10 +83,14 @@ def _manifest(root: Path) -> dict:
 
 
 def _deploy_serve(cluster: LocalCluster, shared: Path) -> str:
-    """`serve deploy configs/serve.yaml` as README's cluster section runs it (only the HTTP port moved: the
-    suite's own Serve may hold 8000); returns the URL once the application is RUNNING."""
+    """`serve deploy configs/serve.yaml` as README's cluster section runs it (only the HTTP port moved, as the
+    suite's own Serve may hold 8000, and the image replicas ask for a GPU as on a GPU worker group);
+    returns the URL once the application is RUNNING."""
     config = yaml.safe_load((REPO_ROOT / "configs" / "serve.yaml").read_text())
     config["http_options"]["port"] = port = free_port()
+    # as on a GPU worker group (the comment in configs/serve.yaml): the image replicas ask for a GPU
+    image = next(d for d in config["applications"][0]["deployments"] if d["name"] == "ImageEmbedder")
+    image["ray_actor_options"]["num_gpus"] = 1
     (shared / "serve.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
     deployed = subprocess.run([SERVE, "deploy", str(shared / "serve.yaml"), "--address", cluster.address],
                               env=cluster.env, capture_output=True, text=True, timeout=120)
@@ -137,6 +142,10 @@ def test_pipeline_job_and_serve_run_on_both_worker_nodes_and_the_driver_only_coo
         if actor["class_name"].startswith("MapWorker"):
             pools.setdefault(actor["class_name"], set()).add(workers.get(actor["node_id"]))
     assert pools and {0, 1} in pools.values(), pools
+    # the image actors asked for the GPU each node declares (gpus_per_actor: 1), so one ran on each node
+    image_actors = [a for a in actors if "ImageEmbedder" in a["class_name"]]
+    assert image_actors and all(a["required_resources"].get("GPU") == 1 for a in image_actors), image_actors[:1]
+    assert {workers.get(a["node_id"]) for a in image_actors} == {0, 1}
 
     stages = {name: _manifest(shared / root) for name, root in ROOTS.items()}
     for name, manifest in stages.items():
@@ -148,7 +157,7 @@ def test_pipeline_job_and_serve_run_on_both_worker_nodes_and_the_driver_only_coo
     last = stages["train_users"]["driver"]
     assert last["cpu_seconds"] < 0.5 * last["wall_seconds"]
 
-    # Serve on the same cluster from the unchanged configs/serve.yaml: it finds these runs by its relative roots
+    # Serve on the same cluster from configs/serve.yaml (port and GPU aside): it finds these runs by its relative roots
     url = _deploy_serve(cluster, shared)
     try:
         import pyarrow.parquet as pq
@@ -163,6 +172,8 @@ def test_pipeline_job_and_serve_run_on_both_worker_nodes_and_the_driver_only_coo
                     if (a.get("class_name") or "").startswith("ServeReplica:fashionrec")]
         assert replicas and {workers.get(a["node_id"], "head") for a in replicas} <= {0, 1}, \
             "every replica on a worker node (the head has no CPUs)"
+        image_replicas = [a for a in replicas if "ImageEmbedder" in a["class_name"]]
+        assert image_replicas and all(a["required_resources"].get("GPU") == 1 for a in image_replicas)
         print(f"serve on the cluster: {len(replicas)} replicas on nodes "
               f"{sorted({workers[a['node_id']] for a in replicas})}; search and similar answered 200")
     finally:  # the next test needs the worker nodes' CPUs

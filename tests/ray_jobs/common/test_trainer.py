@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recsys.train_loops.scaling import ScalingSettings
-from ray_jobs.common.trainer import RESULT_FILE, finished_fit, fit_key, fit_torch
+from ray_jobs.common.trainer import RESULT_FILE, finished_fit, fit_key, fit_torch, scaling_config, torch_config
 from recsys.train_loops.checkpointing import report_epoch, restore
 
 
@@ -77,3 +77,16 @@ def test_a_finished_fit_is_not_launched_again(idle_ray, tmp_path, monkeypatch):
     monkeypatch.setattr(ray.train.torch, "TorchTrainer", launch)
     with pytest.raises(Launched):
         fit_torch(tiny_loop, {**config, "epochs": 3}, DATA, ScalingSettings(), tmp_path, "tiny", "score")
+
+
+def test_gpu_settings_ask_ray_for_one_gpu_per_worker_and_use_nccl():
+    """The GPU wiring checked on CPU through what is asked of Ray: no GPU is needed to see the request."""
+    gpu = ScalingSettings(num_workers=2, use_gpu=True, cpus_per_worker=4, placement_strategy="SPREAD")
+    config = scaling_config(gpu)
+    assert config.use_gpu and config.num_workers == 2 and config.placement_strategy == "SPREAD"
+    assert config.num_gpus_per_worker == 1 and config.num_cpus_per_worker == 4
+    assert config.total_resources == {"CPU": 8, "GPU": 2}  # what the placement group reserves
+    assert torch_config(gpu).backend == "nccl"
+    cpu = scaling_config(ScalingSettings(num_workers=2, cpus_per_worker=0.5))
+    assert not cpu.use_gpu and cpu.total_resources == {"CPU": 1.0}
+    assert torch_config(ScalingSettings(num_workers=2)).backend == "gloo"
