@@ -10,6 +10,8 @@ proves read = written + quarantined; ``distribution.png`` shows items per style/
 """
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,7 @@ from recsys import storage
 from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.data.images import ImageLimits
 from recsys.data.kfashion import KFashionOptions
-from recsys.data.preprocessing import (distribution, items_of, list_label_files, process_label_batch,
-                                       quarantine_of, reconcile)
+from recsys.data.preprocessing import distribution, list_label_files, merge_tallies, preprocess_block, reconcile
 from recsys.data.schema import QUARANTINE_SCHEMA
 from recsys.plots import bar_panels
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
@@ -31,74 +32,62 @@ from ray_jobs.common.cli import init_ray, load_stage_config, run_main
 
 @dataclass
 class PreprocessConfig:
-    labels: str                       # {labels}/{style}/{id}.json
+    labels: str                       # {labels}/{style}/{id}.json: a folder or an object-store URI
     images: str | None = None         # parallel image tree {images}/{style}/{id}.jpg; None: beside labels
     output_root: str = "artifacts/preprocess"
     run_name: str | None = None       # default <UTC timestamp>-<config hash>
     write_crops: bool = True
-    files_per_batch: int = 64         # label files per map_batches call
-    files_per_block: int = 256        # label files per Ray Data block (unit of parallel work)
-    rows_per_shard: int = 10_000
+    files_per_batch: int = 64         # label files per process_label_batch call (within a task)
+    files_per_block: int = 1024       # at most this many label files per task and items shard; the
+                                      # blocks come in whole rounds of the cluster's CPUs
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 40_000_000
 
 
-SUMMARY_COLUMNS = sorted(set(QUARANTINE_SCHEMA.names) | {"outcome", "n_garments", "styles", "category_path"})
+def _process(block: pa.Table, options: KFashionOptions, items_dir: str, files_per_batch: int) -> pa.Table:
+    counts, quarantine = preprocess_block(block["path"].to_pylist(), options, items_dir, files_per_batch)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, QUARANTINE_SCHEMA) as writer:
+        writer.write_table(quarantine)
+    # One row per label file, so that the progress bar counts files; the block's tally and quarantined
+    # rows (Arrow IPC) ride on its first row.
+    padding = [None] * (block.num_rows - 1)
+    return pa.table({"tally": pa.array([json.dumps(counts)] + padding, pa.string()),
+                     "quarantine": pa.array([sink.getvalue().to_pybytes()] + padding, pa.binary())})
 
 
-def _process(batch: pa.Table, options: KFashionOptions) -> pa.Table:
-    paths = batch["path"].to_pylist()
-    return process_label_batch(paths, [Path(p).read_bytes() for p in paths], options)
+def _absolute(path: str) -> str:
+    return path if storage.is_uri(path) else str(Path(path).resolve())
 
 
 def kfashion_options(cfg: PreprocessConfig, crop_dir: str | None) -> KFashionOptions:
-    return KFashionOptions(label_root=str(Path(cfg.labels).resolve()),
-                           image_root=str(Path(cfg.images).resolve()) if cfg.images else None,
+    return KFashionOptions(label_root=_absolute(cfg.labels), image_root=_absolute(cfg.images) if cfg.images else None,
                            crop_dir=str(crop_dir) if crop_dir else None,
                            limits=ImageLimits(cfg.max_image_bytes, cfg.max_image_pixels))
 
 
 def run(cfg: PreprocessConfig) -> dict:
-    import ray
-
-    for key in ("labels", "images"):
-        if getattr(cfg, key) and not storage.is_local(getattr(cfg, key)):
-            raise ValueError(f"{key}: {getattr(cfg, key)} is an object-store URI; preprocessing reads labels and "
-                             "images from a folder every node mounts (cluster.yaml's shared mount). Outputs may "
-                             "go to object storage (output_root).")
     files = list_label_files(cfg.labels)  # clear error when the path holds no labels
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
     # Workers write crops and item shards where every node reaches them: the run's URI on object storage.
     location = location_of(run_dir)
     options = kfashion_options(cfg, storage.join(location, "crops") if cfg.write_crops else None)
-    worker_env = {"runtime_env": {"env_vars": env}} if (env := storage.runtime_env_vars()) else {}
+    # Object-store settings for tasks that read or write URIs. Not otherwise: a runtime_env makes Ray start
+    # fresh worker processes for the tasks instead of the idle ones (~3 s before the first task here).
+    env = storage.runtime_env_vars() if any(map(storage.is_uri, (location, cfg.labels, cfg.images or ""))) else {}
+    worker_env = {"runtime_env": {"env_vars": env}} if env else {}
     init_ray()
     print(f"preprocess: {len(files)} label files under {cfg.labels} -> {location}")
 
     started = time.perf_counter()
-    # Paths in, bytes read inside the map task: one fused stage. Measured on 2 CPUs, this ran 1.4x
-    # faster than read_binary_files feeding a separate map stage (the images are opened by path
-    # anyway, so labels and images must sit on storage every node mounts).
-    n_blocks = min(len(files), max(8, len(files) // cfg.files_per_block))
-    outcomes = (ray.data.from_items([{"path": p} for p in files], override_num_blocks=n_blocks)
-                .map_batches(_process, fn_kwargs={"options": options}, batch_size=cfg.files_per_batch,
-                             batch_format="pyarrow", **worker_env))
-    outcomes.set_name("preprocess")  # the console's progress bar: "Dataset preprocess_0 ..."
-    outcomes = outcomes.materialize()
+    counts, quarantined = _map_blocks(files, options, storage.join(location, "items"), cfg.files_per_block,
+                                      cfg.files_per_batch, worker_env)
     processed_at = time.perf_counter()
-    # Writing and collecting the parsed rows take a second: no progress bars of their own (the
-    # datasets derived from ``outcomes`` run with its context).
-    outcomes.context.enable_progress_bars = False
-    items = outcomes.filter(expr="outcome == 'item'").map_batches(items_of, batch_format="pyarrow")
-    items.write_parquet(**storage.arrow_args(storage.join(location, "items")), min_rows_per_file=cfg.rows_per_shard)
-    # One pass for everything small: bookkeeping columns of every row (quarantine rows in full).
-    summary = _collect(outcomes.select_columns(SUMMARY_COLUMNS))
-    pq.write_table(quarantine_of(summary), run_dir / "quarantine.parquet")
+    pq.write_table(quarantined, run_dir / "quarantine.parquet")
     elapsed = time.perf_counter() - started
 
-    counts = reconcile(len(files), summary)
-    item_summary = summary.filter(pc.equal(summary["outcome"], "item"))
-    report = {**counts, "distribution": distribution(item_summary),
+    counts = reconcile(len(files), counts) | {"distribution": distribution(counts)}
+    report = {**counts,
               "throughput": {"seconds": round(elapsed, 2), "files_per_s": round(len(files) / elapsed, 1),
                              "parse_crop_seconds": round(processed_at - started, 2),
                              "write_seconds": round(elapsed - (processed_at - started), 2)},
@@ -111,8 +100,8 @@ def run(cfg: PreprocessConfig) -> dict:
                 "items per category": report["distribution"]["category"],
                 "quarantine reasons": counts["quarantine_reasons"]},
                run_dir / "distribution.png", f"K-Fashion preprocessing: {counts['garments']['written']} items")
-    write_manifest(run_dir, "preprocess", {"labels": str(Path(cfg.labels).resolve()),
-                                           "images": str(Path(cfg.images).resolve()) if cfg.images else None},
+    write_manifest(run_dir, "preprocess", {"labels": _absolute(cfg.labels),
+                                           "images": _absolute(cfg.images) if cfg.images else None},
                    report["outputs"] | {"reconciliation": str(run_dir / "reconciliation.json")})
     _print_summary(report, location)
     if not (counts["files"]["reconciles"] and counts["garments"]["reconciles"]):
@@ -120,10 +109,34 @@ def run(cfg: PreprocessConfig) -> dict:
     return report | {"run_dir": location}
 
 
-def _collect(dataset) -> pa.Table:
+def _map_blocks(files: list[str], options: KFashionOptions, items_dir: str, files_per_block: int,
+                files_per_batch: int, worker_env: dict) -> tuple[dict, pa.Table]:
+    """Each task runs the serial loop over its block and writes the block's items shard itself: one pass,
+    no outcome rows kept in the object store, nothing but a tally and the quarantined rows sent back."""
     import ray
 
-    return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
+    # Whole rounds of the cluster's CPUs: 19 blocks on 2 CPUs left the last running alone for 2 s.
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    n_blocks = min(len(files), math.ceil(math.ceil(len(files) / files_per_block) / cpus) * cpus)
+    bounds = [round(i * len(files) / n_blocks) for i in range(n_blocks + 1)]  # equal blocks, +-1 file
+    storage.makedirs(items_dir)
+    outcomes = (ray.data.from_arrow([pa.table({"path": files[start:end]})  # arrow, not a dict per file
+                                     for start, end in zip(bounds, bounds[1:])])
+                .map_batches(_process, fn_kwargs={"options": options, "items_dir": items_dir,
+                                                  "files_per_batch": files_per_batch},
+                             batch_size=None, batch_format="pyarrow", **worker_env))
+    outcomes.set_name("preprocess")  # the console's progress bar: "Dataset preprocess_0 ..."
+    # One map operator, nothing downstream to reserve CPUs for: with Ray Data's per-operator reservation each
+    # task started ~0.15 s after the last ended, the second CPU's first 1 s late (9.5 s for 8 2-s tasks, not 8.1).
+    outcomes.context.op_resource_reservation_enabled = False
+    # The driver keeps one tally per block and the quarantined rows, never a row per garment: its
+    # memory stays flat with the corpus (tests/scripts/test_driver_memory.py).
+    tallies, quarantined = [], [QUARANTINE_SCHEMA.empty_table()]
+    for batch in outcomes.iter_batches(batch_format="pyarrow", batch_size=None):
+        books = batch.filter(pc.is_valid(batch["tally"]))
+        tallies += [json.loads(text) for text in books["tally"].to_pylist()]
+        quarantined += [pa.ipc.open_stream(raw).read_all() for raw in books["quarantine"].to_pylist()]
+    return merge_tallies(tallies), pa.concat_tables(quarantined)
 
 
 def _print_summary(report: dict, run_dir: str) -> None:

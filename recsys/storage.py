@@ -268,6 +268,12 @@ def list_dir(path: PathLike, *, config: StorageConfig | None = None) -> list[str
     return sorted(name(child.path) for child in fs.get_file_info(pafs.FileSelector(inner, recursive=False)))
 
 
+def list_files(path: PathLike, *, config: StorageConfig | None = None) -> list[str]:
+    """Relative paths of every file under a folder or prefix (recursive), sorted."""
+    fs, inner = filesystem(path, config)
+    return sorted(_files(fs, inner.rstrip("/")))
+
+
 def _files(fs: pafs.FileSystem, inner: str) -> dict[str, pafs.FileInfo]:
     """Every file under ``inner`` by its relative path (S3 folder markers left out)."""
     infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True, allow_not_found=True))

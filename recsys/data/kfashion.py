@@ -21,11 +21,13 @@ reason ``no_box`` so the counts reconcile.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys import storage
 from recsys.data.images import ImageLimits, ImageRejected, clip_box, open_checked, save_crop
 from recsys.data.schema import attributes, quarantine_row
 
@@ -236,25 +238,26 @@ def item_id(image_id: int, garment: Garment) -> str:
     return f"{image_id}-{SLOTS[garment.slot]}{suffix}"
 
 
-def resolve_image(label_path: Path, label: KFashionLabel, label_root: Path | None,
-                  image_root: Path | None) -> Path | None:
+def resolve_image(label_path: str | os.PathLike, label: KFashionLabel, label_root: str | None,
+                  image_root: str | None) -> str | None:
     """Find the image of a label: beside the JSON, or in a parallel image folder.
 
     AI Hub ships labels and images in parallel trees (라벨링데이터/{style}/{id}.json next to
     원천데이터/{style}/{id}.jpg); the samples keep them side by side. Both the label file's stem and
-    the ``이미지 파일명`` field are tried.
+    the ``이미지 파일명`` field are tried. Folders or object-store URIs (joined as text, so the scheme stays).
     """
-    stem_names = [label_path.stem + ext for ext in (".jpg", ".jpeg", ".png", ".JPG")]
-    names = stem_names + [label.image_file_name]
-    folders = [label_path.parent]
+    label_path = os.fspath(label_path)
+    stem = storage.name(label_path).rpartition(".")[0]
+    names = [stem + ext for ext in (".jpg", ".jpeg", ".png", ".JPG")] + [label.image_file_name]
+    folder = storage.parent(label_path)
+    folders = [folder]
     if image_root is not None:
-        relative = label_path.parent.relative_to(label_root) if label_root else Path()
-        folders += [image_root / relative, image_root]
-    for folder in folders:
-        for name in names:
-            candidate = folder / name
-            if candidate.is_file():
-                return candidate
+        root = (label_root or "").rstrip("/")
+        relative = folder[len(root) + 1:] if root and folder.startswith(root + "/") else ""
+        folders += [storage.join(image_root, relative), image_root]
+    for candidate in (storage.join(f, n) for f in folders for n in names):
+        if storage.is_file(candidate) if storage.is_uri(candidate) else os.path.isfile(candidate):
+            return candidate
     return None
 
 
@@ -302,8 +305,7 @@ def process_label_file(path: str | Path, raw: bytes, options: KFashionOptions) -
     the whole file as one record ('*'); garment-level problems (no box, box outside the image)
     quarantine that garment. Every labelled garment ends up in exactly one of the two lists.
     """
-    path = Path(path)
-    src = str(path)
+    path = src = os.fspath(path)
     try:
         obj = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -313,13 +315,12 @@ def process_label_file(path: str | Path, raw: bytes, options: KFashionOptions) -
     except LabelSchemaError as exc:
         return [], [quarantine_row(src, "*", "file", "schema_error", str(exc))]
 
-    image_path = resolve_image(path, label, Path(options.label_root) if options.label_root else None,
-                               Path(options.image_root) if options.image_root else None)
+    image_path = resolve_image(path, label, options.label_root, options.image_root)
     image = None
     if label.garments:
         if image_path is None:
             return [], [quarantine_row(src, "*", "file", "missing_image",
-                                       f"{src}: no image named {path.stem}.jpg or "
+                                       f"{src}: no image named {storage.name(path).rpartition('.')[0]}.jpg or "
                                        f"{label.image_file_name!r} beside the label or under image_root")]
         try:
             image = open_checked(image_path, options.limits)

@@ -2,19 +2,24 @@
 
 :func:`process_label_batch` turns a batch of label files (path + bytes) into one *outcome* table:
 one row per written garment (``outcome='item'``), per quarantined record (``'quarantine'``) and per
-file that parsed (``'file_ok'``, carrying its number of labelled garments). Ray Data maps it over
-the corpus (``ray_jobs.preprocess``); :func:`preprocess_serial` runs the very same function in one
-process (the benchmark's baseline). :func:`reconcile` proves read = written + quarantined.
+file that parsed (``'file_ok'``, carrying its number of labelled garments). :func:`preprocess_serial`
+loops over it in one process (the benchmark's baseline); Ray Data maps that same loop over blocks of
+the corpus (:func:`preprocess_block`, ``ray_jobs.preprocess``), each task writing its block's items. :func:`tally` counts a block of outcomes and
+:func:`reconcile` proves read = written + quarantined from the merged counts.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from recsys import storage
 from recsys.data.kfashion import KFashionOptions, process_label_file
 from recsys.data.result import AdapterError
 from recsys.data.schema import ITEM_SCHEMA, QUARANTINE_SCHEMA
@@ -32,16 +37,39 @@ OUTCOME_SCHEMA = pa.schema(list(ITEM_SCHEMA) + OUTCOME_FIELDS)
 
 
 def list_label_files(root: str | Path) -> list[str]:
-    """All ``*.json`` label files under ``root`` ({root}/{style}/{id}.json), sorted, absolute."""
-    root = Path(root)
-    if not root.exists():
+    """All ``*.json`` label files under ``root`` ({root}/{style}/{id}.json), sorted, absolute; ``root``
+    may be an object-store URI (then the files are URIs too).
+
+    Plain strings from ``os.walk``, not a ``Path`` per file: the listing is the one thing the driver
+    holds per label, and pathlib objects made it grow by ~1 KB a file (20 MB at 20,000 labels)."""
+    if storage.is_uri(root):
+        files = _label_uris(str(root))
+    elif not Path(root).exists():
         raise AdapterError(f"labels path {root} does not exist (expected a folder of K-Fashion label JSON files)")
-    files = [root.resolve()] if root.is_file() else sorted(p.resolve() for p in root.rglob("*.json"))
-    files = [str(p) for p in files if p.name != "manifest.json"]
+    elif Path(root).is_file():
+        files = [str(Path(root).resolve())]
+    else:
+        files = []
+        for folder, _, names in os.walk(Path(root).resolve()):
+            files.extend(os.path.join(folder, name) for name in names
+                         if name.endswith(".json") and name != "manifest.json")
+        files.sort()
     if not files:
         raise AdapterError(f"labels path {root} holds no label files: expected K-Fashion JSON files laid out "
                            f"as {root}/<style>/<id>.json")
     return files
+
+
+def _label_uris(root: str) -> list[str]:
+    storage.check_reachable(root)  # a wrong bucket or missing credentials: a clear error naming the URI
+    if storage.is_file(root):
+        return [root]
+    return sorted(storage.join(root, relative) for relative in storage.list_files(root)
+                  if relative.endswith(".json") and storage.name(relative) != "manifest.json")
+
+
+def _read_label(path: str) -> bytes:
+    return storage.read_bytes(path) if storage.is_uri(path) else Path(path).read_bytes()
 
 
 def process_label_batch(paths: Sequence[str], raws: Sequence[bytes], options: KFashionOptions) -> pa.Table:
@@ -78,41 +106,76 @@ def preprocess_serial(paths: Sequence[str], options: KFashionOptions, batch_size
     for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="preprocess (serial)",
                       unit="batch"):
         chunk = paths[start:start + batch_size]
-        tables.append(process_label_batch(chunk, [Path(p).read_bytes() for p in chunk], options))
+        tables.append(process_label_batch(chunk, [_read_label(p) for p in chunk], options))
     return pa.concat_tables(tables)
 
 
-def reconcile(files_read: int, summary: pa.Table) -> dict:
-    """Counts from a (possibly partial-column) outcome table: outcome, level, reason, n_garments.
+def preprocess_block(paths: Sequence[str], options: KFashionOptions, items_dir: str,
+                     batch_size: int = 64) -> tuple[dict, pa.Table]:
+    """One unit of parallel work: :func:`preprocess_serial` over a block of label files, its items written
+    as one parquet shard under ``items_dir`` (folder or URI). The shard is named after the block's first
+    file, so a task run again (its node was lost) overwrites its shard instead of adding a second one.
+    Returns the block's :func:`tally` and its quarantined rows: all the driver needs."""
+    outcomes = preprocess_serial(paths, options, batch_size=batch_size, progress=False)
+    items = items_of(outcomes)
+    if items.num_rows:
+        shard = hashlib.sha1(paths[0].encode()).hexdigest()[:16]
+        with storage.open_output(storage.join(items_dir, f"part-{shard}.parquet")) as out:
+            pq.write_table(items, out)
+    return tally(outcomes), quarantine_of(outcomes)
 
-    Files: read = processed + quarantined (file level). Garments in processed files:
-    labelled = written + quarantined (garment level, e.g. no_box).
-    """
-    outcome = summary["outcome"].to_pylist()
-    level = summary["level"].to_pylist()
-    n_garments = summary["n_garments"].to_pylist()
-    reasons = Counter(r for o, r in zip(outcome, summary["reason"].to_pylist()) if o == "quarantine")
-    files_ok = outcome.count("file_ok")
-    files_quarantined = sum(1 for o, lv in zip(outcome, level) if o == "quarantine" and lv == "file")
-    garments_labelled = sum(n for o, n in zip(outcome, n_garments) if o == "file_ok")
-    garments_written = outcome.count("item")
-    garments_quarantined = sum(1 for o, lv in zip(outcome, level) if o == "quarantine" and lv == "garment")
+
+def tally(outcomes: pa.Table) -> dict:
+    """Mergeable counts of one block of outcome rows: all that :func:`reconcile` and
+    :func:`distribution` need. The driver sums one small dict per block (:func:`merge_tallies`) instead
+    of holding a row per garment, so its memory does not grow with the corpus."""
+    outcome = outcomes["outcome"].to_pylist()
+    level = outcomes["level"].to_pylist()
+    items = outcomes.filter(pc.equal(outcomes["outcome"], "item"))
+    paths = items["category_path"].to_pylist()
     return {
-        "files": {"read": files_read, "processed": files_ok, "quarantined": files_quarantined,
-                  "reconciles": files_read == files_ok + files_quarantined},
-        "garments": {"labelled_in_processed_files": garments_labelled, "written": garments_written,
-                     "quarantined": garments_quarantined,
-                     "reconciles": garments_labelled == garments_written + garments_quarantined},
-        "quarantine_reasons": dict(reasons.most_common()),
+        "files_ok": outcome.count("file_ok"),
+        "files_quarantined": sum(1 for o, lv in zip(outcome, level) if o == "quarantine" and lv == "file"),
+        "garments_labelled": sum(n for o, n in zip(outcome, outcomes["n_garments"].to_pylist()) if o == "file_ok"),
+        "garments_written": outcome.count("item"),
+        "garments_quarantined": sum(1 for o, lv in zip(outcome, level) if o == "quarantine" and lv == "garment"),
+        "quarantine_reasons": Counter(r for o, r in zip(outcome, outcomes["reason"].to_pylist()) if o == "quarantine"),
+        "style": Counter((s[0] if s else "(none)") for s in items["styles"].to_pylist()),
+        "slot": Counter(p[0] if p else "(none)" for p in paths),
+        "category": Counter(" > ".join(p) if p else "(none)" for p in paths),
     }
 
 
-def distribution(items: pa.Table) -> dict[str, dict[str, int]]:
-    """Item counts per style, per slot (first category level) and per category."""
-    styles = Counter((s[0] if s else "(none)") for s in items["styles"].to_pylist())
-    paths = items["category_path"].to_pylist()
-    slots = Counter(p[0] if p else "(none)" for p in paths)
-    categories = Counter(" > ".join(p) if p else "(none)" for p in paths)
-    return {"style": dict(styles.most_common()), "slot": dict(slots.most_common()),
-            "category": dict(categories.most_common())}
+def merge_tallies(tallies: Iterable[dict]) -> dict:
+    """Sum of block tallies (plain dicts, e.g. after JSON): numbers add, counters add per key."""
+    total: dict = {}
+    for part in tallies:
+        for key, value in part.items():
+            if isinstance(value, dict):
+                total.setdefault(key, Counter()).update(value)
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def reconcile(files_read: int, counts: dict) -> dict:
+    """Files: read = processed + quarantined (file level). Garments in processed files:
+    labelled = written + quarantined (garment level, e.g. no_box). ``counts``: a (merged) :func:`tally`."""
+    counts = {key: counts.get(key, 0) for key in
+              ("files_ok", "files_quarantined", "garments_labelled", "garments_written", "garments_quarantined")
+              } | {"quarantine_reasons": counts.get("quarantine_reasons", {})}
+    return {
+        "files": {"read": files_read, "processed": counts["files_ok"], "quarantined": counts["files_quarantined"],
+                  "reconciles": files_read == counts["files_ok"] + counts["files_quarantined"]},
+        "garments": {"labelled_in_processed_files": counts["garments_labelled"],
+                     "written": counts["garments_written"], "quarantined": counts["garments_quarantined"],
+                     "reconciles": counts["garments_labelled"]
+                     == counts["garments_written"] + counts["garments_quarantined"]},
+        "quarantine_reasons": dict(Counter(counts["quarantine_reasons"]).most_common()),
+    }
+
+
+def distribution(counts: dict) -> dict[str, dict[str, int]]:
+    """Item counts per style, per slot (first category level) and per category, from a :func:`tally`."""
+    return {key: dict(Counter(counts.get(key, {})).most_common()) for key in ("style", "slot", "category")}
 

@@ -1,5 +1,5 @@
 """Storage as URIs, end to end, against a real S3-compatible server (moto's standalone server on loopback,
-started by tests/s3.py with authentication on): preprocess -> embed -> train_json_encoder -> build_index
+started by tests/s3.py with authentication on): preprocess (reading labels and images from the bucket) -> embed -> train_json_encoder -> build_index
 write their runs to ``s3://``, each stage finding the previous one through the LATEST pointer there,
 and the Serve application loads every artifact from the bucket through its node-local cache.
 
@@ -7,6 +7,7 @@ The working directory is a fresh folder, so a stage that wrote to the default lo
 would create it there; it must not exist at the end."""
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -46,8 +47,15 @@ def test_the_chain_writes_object_storage_and_serve_loads_from_it(ray_session, s3
     corpus = local / "corpus"
     generate_corpus(SyntheticCorpusConfig(out_dir=str(corpus), n_images=40, workers=1), progress=False)
 
-    pre = preprocess(PreprocessConfig(labels=str(corpus / "labels"), images=str(corpus / "images"),
+    # The labels and images live in the bucket too (AI Hub's parallel trees), read by the tasks from there.
+    storage.copy_tree(corpus / "labels", f"{base}/corpus/labels")
+    storage.copy_tree(corpus / "images", f"{base}/corpus/images")
+    s3_env.mark()
+    pre = preprocess(PreprocessConfig(labels=f"{base}/corpus/labels", images=f"{base}/corpus/images",
                                       output_root=f"{base}/preprocess"))
+    corpus_reads = {r.path for r in s3_env.object_gets(f"{prefix}/corpus/")}
+    assert pre["files"]["read"] == 40 and pre["files"]["reconciles"] and pre["garments"]["reconciles"]
+    assert len({p for p in corpus_reads if p.startswith(f"/{BUCKET}/{prefix}/corpus/labels/")}) == 40
     assert pre["run_dir"].startswith(f"{base}/preprocess/") and storage.latest_run(f"{base}/preprocess") == pre["run_dir"]
     items = pq.read_table(**storage.arrow_args(pre["outputs"]["items"], "source"))
     n_items = pre["garments"]["written"]
@@ -55,6 +63,10 @@ def test_the_chain_writes_object_storage_and_serve_loads_from_it(ray_session, s3
     # crops were written by the Ray Data workers straight into the bucket
     crops = items["crop_path"].to_pylist()
     assert all(c.startswith(f"{pre['run_dir']}/crops/") for c in crops) and storage.is_file(crops[0])
+    # every item's image was read from the bucket by the tasks
+    images = set(items["image_path"].to_pylist())
+    assert all(i.startswith(f"{base}/corpus/images/") for i in images)
+    assert {i.replace("s3://", "/", 1) for i in images} <= corpus_reads
 
     s3_env.mark()
     emb = embed(EmbedConfig(preprocess_root=f"{base}/preprocess", output_root=f"{base}/embed",
@@ -149,10 +161,16 @@ def test_a_wrong_bucket_or_key_fails_before_any_work(ray_session, s3_env, local,
     started = time.perf_counter()
     with pytest.raises(storage.StorageError, match="s3://no-such-bucket/preprocess: bucket 'no-such-bucket' does not exist"):
         preprocess(config)
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(storage.StorageError, match=f"s3://{BUCKET}/preprocess: not reachable or not authorised"):
         preprocess(PreprocessConfig(labels=config.labels, images=config.images, output_root=f"s3://{BUCKET}/preprocess"))
-    assert time.perf_counter() - started < 20
-    with pytest.raises(ValueError, match="labels: s3://.* is an object-store URI"):
+    # labels on object storage: the wrong secret fails at once, naming the labels' URI; so does a missing prefix
+    with pytest.raises(storage.StorageError, match=f"s3://{BUCKET}/labels: not reachable or not authorised"):
         preprocess(PreprocessConfig(labels=f"s3://{BUCKET}/labels", output_root=str(local / "out")))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with pytest.raises((storage.StorageError, FileNotFoundError), match=f"s3://{BUCKET}/no-labels-here"):
+        preprocess(PreprocessConfig(labels=f"s3://{BUCKET}/no-labels-here", output_root=str(local / "out")))
+    assert time.perf_counter() - started < 30
+    assert not (local / "out").exists()
     assert not (local / "staging").exists() or not list((local / "staging").iterdir())
