@@ -113,7 +113,7 @@ def run(cfg: BenchPreprocessConfig) -> dict:
     bar_panels({"items/s, median (higher is better)": {"serial loop": serial["items_per_s"],
                                                        "Ray Data": ray_side["items_per_s"]},
                 "seconds, median": {"serial loop": serial["seconds"], "Ray Data": ray_side["seconds"],
-                                    "of it: Ray Data's write": ray_side["write_seconds"],
+                                    "of it: after the pass": ray_side["write_seconds"],
                                     "Ray start-up (once)": ray_side["ray_init_seconds"]}},
                out / f"preprocess-{stamp}.png",
                f"Preprocessing {len(files)} labels on {os.cpu_count()} CPUs: Ray Data / serial = "

@@ -49,8 +49,7 @@ def _process(block: pa.Table, options: KFashionOptions, items_dir: str, files_pe
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, QUARANTINE_SCHEMA) as writer:
         writer.write_table(quarantine)
-    # One row per label file, so that the progress bar counts files; the block's tally and quarantined
-    # rows (Arrow IPC) ride on its first row.
+    # One row per label file (the progress bar counts files); the block's tally and quarantine ride on the first.
     padding = [None] * (block.num_rows - 1)
     return pa.table({"tally": pa.array([json.dumps(counts)] + padding, pa.string()),
                      "quarantine": pa.array([sink.getvalue().to_pybytes()] + padding, pa.binary())})
@@ -68,17 +67,16 @@ def kfashion_options(cfg: PreprocessConfig, crop_dir: str | None) -> KFashionOpt
 
 def run(cfg: PreprocessConfig) -> dict:
     files = list_label_files(cfg.labels)  # clear error when the path holds no labels
+    if cfg.images and storage.is_uri(cfg.images):
+        storage.check_reachable(cfg.images)  # else a wrong prefix quarantines every file as missing_image
     run_dir = new_run_dir(cfg.output_root, cfg, cfg.run_name)
-    # Workers write crops and item shards where every node reaches them: the run's URI on object storage.
-    location = location_of(run_dir)
+    location = location_of(run_dir)  # workers write crops and shards where every node reaches them
     options = kfashion_options(cfg, storage.join(location, "crops") if cfg.write_crops else None)
-    # Object-store settings for tasks that read or write URIs. Not otherwise: a runtime_env makes Ray start
-    # fresh worker processes for the tasks instead of the idle ones (~3 s before the first task here).
+    # AWS_* settings only for tasks on URIs: a runtime_env makes Ray start fresh workers (~3 s here).
     env = storage.runtime_env_vars() if any(map(storage.is_uri, (location, cfg.labels, cfg.images or ""))) else {}
     worker_env = {"runtime_env": {"env_vars": env}} if env else {}
     init_ray()
     print(f"preprocess: {len(files)} label files under {cfg.labels} -> {location}")
-
     started = time.perf_counter()
     counts, quarantined = _map_blocks(files, options, storage.join(location, "items"), cfg.files_per_block,
                                       cfg.files_per_batch, worker_env)
@@ -116,6 +114,8 @@ def _map_blocks(files: list[str], options: KFashionOptions, items_dir: str, file
     import ray
 
     # Whole rounds of the cluster's CPUs: 19 blocks on 2 CPUs left the last running alone for 2 s.
+    if files_per_block < 1:
+        raise ValueError(f"files_per_block: expected a positive number of label files, got {files_per_block}")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     n_blocks = min(len(files), math.ceil(math.ceil(len(files) / files_per_block) / cpus) * cpus)
     bounds = [round(i * len(files) / n_blocks) for i in range(n_blocks + 1)]  # equal blocks, +-1 file

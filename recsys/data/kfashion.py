@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,23 +239,28 @@ def item_id(image_id: int, garment: Garment) -> str:
     return f"{image_id}-{SLOTS[garment.slot]}{suffix}"
 
 
+def _stem(path: str) -> str:
+    return posixpath.splitext(storage.name(path))[0]  # Path.stem's rule, for URIs too
+
+
 def resolve_image(label_path: str | os.PathLike, label: KFashionLabel, label_root: str | None,
                   image_root: str | None) -> str | None:
     """Find the image of a label: beside the JSON, or in a parallel image folder.
 
     AI Hub ships labels and images in parallel trees (라벨링데이터/{style}/{id}.json next to
     원천데이터/{style}/{id}.jpg); the samples keep them side by side. Both the label file's stem and
-    the ``이미지 파일명`` field are tried. Folders or object-store URIs (joined as text, so the scheme stays).
+    the ``이미지 파일명`` field are tried. Folders or object-store URIs (joined as text, so the scheme stays);
+    local results are absolute.
     """
     label_path = os.fspath(label_path)
-    stem = storage.name(label_path).rpartition(".")[0]
-    names = [stem + ext for ext in (".jpg", ".jpeg", ".png", ".JPG")] + [label.image_file_name]
+    names = [_stem(label_path) + ext for ext in (".jpg", ".jpeg", ".png", ".JPG")] + [label.image_file_name]
     folder = storage.parent(label_path)
     folders = [folder]
     if image_root is not None:
-        root = (label_root or "").rstrip("/")
+        root, image_root = (storage.normalise(label_root) if label_root else ""), storage.normalise(image_root)
         relative = folder[len(root) + 1:] if root and folder.startswith(root + "/") else ""
-        folders += [storage.join(image_root, relative), image_root]
+        # The parallel tree first: on an object store every miss is a request.
+        folders = [storage.join(image_root, relative), folder, image_root]
     for candidate in (storage.join(f, n) for f in folders for n in names):
         if storage.is_file(candidate) if storage.is_uri(candidate) else os.path.isfile(candidate):
             return candidate
@@ -320,7 +326,7 @@ def process_label_file(path: str | Path, raw: bytes, options: KFashionOptions) -
     if label.garments:
         if image_path is None:
             return [], [quarantine_row(src, "*", "file", "missing_image",
-                                       f"{src}: no image named {storage.name(path).rpartition('.')[0]}.jpg or "
+                                       f"{src}: no image named {_stem(path)}.jpg or "
                                        f"{label.image_file_name!r} beside the label or under image_root")]
         try:
             image = open_checked(image_path, options.limits)

@@ -82,6 +82,22 @@ def test_image_found_in_parallel_tree(kfashion_samples, tmp_path):
     assert items[0]["image_path"].endswith("images/로맨틱/100026.jpg")
 
 
+
+def test_parallel_tree_with_relative_roots_and_a_label_name_without_suffix(kfashion_samples, tmp_path, monkeypatch):
+    """Roots as a user types them (relative) and a label file without ``.json``: the image is still the
+    parallel tree's ``<stem>.jpg`` (the name inside the label points nowhere), as an absolute path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels" / "로맨틱").mkdir(parents=True)
+    (tmp_path / "images" / "로맨틱").mkdir(parents=True)
+    obj = json.loads((kfashion_samples / "100026.json").read_text())
+    obj["이미지 정보"]["이미지 파일명"] = "not-there.jpg"
+    raw = json.dumps(obj, ensure_ascii=False).encode()
+    shutil.copy(kfashion_samples / "100026.jpg", tmp_path / "images" / "로맨틱" / "100026.jpg")
+    options = KFashionOptions(label_root="labels", image_root="images")
+    items, quarantined = process_label_file("labels/로맨틱/100026", raw, options)
+    assert len(items) == 2 and quarantined == []
+    assert items[0]["image_path"] == str(tmp_path / "images" / "로맨틱" / "100026.jpg")
+
 @pytest.mark.parametrize("mutate, reason, named", [
     (lambda raw: raw[: len(raw) // 2], "corrupt_json", "not valid UTF-8 JSON"),
     (lambda raw: json.dumps({k: v for k, v in json.loads(raw).items() if k != "이미지 정보"}).encode(),

@@ -171,6 +171,9 @@ def test_a_wrong_bucket_or_key_fails_before_any_work(ray_session, s3_env, local,
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     with pytest.raises((storage.StorageError, FileNotFoundError), match=f"s3://{BUCKET}/no-labels-here"):
         preprocess(PreprocessConfig(labels=f"s3://{BUCKET}/no-labels-here", output_root=str(local / "out")))
+    with pytest.raises((storage.StorageError, FileNotFoundError), match=f"s3://{BUCKET}/no-images-here"):
+        preprocess(PreprocessConfig(labels=config.labels, images=f"s3://{BUCKET}/no-images-here",
+                                    output_root=str(local / "out")))
     assert time.perf_counter() - started < 30
     assert not (local / "out").exists()
     assert not (local / "staging").exists() or not list((local / "staging").iterdir())
