@@ -26,6 +26,7 @@ target recall), "ranker", "user_tower_training", "config", "timings_s"}), ``out`
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ from recsys.config import ConfigError
 from recsys.eval.next_purchase import (Catalogue, NextPurchaseConfig, PurchaseStage, StageArrays, candidate_labels,
                                        customer_and_item_groups, dedupe, e2_report, fill, fit_stage_ranker,
                                        most_popular, print_e2_summary, purchase_stages, ranked_lists, read_inputs, recent_popular,
-                                       repurchase_popular, run_name, stage_candidates, tower_inputs)
+                                       repurchase_popular, run_name, stage_candidates, tower_inputs,
+                                       article_attributes, tower_item_vectors)
 from recsys.models.user_tower import encode_users, item_matrix, pad_right
 from recsys.plots import grouped_bars, line_panels
 from recsys.retrieval.candidates import top_n
@@ -46,15 +48,17 @@ from recsys.train_loops.user_tower import SCORE, sequence_datasets
 
 
 def train_tower(cfg: NextPurchaseConfig, stages: dict[str, PurchaseStage], arrays: dict[str, StageArrays],
-                targets: dict[str, list[set[int]]], n_items: int, out_dir: Path, name: str
-                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+                targets: dict[str, list[set[int]]], n_items: int, vectors: np.ndarray | None, out_dir: Path,
+                name: str) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """Trains the tower on Ray Train (see :func:`tower_inputs`); returns user vectors per stage (each
     customer's purchases before that stage's target day) and item vectors."""
     train_sequences, val_histories, val_targets = tower_inputs(stages, arrays, targets, cfg.seed)
-    datasets = sequence_datasets(train_sequences, val_histories, val_targets, n_items, cfg.user_tower.max_len)
-    print(f"user tower: {len(datasets['train']['items'])} training windows, {len(val_targets)} validation customers")
-    model, fitted = fit_user_tower(datasets, n_items, cfg.user_tower, cfg.train, cfg.scaling, out_dir / "user_tower",
-                                   name)
+    datasets = sequence_datasets(train_sequences, val_histories, val_targets, n_items, cfg.user_tower.max_len,
+                                 item_vectors=vectors)
+    print(f"user tower: {len(datasets['train']['items'])} training windows, {len(val_targets)} validation customers; "
+          f"item side: IDs{' + article vectors' if vectors is not None else ''}")
+    tower = replace(cfg.user_tower, item_vector_dim=0 if vectors is None else int(vectors.shape[1]))
+    model, fitted = fit_user_tower(datasets, n_items, tower, cfg.train, cfg.scaling, out_dir / "user_tower", name)
     users = {stage: encode_users(model, {"items": pad_right(arrays[stage].sequences(), cfg.user_tower.max_len)})
              for stage in stages}
     return users, item_matrix(model), fitted
@@ -86,9 +90,12 @@ def run(cfg: NextPurchaseConfig) -> dict:
                  f"RecentPop ({cfg.recent_window}d)": recent_popular(test, catalogue.n_items, k, cfg.recent_window),
                  "Repurchase + MostPop": repurchase_popular(test.repurchase(catalogue.n_items), mostpop, k)}
 
+    attributes, attributes_info = article_attributes(cfg, catalogue.item_ids)
+    print(f"article attributes: {attributes_info}")
     init_ray()
     with timed(seconds, "user_tower_train"):
         user_vectors, item_vectors, fitted = train_tower(cfg, stages, arrays, index_targets, catalogue.n_items,
+                                                         tower_item_vectors(cfg, attributes),
                                                          out_dir, run_name(cfg, frame))
     line_panels(fitted["history"], {"loss": ["train_loss"], "validation (one article of the validation day)":
                                     [SCORE, "val_ndcg@10", "val_mrr"]},

@@ -44,7 +44,7 @@ from recsys.plots import line_panels
 from recsys.retrieval.e3 import (ItemVectorsConfig, SequentialEvalConfig, align_item_vectors,
                                  cold_target_content, content_vectors, e3_report, load_log, print_e3_summary,
                                  profile_columns, rank_candidates, resolved_tower, run_name, stage_sources,
-                                 user_arrays, write_e3_outputs)
+                                 tower_vectors, user_arrays, write_e3_outputs)
 from recsys.retrieval.recommender import run_stage
 from recsys.timing import timed
 from recsys.train_loops.user_tower import SCORE, tower_datasets
@@ -88,15 +88,16 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     print(f"E3 on {interactions}: {len(frame)} interactions ({load_info['duplicates_dropped']} repeated (user, item, "
           f"time) rows dropped, {load_info['quarantined']} quarantined), {len(split.user_ids)} users, {n_items} items; "
           f"evaluated users (>= {MIN_INTERACTIONS}): {n_users}; test targets already in the history: {repeated.mean():.1%}")
+    init_ray()  # before the item tower's Ray Train fit, which would otherwise start Ray on its own terms
     with timed(seconds, "item_vectors"):
         vectors, vector_info = item_vectors_for(cfg.item_vectors, items, split.item_ids, out_dir, cfg.scaling)
     columns, profile_info = profile_columns(cfg.profile, users, user_col, split.user_ids)
-    tower_cfg = resolved_tower(cfg, vectors, columns, profile_info)
     content, content_info = content_vectors(cfg, items, split.item_ids, vectors)
+    user_item_vectors, vector_info["user_tower"] = tower_vectors(cfg, items, split.item_ids, vectors, content)
+    tower_cfg = resolved_tower(cfg, user_item_vectors, columns, profile_info)
     print(f"item vectors: {vector_info}; content source: {content_info}; profile: {profile_info or 'none'}")
-    init_ray()
     with timed(seconds, "user_tower_train"):
-        datasets = tower_datasets(split, tower_cfg.max_len, cfg.val_max_users, 0, columns, vectors)
+        datasets = tower_datasets(split, tower_cfg.max_len, cfg.val_max_users, 0, columns, user_item_vectors)
         print(f"user tower: {len(datasets['train']['items'])} training windows, {len(datasets['val']['target'])} "
               f"validation users per epoch")
         stats = {"mean": profile_info["mean"], "std": profile_info["std"]} if "mean" in profile_info else None

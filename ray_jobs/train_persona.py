@@ -23,7 +23,7 @@ from recsys.artifacts import location_of, new_run_dir, write_json, write_manifes
 from recsys.config import ConfigError
 from recsys.eval.persona import (RANKERS, PersonaData, PersonaInputs, choose_served_ranker, cluster_personas,
                                  describe_personas, evaluate_rankers, load_persona_inputs, persona_chart,
-                                 prepare_persona_data, tsne_plot)
+                                 prepare_persona_data, profile_cells, tsne_plot)
 from recsys.models.persona import PersonaRecommender, Personas, encode, load_model
 from recsys.plots import line_panels
 from recsys.train_loops.persona import TrainPersonaConfig, persona_loop
@@ -63,8 +63,9 @@ def run(cfg: TrainPersonaConfig) -> dict:
     customer_vectors = encode(model.customer, data.c_ids, data.c_num)
     product_vectors = encode(model.product, data.datasets["items"]["i_ids"])
     labels, centroids = cluster_personas(customer_vectors, cfg.evaluation.personas, cfg.evaluation.seed)
+    profile_fields = cfg.customer.numeric + cfg.customer.categorical
     described = describe_personas([data.profiles.get(u, {}) for u in data.users], labels,
-                                  cfg.customer.numeric + cfg.customer.categorical,  # "age 25-34 · ACTIVE club · ..."
+                                  profile_fields,  # "age 25-34 · ACTIVE club · ..."
                                   cfg.customer.bands, cfg.customer.suffixes)
     names = [p["name"] for p in described]
     persona_of = dict(zip(data.users, labels.tolist()))
@@ -74,8 +75,9 @@ def run(cfg: TrainPersonaConfig) -> dict:
                                     Personas(centroids, names), {**serving, "article_ids": candidates,
                                                                  "persona_popularity": persona_scores.tolist()})
     evaluation = evaluate_rankers(split, candidates, [data.item_category[a] for a in candidates], data.item_category,
-                                  persona_of, names, customer_vectors, data.user_index,
-                                  product_vectors, k)
+                                  persona_of, names, customer_vectors, data.user_index, product_vectors, k,
+                                  dict(zip(data.users, profile_cells(data.profiles, data.users, profile_fields,
+                                                                     cfg.customer.bands))))
     metrics = {"note": inputs.note, "k": k, "n_customers": len(data.users), "n_candidates": len(candidates),
                "split": split.summary(), "train_seconds": train_seconds, "best_epoch": int(fitted["best_metrics"]["epoch"]),
                "selected_on": cfg.train.select_on, "served": serving, "personas": described, **evaluation,
@@ -119,6 +121,9 @@ def _print_summary(metrics: dict, names: list[str], sizes: list[int], k: int) ->
         for ranker in RANKERS:
             overall = block[ranker]["overall"]
             print(f"  {ranker:16s} {hit} {overall[hit]:.4f}  {cat} {overall[cat]:.4f}")
+        ceiling = block[f"{cat}_ceiling"]
+        print(f"  {cat} at best (an oracle choosing on this day), " + ", ".join(
+            f"{name.replace('_', ' ')} {value:.4f}" for name, value in ceiling.items()))
     print(f"per persona (warm; {' / '.join(RANKERS)}):")
     for name, size in zip(names, sizes):
         cells = [metrics["warm"][r]["per_persona"][name] for r in RANKERS]

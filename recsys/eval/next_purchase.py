@@ -354,6 +354,10 @@ class NextPurchaseConfig:
     expected_counts: dict[str, int] | None = None    # fail unless the split has exactly these counts
     ranker_stages: int = 6                           # validation stages the ranker learns from (1, 2, .. days earlier)
     user_tower: UserTowerConfig = field(default_factory=UserTowerConfig)
+    # the user tower's frozen item vectors: attributes = a truncated SVD of TF-IDF of the articles' category,
+    # attribute and title tokens (``articles``) | none (item-ID embeddings only)
+    tower_item_vectors: str = "attributes"
+    attributes_dim: int = 128
     train: UserTowerTrainConfig = field(default_factory=UserTowerTrainConfig)
     itemknn: TransitionConfig = field(default_factory=TransitionConfig)
     sources: PurchaseSourcesConfig = field(default_factory=PurchaseSourcesConfig)
@@ -380,9 +384,33 @@ def read_inputs(cfg: NextPurchaseConfig) -> tuple[pd.DataFrame, pd.DataFrame | N
             pd.read_parquet(articles, columns=["article_id", "product_type_no"]) if articles else None)
 
 
+def article_attributes(cfg: NextPurchaseConfig, item_ids: np.ndarray) -> tuple[object | None, dict]:
+    """TF-IDF of the articles' category, attribute and title tokens in ``item_ids`` order (zero rows:
+    articles without metadata) for the tower's item side; None without an articles file."""
+    path = _optional(Path(cfg.data_dir) / cfg.articles) if cfg.articles else None
+    if path is None:
+        return None, {"source": "none (no articles file)"}
+    from recsys.data.item_catalog import CatalogConfig
+    from recsys.retrieval.content import catalog_attribute_vectors
+
+    return catalog_attribute_vectors(CatalogConfig(catalog=str(path)), item_ids.astype(str))
+
+
+def tower_item_vectors(cfg: NextPurchaseConfig, attributes) -> np.ndarray | None:
+    """(I, k) item vectors for the user tower's item side (``tower_item_vectors``), or None."""
+    if cfg.tower_item_vectors not in ("attributes", "none"):
+        raise ConfigError(f"tower_item_vectors must be 'attributes' or 'none', got {cfg.tower_item_vectors!r}")
+    if cfg.tower_item_vectors == "none" or attributes is None:
+        return None
+    from recsys.retrieval.content import dense_vectors
+
+    return dense_vectors(attributes, cfg.attributes_dim, cfg.seed)
+
+
 def run_name(cfg: NextPurchaseConfig, frame: pd.DataFrame) -> str:
     """The tower resumes only a run with the same tower settings on the same log."""
-    settings = {key: to_dict(cfg)[key] for key in ("user_tower", "train", "seed")}
+    settings = {key: to_dict(cfg)[key] for key in ("user_tower", "tower_item_vectors", "attributes_dim", "train",
+                                                    "seed", "articles")}
     stamp = f"{len(frame)}:{pd.util.hash_pandas_object(frame[['customer_id', 'article_id']], index=False).sum()}"
     digest = hashlib.sha1((json.dumps(settings, sort_keys=True, default=str) + stamp).encode()).hexdigest()
     return f"user_tower-{digest[:10]}"

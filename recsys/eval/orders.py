@@ -57,3 +57,41 @@ def print_orders(rows: Mapping[str, dict], summary: dict) -> str:
     text = "\n".join(lines)
     print(text, flush=True)
     return text
+
+
+TOWER_KNOBS = ("history_skip", "min_id_count", "item_vector_dim")
+
+
+def tower_rows(reports: Mapping[str, dict]) -> dict[str, dict]:
+    """One row per run: the user tower alone and MostPop on the test targets, the tower's paired
+    difference from MostPop (mean and 95% interval), the recommender, and what the tower was (its
+    resolved settings and item vectors): an ablation of the tower reads as one table."""
+    rows = {}
+    for run, report in reports.items():
+        tower = report["config"]["user_tower_resolved"]
+        row = {**{knob: tower[knob] for knob in TOWER_KNOBS},
+               "item_vectors": report["data"]["item_vectors"].get("user_tower", {}).get("source", "none"),
+               "best_epoch": report["user_tower_training"]["best_epoch"]}
+        for label, metrics in (("tower", report["user_tower"]), ("mostpop", report["baselines"]["mostpop"]),
+                               ("model", report["model"])):
+            row.update({f"{label}_{m}": metrics[m] for m in METRICS})
+        paired = report["comparison"].get("user_tower_vs_mostpop")
+        if paired:
+            row.update({f"tower_minus_mostpop_{m}_ci95": paired[m]["ci95"] for m in METRICS})
+        rows[run] = row
+    return rows
+
+
+def print_towers(rows: Mapping[str, dict]) -> str:
+    lines = [f"{'run':22s} {'skip':>5s} {'min id':>6s} {'vectors':>7s} {'tower HR@10':>11s} {'NDCG@10':>8s} "
+             f"{'MostPop HR@10':>13s} {'NDCG@10':>8s}  {'tower - MostPop NDCG@10 95% CI':30s} {'model HR@10':>11s} "
+             f"{'NDCG@10':>8s}"]
+    for run, r in rows.items():
+        ci = r.get("tower_minus_mostpop_ndcg@10_ci95")
+        lines.append(f"{run:22s} {r['history_skip']:5.1f} {r['min_id_count']:6d} {r['item_vector_dim']:7d} "
+                     f"{r['tower_hr@10']:11.4f} {r['tower_ndcg@10']:8.4f} {r['mostpop_hr@10']:13.4f} "
+                     f"{r['mostpop_ndcg@10']:8.4f}  {(f'{ci[0]:+.4f}..{ci[1]:+.4f}' if ci else '-'):30s} "
+                     f"{r['model_hr@10']:11.4f} {r['model_ndcg@10']:8.4f}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text

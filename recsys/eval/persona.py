@@ -261,6 +261,45 @@ def ranking_report(scores: np.ndarray, held_out: HeldOut, category: np.ndarray, 
             "per_persona": {name: block(held_out.personas == p) for p, name in enumerate(names)}}
 
 
+def best_cover(bought: np.ndarray, k: int) -> int:
+    """The most rows of ``bought`` (rows x columns, bool) that one set of k columns can cover (a row is
+    covered when it has True in any chosen column): exact, the last column of each (k-1)-subset
+    chosen for all columns at once."""
+    from itertools import combinations
+
+    bought = bought[:, bought.any(axis=0)]
+    n_columns = bought.shape[1]
+    if n_columns <= k:
+        return int(bought.any(axis=1).sum())
+    best = 0
+    for chosen in combinations(range(n_columns), k - 1):
+        covered = bought[:, list(chosen)].any(axis=1) if chosen else np.zeros(len(bought), dtype=bool)
+        best = max(best, int((covered[:, None] | bought).sum(axis=0).max()))
+    return best
+
+
+def category_ceiling(held_out: HeldOut, groups: np.ndarray, candidate_categories: Sequence[str], k: int) -> float:
+    """The highest category_hit@k of any ranker that gives every customer of a group the same k
+    candidates (a profile-only model gives identical profiles identical lists), found with the held-out
+    day's purchases themselves: an oracle per group, so no such ranker can do better. ``groups``: one
+    label per held-out customer."""
+    categories = sorted(set(candidate_categories))
+    column = {c: i for i, c in enumerate(categories)}
+    bought = np.zeros((len(held_out.users), len(categories)), dtype=bool)
+    for row, bought_categories in enumerate(held_out.categories):
+        bought[row, [column[c] for c in bought_categories if c in column]] = True
+    groups = np.asarray(groups)
+    covered = sum(best_cover(bought[groups == g], k) for g in np.unique(groups))
+    return covered / max(1, len(held_out.users))
+
+
+def profile_cells(profiles: Mapping[str, Mapping], users: Sequence[str], fields: Sequence[str],
+                  bands: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
+    """Each user's profile as one label ("25-34|ACTIVE|NONE"): numeric fields by their bands."""
+    bands = dict(bands or {})
+    return np.array(["|".join(_token(profiles.get(u, {}).get(f), f, bands) for f in fields) for u in users])
+
+
 def chance_report(held_out: HeldOut, n_candidates: int, names: Sequence[str], k: int) -> dict:
     sizes = np.array([len(s) for s in held_out.items])
     return {"overall": {f"hit@{k}": chance_hit_at_k(sizes, n_candidates, k)},
@@ -525,9 +564,11 @@ def accounting(transactions: pa.Table, records: Mapping[str, dict], purchases: p
 
 def evaluate_rankers(split, candidates: list[str], candidate_category: list[str], item_category: dict[str, str],
               persona_of: dict[str, int], names: list[str], customer_vectors: np.ndarray, user_index: dict[str, int],
-              product_vectors: np.ndarray, k: int) -> dict:
+              product_vectors: np.ndarray, k: int, cells: Mapping[str, str] | None = None) -> dict:
     """Warm and cold customers' last purchase day: the model (pure, and with popularity breaking its
-    exact ties), MostPop and PersonaPop on the same candidates, plus chance."""
+    exact ties), MostPop and PersonaPop on the same candidates, plus chance, and the ceilings of
+    category_hit@k (:func:`category_ceiling`) for one list for everyone, one per persona and, with
+    ``cells`` (user -> profile label, :func:`profile_cells`), one per profile."""
     candidate_index = {a: i for i, a in enumerate(candidates)}
     train_items = split.train["item_id"].map(candidate_index).to_numpy()
     train_personas = split.train["user_id"].map(persona_of).to_numpy()
@@ -543,8 +584,15 @@ def evaluate_rankers(split, candidates: list[str], candidate_category: list[str]
         rankers = {"model": (model_scores, None), "model_pop_ties": (model_scores, popularity_order),
                    "most_popular": (np.broadcast_to(most_popular, (len(rows), len(candidates))), None),
                    "persona_popular": (by_persona[held_out.personas], None)}
+        ceiling = {"one_list_for_everyone": np.zeros(len(held_out.users), dtype=np.int64),
+                   "one_list_per_persona": held_out.personas}
+        if cells is not None:
+            ceiling["one_list_per_profile"] = np.array([cells[u] for u in held_out.users])
         evaluation[population] = {"n_customers": len(held_out.users),
                                   "chance": chance_report(held_out, len(candidates), names, k),
+                                  f"category_hit@{k}_ceiling": {
+                                      name: round(category_ceiling(held_out, groups, candidate_category, k), 4)
+                                      for name, groups in ceiling.items()},
                                   **{name: ranking_report(scores, held_out, category, names, k, order)
                                      for name, (scores, order) in rankers.items()}}
     return evaluation

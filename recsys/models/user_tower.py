@@ -25,6 +25,16 @@ unit direction after normalisation; on a long-tailed log (H&M: 41% of test targe
 training) thousands of such items outscored the real candidates by chance and the tower fell
 below MostPop.
 
+History skip (``history_skip`` > 0): every state gets, besides the transformer's output, the
+recency-weighted sum of the items it has seen (their item-side vectors, normalised; weights
+``history_decay``^age), scaled by a learned weight. At initialisation the tower then already ranks
+items like the user's recent ones (with frozen content vectors: a content nearest-neighbour
+recommender) and training only has to improve on that. Why: on H&M (25k purchases, ~1.7 per
+article) the transformer alone never learnt that (test HR@10 0.0064 without the skip, below MostPop's
+0.0082; 0.0457 with it: ``make eval-seq-tower-ablation``, README).
+``min_id_count``: with item vectors, an item needs that many training interactions for an ID
+embedding; below it an ID embedding trained on one or two purchases is noise on top of the vector.
+
 Training objective: :func:`recsys.losses.sampled_softmax.sampled_softmax_loss` (next-item InfoNCE
 over sampled candidates, optional log-Q correction). Serving: :func:`save_user_model` /
 :func:`load_user_model` write and read the served files (``user_model.json``, see
@@ -65,6 +75,11 @@ class UserTowerConfig:
     fusion: str = "gated"
     temperature: float = 0.1
     mask_untrained_ids: bool = True    # zero ID embedding for items never in the training sequences
+    min_id_count: int = 1              # with item vectors: an ID embedding only from this many training
+                                       # interactions (fewer: the item is its vector alone)
+    history_skip: float = 0.0          # > 0: the recent items' own vectors are added to every state with
+                                       # this (learned) initial weight; 0: off (towers saved before it)
+    history_decay: float = 0.5         # each older item in that sum weighs this much of the next
 
     def __post_init__(self):
         if self.fusion not in FUSIONS:
@@ -73,6 +88,11 @@ class UserTowerConfig:
             raise ValueError("the item side needs item_ids or item_vector_dim > 0")
         if len(self.profile_cardinalities) != len(self.profile_categorical):
             raise ValueError("profile_cardinalities needs one size per profile_categorical field")
+        if self.min_id_count < 1:
+            raise ValueError(f"min_id_count must be >= 1, got {self.min_id_count}")
+        if self.history_skip < 0 or not 0 < self.history_decay <= 1:
+            raise ValueError(f"history_skip must be >= 0 and history_decay in (0, 1], got {self.history_skip}, "
+                             f"{self.history_decay}")
 
 
 class ItemSide(nn.Module):
@@ -94,7 +114,10 @@ class ItemSide(nn.Module):
         if self.ids is not None:
             out = out + self.ids(tokens) * self.id_mask[tokens]
         if self.project is not None:
-            out = out + self.project(self.frozen[tokens]) * (tokens != PAD).unsqueeze(-1)
+            # only where the item has a vector: the projection's bias alone would give every item without
+            # one (76% of H&M's log has no catalog row) the same direction, a block of exact score ties
+            frozen = self.frozen[tokens]
+            out = out + self.project(frozen) * (frozen != 0).any(-1, keepdim=True)
         return out
 
 
@@ -119,6 +142,7 @@ class UserTower(nn.Module):
         self.has_profile = bool(n_numeric or config.profile_categorical)
         self.profile = nn.Sequential(nn.GELU(), nn.Linear(d, d)) if self.has_profile else None
         inputs = 3 * d + 3
+        self.skip = nn.Parameter(torch.tensor(float(config.history_skip))) if config.history_skip else None
         if config.fusion == "gated":
             self.gates = nn.Linear(inputs, 3 * d)
             self.out = nn.Linear(d, d)
@@ -142,6 +166,9 @@ class UserTower(nn.Module):
         embedding (see the module docstring); saved with the weights."""
         if self.config.mask_untrained_ids:
             trained = torch.as_tensor(np.asarray(counts) > 0, dtype=torch.float32, device=self.items.id_mask.device)
+            if self.items.frozen is not None:
+                trained = trained * torch.as_tensor(np.asarray(counts) >= self.config.min_id_count,
+                                                    dtype=torch.float32, device=trained.device)
             self.items.id_mask[1:, 0].copy_(trained)
 
     # ------------------------------------------------------------------ inputs
@@ -211,7 +238,18 @@ class UserTower(nn.Module):
             out = self.out(fused)
         else:
             out = self.out(joined)
+        if self.skip is not None and tokens is not None and tokens.shape[1] > 0:
+            out = out + self.skip * self._recent_items(tokens)
         return F.normalize(out, dim=-1)
+
+    def _recent_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, dim): at each position t, sum over s <= t of decay^(t - s) * item vector of s
+        (normalised; padding adds 0), itself normalised."""
+        length = tokens.shape[1]
+        t = torch.arange(length, device=tokens.device)
+        age = (t[:, None] - t[None, :]).float()
+        weights = torch.where(age >= 0, self.config.history_decay ** age.clamp(min=0), torch.zeros_like(age))
+        return F.normalize(torch.einsum("ts,bsd->btd", weights, self.item_vectors(tokens)), dim=-1)
 
     def user_vectors(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, dim): the state after each user's last item (position 0 when there is none)."""

@@ -16,13 +16,16 @@ scores (items with identical attributes) are ordered by popularity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.retrieval.candidates import break_ties
 from recsys.retrieval.transitions import recent_item_weights
+
+if TYPE_CHECKING:
+    from recsys.data.item_catalog import CatalogConfig
 
 
 @dataclass
@@ -65,6 +68,37 @@ def attribute_vectors(rows: Sequence[Mapping], item_ids: Sequence[str], title: b
     idf = np.log(max(len(rows), 1) / np.maximum(np.bincount(np.asarray(df, np.int64), minlength=len(vocab)), 1))
     matrix = sp.csr_matrix((idf[np.asarray(cols, np.int64)], (out_rows, cols)), shape=(len(item_ids), len(vocab)))
     return normalise_rows(matrix)
+
+
+def catalog_attribute_vectors(catalog: "CatalogConfig", item_ids: Sequence[str], title: bool = True,
+                              id_setting: str = "catalog.id_col") -> tuple[sp.csr_matrix, dict]:
+    """:func:`attribute_vectors` of a catalog file read through the canonical item table (any format
+    ``recsys.data.item_catalog.load_items`` reads) and what they cover; a catalog none of whose ids is
+    in ``item_ids`` is a configuration error naming ``id_setting``."""
+    from recsys.config import ConfigError
+    from recsys.data.item_catalog import load_items
+
+    table, _ = load_items(catalog)
+    columns = [c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "title")
+               if c in table.column_names]
+    matrix = attribute_vectors(table.select(columns).to_pylist(), item_ids, title)
+    if matrix.nnz == 0:
+        raise ConfigError(f"{catalog.catalog}: no catalog item matches an item of the log (generic catalogs: name "
+                          f"the id column with {id_setting}, now {catalog.id_col!r})")
+    return matrix, {"source": f"attributes of {catalog.catalog} (TF-IDF)", "tokens": int(matrix.shape[1]),
+                    "coverage": round(float((matrix.getnnz(axis=1) > 0).mean()), 4)}
+
+
+def dense_vectors(matrix, dim: int, seed: int = 0) -> np.ndarray:
+    """(I, <= dim) float32: a truncated SVD of item vectors (e.g. :func:`attribute_vectors`), rows
+    L2-normalised; zero rows stay zero. For models that need dense inputs (the user tower's item
+    side); ``dim`` is capped below the number of columns."""
+    from sklearn.decomposition import TruncatedSVD
+
+    width = min(dim, matrix.shape[1] - 1)
+    if width < 1:
+        raise ValueError(f"dense_vectors needs at least 2 columns, got {matrix.shape[1]}")
+    return normalise_rows(TruncatedSVD(width, random_state=seed).fit_transform(matrix))
 
 
 def normalise_rows(matrix):

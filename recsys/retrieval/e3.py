@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.config import ConfigError, to_dict
+from recsys.config import to_dict
 from recsys.data.interactions import load_interaction_log
-from recsys.data.item_catalog import CatalogConfig, SplitConfig, load_items
+from recsys.data.item_catalog import CatalogConfig, SplitConfig
 from recsys.data.result import read_table_file
 from recsys.eval.sequential import SequenceSplit
 from recsys.models.item_towers import ItemTowerConfig
 from recsys.models.user_tower import UserTowerConfig, pad_right, zscore_stats
-from recsys.retrieval.content import attribute_vectors
+from recsys.retrieval.content import catalog_attribute_vectors, dense_vectors
 from recsys.retrieval.ranker import RankerConfig
 from recsys.retrieval.recommender import CandidateConfig
 from recsys.retrieval.sources import SourceInputs, SourcesConfig, build_sources
@@ -40,6 +40,14 @@ class ItemVectorsConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     adapter_dim: int = 128
     split: SplitConfig = field(default_factory=lambda: SplitConfig(cold_fraction=0.0))
+    # The user tower's frozen item vectors (with --items): attributes = a truncated SVD of the content
+    # source's TF-IDF (the item tower is still trained, for the cold-target comparison) | item_tower
+    user_tower: str = "attributes"
+    attributes_dim: int = 128
+
+    def __post_init__(self):
+        if self.user_tower not in ("attributes", "item_tower"):
+            raise ValueError(f"item_vectors.user_tower must be 'attributes' or 'item_tower', got {self.user_tower!r}")
 
 
 @dataclass
@@ -124,15 +132,26 @@ def content_vectors(cfg: SequentialEvalConfig, items_path: str | None, item_ids:
                                "coverage": round(float((np.abs(tower_vectors).sum(1) > 0).mean()), 4)}
     if not items_path:
         return None, {"source": "none (no --items)"}
-    table, _ = load_items(CatalogConfig(**{**asdict(cfg.item_vectors.catalog), "catalog": items_path}))
-    columns = [c for c in ("item_id", "category_path", "std_attributes", "re_attributes", "title")
-               if c in table.column_names]
-    matrix = attribute_vectors(table.select(columns).to_pylist(), item_ids, cfg.content.title)
-    if matrix.nnz == 0:
-        raise ConfigError(f"{items_path}: no catalog item matches an item of the log (generic catalogs: name the id "
-                          f"column with item_vectors.catalog.id_col, now {cfg.item_vectors.catalog.id_col!r})")
-    return matrix, {"source": f"attributes of {items_path} (TF-IDF)", "tokens": int(matrix.shape[1]),
-                    "coverage": round(float((matrix.getnnz(axis=1) > 0).mean()), 4)}
+    return attribute_matrix(cfg, items_path, item_ids)
+
+
+def attribute_matrix(cfg: SequentialEvalConfig, items_path: str, item_ids: np.ndarray) -> tuple[object, dict]:
+    """TF-IDF of the catalog's category, attribute and title tokens in the log's item order."""
+    return catalog_attribute_vectors(CatalogConfig(**{**asdict(cfg.item_vectors.catalog), "catalog": items_path}),
+                                     item_ids, cfg.content.title, "item_vectors.catalog.id_col")
+
+
+def tower_vectors(cfg: SequentialEvalConfig, items_path: str | None, item_ids: np.ndarray,
+                  tower_vectors: np.ndarray | None, content) -> tuple[np.ndarray | None, dict]:
+    """The user tower's frozen item vectors (``item_vectors.user_tower``): the item tower's, or a
+    truncated SVD of the catalog's TF-IDF (``content`` when it is that matrix, else built here)."""
+    if cfg.item_vectors.user_tower == "item_tower" or not items_path or cfg.item_vectors.path:
+        return tower_vectors, {"source": "the item vectors above"}
+    matrix = content if content is not None and cfg.content.vectors == "attributes" else None
+    if matrix is None:
+        matrix, _ = attribute_matrix(cfg, items_path, item_ids)
+    vectors = dense_vectors(matrix, cfg.item_vectors.attributes_dim)
+    return vectors, {"source": f"attributes of {items_path} (TF-IDF, truncated SVD)", "dim": int(vectors.shape[1])}
 
 
 def resolved_tower(cfg: SequentialEvalConfig, vectors: np.ndarray | None, columns: dict, profile_info: dict
@@ -255,6 +274,9 @@ def e3_report(cfg: SequentialEvalConfig, split: SequenceSplit, stages: dict, ran
               "config": {**to_dict(cfg), "user_tower_resolved": asdict(tower_cfg)}}
     report["comparison"]["model_vs_best_source"] = paired_bootstrap(model_ranks["test"], test_ranks[rival], k,
                                                                     cfg.bootstrap_samples)
+    # the tower alone against popularity (issue: a tower below MostPop on sparse logs earns no place)
+    report["comparison"]["user_tower_vs_mostpop"] = paired_bootstrap(test_ranks["user_tower"], test_ranks["mostpop"],
+                                                                     k, cfg.bootstrap_samples)
     report["comparison"]["learned_ranker_vs_best_source"] = paired_bootstrap(learned_ranks["test"], test_ranks[rival],
                                                                              k, cfg.bootstrap_samples)
     report["validation"] = {"model (in-sample if learned: the ranker is trained on these targets)":

@@ -27,6 +27,8 @@ import torch
 
 from recsys.eval.sequential import SequenceSplit
 from recsys.metrics.ranking import rank_summary, target_ranks
+from recsys.retrieval.candidates import break_ties
+from recsys.retrieval.popularity import Popularity
 from recsys.models.user_tower import (USER_KEYS, UserTower, UserTowerConfig, encode_users, item_matrix, pad_right,
                                       state_extra, to_tensors, training_windows)
 from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
@@ -114,13 +116,18 @@ def should_stop(history: list[dict], patience: int) -> bool:
     return best_epoch < len(history) - patience
 
 
-def validate(model: UserTower, val: dict[str, np.ndarray], seen: list[np.ndarray], k: int = 10,
+def validate(model: UserTower, val: dict[str, np.ndarray], seen: list[np.ndarray], counts: np.ndarray, k: int = 10,
              chunk_size: int = 1024) -> dict[str, float]:
-    """Full-ranking metrics of the validation targets (history excluded)."""
+    """Full-ranking metrics of the validation targets (history excluded), equal scores ordered by
+    popularity (``counts``: the items' training counts), as E3 orders every source. Why:
+    ``target_ranks`` counts ties in the target's favour, and items whose vectors coincide (no ID
+    embedding and no content vector: all zero) would otherwise all rank first together."""
     users = encode_users(model, {key: val[key] for key in USER_KEYS if key in val})
     items = item_matrix(model)
-    ranks = np.concatenate([target_ranks(users[s:s + chunk_size] @ items.T, val["target"][s:s + chunk_size],
-                                         seen[s:s + chunk_size]) for s in range(0, len(users), chunk_size)])
+    order = Popularity(counts).order
+    ranks = np.concatenate([target_ranks(break_ties(users[s:s + chunk_size] @ items.T, order),
+                                         val["target"][s:s + chunk_size], seen[s:s + chunk_size])
+                            for s in range(0, len(users), chunk_size)])
     summary = rank_summary(ranks, k)
     return {f"val_hr@{k}": summary[f"hr@{k}"], f"val_ndcg@{k}": summary[f"ndcg@{k}"], "val_mrr": summary["mrr"]}
 
@@ -200,7 +207,7 @@ def user_tower_loop(loop_config: dict) -> None:
         scheduler.step()
         metrics = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr,
                    "elapsed_s": round(time.time() - started, 1), **step_counts(counts),
-                   **validate(unwrap(model), val, seen)}
+                   **validate(unwrap(model), val, seen, items["count"])}
         best = max(best, metrics[SCORE])
         history.append(metrics)
         report_epoch(metrics, history, model, optimizer, scheduler, best, state_extra(unwrap(model)))

@@ -96,3 +96,23 @@ def test_e2_counts_and_baselines_on_the_hm_subset(shared_data):
     assert recent["recall@12"] == pytest.approx(0.0094, abs=0.0015)
     assert repurchase["recall@12"] == pytest.approx(0.0605, abs=1e-4)
     assert repurchase["map@12"] == pytest.approx(0.0341, abs=0.0025)
+
+
+def test_the_towers_article_vectors_on_the_hm_subset(shared_data, tmp_path):
+    from recsys.config import ConfigError
+    from recsys.eval.next_purchase import NextPurchaseConfig, article_attributes, tower_item_vectors
+
+    test = last_day_split(dedupe(pd.read_parquet(shared_data / "hm_pse_subset" / "transactions.parquet")))
+    catalogue = Catalogue.of(test.history)
+    cfg = NextPurchaseConfig(data_dir=str(shared_data / "hm_pse_subset"), attributes_dim=32)
+    attributes, info = article_attributes(cfg, catalogue.item_ids)
+    # 11,800 catalog rows, 15,117 ranked articles: 3,287 of them (21.7%) have a row
+    assert attributes.shape[0] == catalogue.n_items and info["coverage"] == pytest.approx(0.2174, abs=1e-4)
+    vectors = tower_item_vectors(cfg, attributes)
+    has_row = attributes.getnnz(axis=1) > 0
+    assert vectors.shape == (catalogue.n_items, 32)
+    assert np.allclose(np.linalg.norm(vectors[has_row], axis=1), 1, atol=1e-5) and not vectors[~has_row].any()
+    assert tower_item_vectors(NextPurchaseConfig(tower_item_vectors="none"), attributes) is None
+    assert article_attributes(NextPurchaseConfig(data_dir=str(tmp_path)), catalogue.item_ids)[0] is None
+    with pytest.raises(ConfigError, match="tower_item_vectors"):
+        tower_item_vectors(NextPurchaseConfig(tower_item_vectors="images"), attributes)

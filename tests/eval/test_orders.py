@@ -35,3 +35,23 @@ def test_rows_and_summary_by_hand():
     # upper bound of the made-up interval: -0.02 + 0.01 < 0
     assert order_summary(worse)["served_interval_upper_at_least_0_on_every_log"] is False
     assert order_summary(worse)["mean_gain_over_best_source_when_served_hr@10"] is None
+
+
+def test_tower_rows_read_the_tower_against_mostpop():
+    from recsys.eval.orders import print_towers, tower_rows
+
+    tower = {"history_skip": 3.0, "min_id_count": 10, "item_vector_dim": 128}
+    run = {"config": {"user_tower_resolved": tower},
+           "data": {"item_vectors": {"user_tower": {"source": "attributes (TF-IDF, truncated SVD)"}}},
+           "user_tower_training": {"best_epoch": 4},
+           "user_tower": {"hr@10": 0.05, "ndcg@10": 0.02}, "baselines": {"mostpop": {"hr@10": 0.01, "ndcg@10": 0.004}},
+           "model": {"hr@10": 0.1, "ndcg@10": 0.07},
+           "comparison": {"user_tower_vs_mostpop": {"hr@10": {"ci95": [0.02, 0.06]}, "ndcg@10": {"ci95": [0.01, 0.02]}}}}
+    old = {**run, "config": {"user_tower_resolved": {**tower, "history_skip": 0.0}}, "comparison": {},
+           "data": {"item_vectors": {}}}
+    rows = tower_rows({"configured": run, "no_skip": old})
+    assert rows["configured"]["tower_hr@10"] == 0.05 and rows["configured"]["mostpop_ndcg@10"] == 0.004
+    assert rows["configured"]["tower_minus_mostpop_ndcg@10_ci95"] == [0.01, 0.02]
+    assert rows["no_skip"]["history_skip"] == 0.0 and rows["no_skip"]["item_vectors"] == "none"
+    text = print_towers(rows)
+    assert "+0.0100..+0.0200" in text and text.count("\n") == 2

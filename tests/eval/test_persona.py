@@ -244,3 +244,21 @@ def test_served_ranker_is_chosen_on_the_validation_day_by_hand():
     assert scores.tolist() == [[3.75, 0.25, 0.25], [0.75, 1.25, 1.25]]
     assert choose([("u1", "c"), ("u3", "c")])[0]["ranker"] == "model"
     assert choose([("u1", "a"), ("u3", "c")])[0]["ranker"] == "model"       # 0.5 each: the model stays
+
+
+def test_best_cover_and_the_category_ceiling_by_hand():
+    from recsys.eval.persona import HeldOut, best_cover, category_ceiling, profile_cells
+
+    bought = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 1, 0]], dtype=bool)
+    # two columns: {1, 2} cover rows 1, 2, 4; no pair covers 4 rows (column 0 and 3 each cover one row alone)
+    assert best_cover(bought, 2) == 3 and best_cover(bought, 1) == 2 and best_cover(bought, 4) == 5
+    # greedy would take column 1 or 2 first either way; exact search is what a ceiling needs
+    assert best_cover(np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 0, 1]], dtype=bool), 2) == 4
+    held_out = HeldOut(users=["a", "b", "c", "d"], items=[set()] * 4,
+                       categories=[{"dress"}, {"dress", "shoes"}, {"jeans"}, {"socks"}], personas=np.array([0, 0, 1, 1]))
+    candidates = ["dress", "jeans", "shoes"]                        # nobody can be offered socks
+    assert category_ceiling(held_out, np.zeros(4), candidates, 1) == 0.5          # dress for everyone: a, b
+    assert category_ceiling(held_out, held_out.personas, candidates, 1) == 0.75   # dress for 0, jeans for 1
+    cells = profile_cells({"a": {"age": 23, "club": "ACTIVE"}, "b": {"age": 41}}, ["a", "b", "z"], ["age", "club"],
+                          {"age": [25, 35]})
+    assert cells[0].endswith("|ACTIVE") and cells[0] != cells[1] and cells[1].split("|")[1] == cells[2].split("|")[1]

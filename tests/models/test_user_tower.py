@@ -220,3 +220,46 @@ def test_the_served_user_model_round_trips(tmp_path):
     loaded_files, tower = load_user_model(tmp_path)
     assert loaded_files == files and np.allclose(item_matrix(tower), item_matrix(model))
     assert read_user_model(tmp_path / "missing", required=False) is None
+
+
+def test_an_item_without_vector_or_id_is_the_zero_vector_not_the_projections_bias():
+    model = tower(item_ids=False)
+    vectors = np.random.default_rng(1).normal(size=(N_ITEMS, 4))
+    vectors[[0, 7]] = 0                                      # no catalog row for items 0 and 7
+    model.set_item_vectors(vectors)
+    items = item_matrix(model)
+    assert np.allclose(items[[0, 7]], 0)                     # they score 0, they do not all share one direction
+    assert np.allclose(np.linalg.norm(items[[1, 2, 3]], axis=1), 1)
+
+
+def test_min_id_count_keeps_id_embeddings_only_for_items_bought_often_enough():
+    counts = np.array([0, 1, 2, 3, 5, 9, 1, 0, 4, 3, 2, 8])
+    model = tower(min_id_count=3)
+    model.set_trained_items(counts)
+    assert model.items.id_mask[1:, 0].numpy().tolist() == (counts >= 3).astype(float).tolist()
+    token = torch.tensor([[2]])                              # item 1, bought once: its vector alone
+    assert torch.allclose(model.items(token), model.items.project(model.items.frozen[token]))
+    # without item vectors an ID embedding is all an item has: only never-bought items lose it
+    ids_only = tower(min_id_count=3, item_vector_dim=0)
+    ids_only.set_trained_items(counts)
+    assert ids_only.items.id_mask[1:, 0].numpy().tolist() == (counts > 0).astype(float).tolist()
+    with pytest.raises(ValueError, match="min_id_count"):
+        full_config(min_id_count=0)
+
+
+def test_history_skip_adds_the_recency_weighted_items_to_every_state():
+    # A skip weight far above the transformer's output: the user vector is the direction of
+    # v(last) + 0.5 v(previous) + 0.25 v(the one before), computed here by hand.
+    model = tower(history_skip=1e4, context_dim=0, profile_numeric=[], profile_categorical=[],
+                  profile_cardinalities=[])
+    items = item_matrix(model)
+    history = [3, 8, 5]                                       # item indices, oldest first
+    expected = items[5] + 0.5 * items[8] + 0.25 * items[3]
+    expected /= np.linalg.norm(expected)
+    user = encode_users(model, {"items": pad_right([np.array(history)], 6)})[0]
+    assert float(user @ expected) > 0.999
+    # causal: the state after the first item is that item's own direction
+    states = model.states({"items": torch.tensor(pad_right([np.array(history)], 6))})[0].detach().numpy()
+    assert float(states[0] @ items[3]) > 0.999
+    assert isinstance(model.skip, torch.nn.Parameter)         # the weight is learnt
+    assert tower().skip is None                                # off by default: towers saved before it load
