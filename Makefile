@@ -133,7 +133,7 @@ E3_HM = --interactions $(SHARED_DATA)/hm_pse_subset/transactions.parquet --user-
 eval-seq-tower-ablation: setup
 	$(PY) -m ray_jobs.evaluate_seq $(E3_HM) --set user_tower.history_skip=0 --out artifacts/eval/seq_hm_tower/no_skip
 	$(PY) -m ray_jobs.evaluate_seq $(E3_HM) --set user_tower.min_id_count=1 --out artifacts/eval/seq_hm_tower/all_ids
-	$(PY) -m ray_jobs.evaluate_seq $(E3_HM) --set item_vectors.user_tower=item_tower \
+	$(PY) -m ray_jobs.evaluate_seq $(E3_HM) --set tower_item_vectors=item_tower \
 		--out artifacts/eval/seq_hm_tower/item_tower_vectors
 	$(PY) -m ray_jobs.summarise_orders --towers --report configured=artifacts/eval/seq_hm \
 		--report no_skip=artifacts/eval/seq_hm_tower/no_skip --report all_ids=artifacts/eval/seq_hm_tower/all_ids \

@@ -48,15 +48,17 @@ from recsys.train_loops.user_tower import SCORE, sequence_datasets
 
 
 def train_tower(cfg: NextPurchaseConfig, stages: dict[str, PurchaseStage], arrays: dict[str, StageArrays],
-                targets: dict[str, list[set[int]]], n_items: int, vectors: np.ndarray | None, out_dir: Path,
-                name: str) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+                targets: dict[str, list[set[int]]], item_ids: np.ndarray, out_dir: Path, name: str
+                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """Trains the tower on Ray Train (see :func:`tower_inputs`); returns user vectors per stage (each
     customer's purchases before that stage's target day) and item vectors."""
+    attributes, attributes_info = article_attributes(cfg, item_ids)
+    vectors, n_items = tower_item_vectors(cfg, attributes), len(item_ids)
     train_sequences, val_histories, val_targets = tower_inputs(stages, arrays, targets, cfg.seed)
     datasets = sequence_datasets(train_sequences, val_histories, val_targets, n_items, cfg.user_tower.max_len,
                                  item_vectors=vectors)
     print(f"user tower: {len(datasets['train']['items'])} training windows, {len(val_targets)} validation customers; "
-          f"item side: IDs{' + article vectors' if vectors is not None else ''}")
+          f"item side: IDs{' + article vectors' if vectors is not None else ''} (articles: {attributes_info})")
     tower = replace(cfg.user_tower, item_vector_dim=0 if vectors is None else int(vectors.shape[1]))
     model, fitted = fit_user_tower(datasets, n_items, tower, cfg.train, cfg.scaling, out_dir / "user_tower", name)
     users = {stage: encode_users(model, {"items": pad_right(arrays[stage].sequences(), cfg.user_tower.max_len)})
@@ -90,12 +92,9 @@ def run(cfg: NextPurchaseConfig) -> dict:
                  f"RecentPop ({cfg.recent_window}d)": recent_popular(test, catalogue.n_items, k, cfg.recent_window),
                  "Repurchase + MostPop": repurchase_popular(test.repurchase(catalogue.n_items), mostpop, k)}
 
-    attributes, attributes_info = article_attributes(cfg, catalogue.item_ids)
-    print(f"article attributes: {attributes_info}")
     init_ray()
     with timed(seconds, "user_tower_train"):
-        user_vectors, item_vectors, fitted = train_tower(cfg, stages, arrays, index_targets, catalogue.n_items,
-                                                         tower_item_vectors(cfg, attributes),
+        user_vectors, item_vectors, fitted = train_tower(cfg, stages, arrays, index_targets, catalogue.item_ids,
                                                          out_dir, run_name(cfg, frame))
     line_panels(fitted["history"], {"loss": ["train_loss"], "validation (one article of the validation day)":
                                     [SCORE, "val_ndcg@10", "val_mrr"]},

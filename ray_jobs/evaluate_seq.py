@@ -79,10 +79,9 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
         baskets = frame["timestamp"].to_numpy() if frame["timestamp"].notna().all() else None
         split = leave_last_out(frame["user_id"].to_numpy(), frame["item_id"].to_numpy(), frame["position"].to_numpy(),
                                baskets=baskets)
-        rows, stage_names = split.eval_rows, ("val", "test")
+        rows, stage_names, n_items = split.eval_rows, ("val", "test"), split.n_items
         history, target = {s: split.history(s) for s in stage_names}, {s: split.targets(s) for s in stage_names}
-    n_users, n_items = len(rows), split.n_items
-    if n_users == 0:
+    if (n_users := len(rows)) == 0:
         raise ConfigError(f"{interactions}: no user with >= {MIN_INTERACTIONS} interactions")
     repeated = np.array([t in set(h.tolist()) for t, h in zip(target["test"], history["test"])], dtype=bool)
     print(f"E3 on {interactions}: {len(frame)} interactions ({load_info['duplicates_dropped']} repeated (user, item, "

@@ -64,9 +64,8 @@ def run(cfg: TrainPersonaConfig) -> dict:
     product_vectors = encode(model.product, data.datasets["items"]["i_ids"])
     labels, centroids = cluster_personas(customer_vectors, cfg.evaluation.personas, cfg.evaluation.seed)
     profile_fields = cfg.customer.numeric + cfg.customer.categorical
-    described = describe_personas([data.profiles.get(u, {}) for u in data.users], labels,
-                                  profile_fields,  # "age 25-34 · ACTIVE club · ..."
-                                  cfg.customer.bands, cfg.customer.suffixes)
+    described = describe_personas([data.profiles.get(u, {}) for u in data.users], labels, profile_fields,
+                                  cfg.customer.bands, cfg.customer.suffixes)  # "age 25-34 · ACTIVE club · ..."
     names = [p["name"] for p in described]
     persona_of = dict(zip(data.users, labels.tolist()))
     serving, persona_scores = choose_served_ranker(split, candidates, data.item_category, persona_of, len(names),
@@ -121,9 +120,10 @@ def _print_summary(metrics: dict, names: list[str], sizes: list[int], k: int) ->
         for ranker in RANKERS:
             overall = block[ranker]["overall"]
             print(f"  {ranker:16s} {hit} {overall[hit]:.4f}  {cat} {overall[cat]:.4f}")
-        ceiling = block[f"{cat}_ceiling"]
-        print(f"  {cat} at best (an oracle choosing on this day), " + ", ".join(
-            f"{name.replace('_', ' ')} {value:.4f}" for name, value in ceiling.items()))
+        ceiling = {name: value for name, value in block[f"{cat}_ceiling"].items() if value is not None}
+        if ceiling:
+            print(f"  {cat} at best (an oracle choosing on this day), " + ", ".join(
+                f"{name.replace('_', ' ')} {value:.4f}" for name, value in ceiling.items()))
     print(f"per persona (warm; {' / '.join(RANKERS)}):")
     for name, size in zip(names, sizes):
         cells = [metrics["warm"][r]["per_persona"][name] for r in RANKERS]

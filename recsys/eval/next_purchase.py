@@ -365,6 +365,10 @@ class NextPurchaseConfig:
     bootstrap: int = 10_000
     seed: int = 0
 
+    def __post_init__(self):
+        if self.tower_item_vectors not in ("attributes", "none"):
+            raise ValueError(f"tower_item_vectors must be 'attributes' or 'none', got {self.tower_item_vectors!r}")
+
 
 def _optional(path: Path) -> Path | None:
     return path if path.is_file() else None
@@ -387,6 +391,8 @@ def read_inputs(cfg: NextPurchaseConfig) -> tuple[pd.DataFrame, pd.DataFrame | N
 def article_attributes(cfg: NextPurchaseConfig, item_ids: np.ndarray) -> tuple[object | None, dict]:
     """TF-IDF of the articles' category, attribute and title tokens in ``item_ids`` order (zero rows:
     articles without metadata) for the tower's item side; None without an articles file."""
+    if cfg.tower_item_vectors == "none":
+        return None, {"source": "none (tower_item_vectors: none)"}
     path = _optional(Path(cfg.data_dir) / cfg.articles) if cfg.articles else None
     if path is None:
         return None, {"source": "none (no articles file)"}
@@ -398,8 +404,6 @@ def article_attributes(cfg: NextPurchaseConfig, item_ids: np.ndarray) -> tuple[o
 
 def tower_item_vectors(cfg: NextPurchaseConfig, attributes) -> np.ndarray | None:
     """(I, k) item vectors for the user tower's item side (``tower_item_vectors``), or None."""
-    if cfg.tower_item_vectors not in ("attributes", "none"):
-        raise ConfigError(f"tower_item_vectors must be 'attributes' or 'none', got {cfg.tower_item_vectors!r}")
     if cfg.tower_item_vectors == "none" or attributes is None:
         return None
     from recsys.retrieval.content import dense_vectors

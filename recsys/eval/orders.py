@@ -69,7 +69,7 @@ def tower_rows(reports: Mapping[str, dict]) -> dict[str, dict]:
     rows = {}
     for run, report in reports.items():
         tower = report["config"]["user_tower_resolved"]
-        row = {**{knob: tower[knob] for knob in TOWER_KNOBS},
+        row = {**{knob: tower.get(knob) for knob in TOWER_KNOBS},   # reports before a knob existed: None
                "item_vectors": report["data"]["item_vectors"].get("user_tower", {}).get("source", "none"),
                "best_epoch": report["user_tower_training"]["best_epoch"]}
         for label, metrics in (("tower", report["user_tower"]), ("mostpop", report["baselines"]["mostpop"]),
@@ -88,7 +88,8 @@ def print_towers(rows: Mapping[str, dict]) -> str:
              f"{'NDCG@10':>8s}"]
     for run, r in rows.items():
         ci = r.get("tower_minus_mostpop_ndcg@10_ci95")
-        lines.append(f"{run:22s} {r['history_skip']:5.1f} {r['min_id_count']:6d} {r['item_vector_dim']:7d} "
+        knob = lambda name, width: f"{'-' if r[name] is None else r[name]:>{width}}"  # noqa: E731
+        lines.append(f"{run:22s} {knob('history_skip', 5)} {knob('min_id_count', 6)} {knob('item_vector_dim', 7)} "
                      f"{r['tower_hr@10']:11.4f} {r['tower_ndcg@10']:8.4f} {r['mostpop_hr@10']:13.4f} "
                      f"{r['mostpop_ndcg@10']:8.4f}  {(f'{ci[0]:+.4f}..{ci[1]:+.4f}' if ci else '-'):30s} "
                      f"{r['model_hr@10']:11.4f} {r['model_ndcg@10']:8.4f}")

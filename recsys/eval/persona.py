@@ -278,11 +278,17 @@ def best_cover(bought: np.ndarray, k: int) -> int:
     return best
 
 
-def category_ceiling(held_out: HeldOut, groups: np.ndarray, candidate_categories: Sequence[str], k: int) -> float:
+MAX_CEILING_K = 3    # exact search tries C(categories, k - 1) sets: instant at 3, hours at 8
+
+
+def category_ceiling(held_out: HeldOut, groups: np.ndarray, candidate_categories: Sequence[str],
+                     k: int) -> float | None:
     """The highest category_hit@k of any ranker that gives every customer of a group the same k
-    candidates (a profile-only model gives identical profiles identical lists), found with the held-out
-    day's purchases themselves: an oracle per group, so no such ranker can do better. ``groups``: one
-    label per held-out customer."""
+    candidates (a ranker that sees only the group), found with the held-out day's purchases
+    themselves: an oracle per group, so no such ranker can do better. ``groups``: one label per
+    held-out customer. None for k > MAX_CEILING_K (not computed: exact search grows as C(n, k - 1))."""
+    if k > MAX_CEILING_K:
+        return None
     categories = sorted(set(candidate_categories))
     column = {c: i for i, c in enumerate(categories)}
     bought = np.zeros((len(held_out.users), len(categories)), dtype=bool)
@@ -591,7 +597,8 @@ def evaluate_rankers(split, candidates: list[str], candidate_category: list[str]
         evaluation[population] = {"n_customers": len(held_out.users),
                                   "chance": chance_report(held_out, len(candidates), names, k),
                                   f"category_hit@{k}_ceiling": {
-                                      name: round(category_ceiling(held_out, groups, candidate_category, k), 4)
+                                      name: None if (bound := category_ceiling(held_out, groups, candidate_category,
+                                                                                k)) is None else round(bound, 4)
                                       for name, groups in ceiling.items()},
                                   **{name: ranking_report(scores, held_out, category, names, k, order)
                                      for name, (scores, order) in rankers.items()}}

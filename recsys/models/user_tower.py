@@ -34,6 +34,9 @@ article) the transformer alone never learnt that (test HR@10 0.0064 without the 
 0.0082; 0.0457 with it: ``make eval-seq-tower-ablation``, README).
 ``min_id_count``: with item vectors, an item needs that many training interactions for an ID
 embedding; below it an ID embedding trained on one or two purchases is noise on top of the vector.
+An item with neither (no catalog row, few purchases: most of H&M's log) is a zero vector: the tower
+never proposes it and other sources (ItemKNN, baskets) must; giving such items their ID embedding
+back was not measured.
 
 Training objective: :func:`recsys.losses.sampled_softmax.sampled_softmax_loss` (next-item InfoNCE
 over sampled candidates, optional log-Q correction). Serving: :func:`save_user_model` /
@@ -76,7 +79,8 @@ class UserTowerConfig:
     temperature: float = 0.1
     mask_untrained_ids: bool = True    # zero ID embedding for items never in the training sequences
     min_id_count: int = 1              # with item vectors: an ID embedding only from this many training
-                                       # interactions (fewer: the item is its vector alone)
+                                       # interactions (fewer: its vector alone; an item without one is then
+                                       # a zero vector, left to other sources); needs mask_untrained_ids
     history_skip: float = 0.0          # > 0: the recent items' own vectors are added to every state with
                                        # this (learned) initial weight; 0: off (towers saved before it)
     history_decay: float = 0.5         # each older item in that sum weighs this much of the next

@@ -40,14 +40,6 @@ class ItemVectorsConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     adapter_dim: int = 128
     split: SplitConfig = field(default_factory=lambda: SplitConfig(cold_fraction=0.0))
-    # The user tower's frozen item vectors (with --items): attributes = a truncated SVD of the content
-    # source's TF-IDF (the item tower is still trained, for the cold-target comparison) | item_tower
-    user_tower: str = "attributes"
-    attributes_dim: int = 128
-
-    def __post_init__(self):
-        if self.user_tower not in ("attributes", "item_tower"):
-            raise ValueError(f"item_vectors.user_tower must be 'attributes' or 'item_tower', got {self.user_tower!r}")
 
 
 @dataclass
@@ -71,7 +63,17 @@ class SequentialEvalConfig(SourcesConfig):
     ranker: RankerConfig = field(default_factory=RankerConfig)
     order: str = "auto"     # auto: learned ranker or a fallback, on validation users (recsys.retrieval.ordering)
     item_vectors: ItemVectorsConfig = field(default_factory=ItemVectorsConfig)
+    # The user tower's frozen item vectors (with --items): attributes = a truncated SVD of the content
+    # source's TF-IDF (the item tower is still trained, for the cold-target comparison) | item_tower.
+    # An export given as item_vectors.path is used as it is.
+    tower_item_vectors: str = "attributes"
+    attributes_dim: int = 128
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tower_item_vectors not in ("attributes", "item_tower"):
+            raise ValueError(f"tower_item_vectors must be 'attributes' or 'item_tower', got {self.tower_item_vectors!r}")
 
 
 def load_log(path: str, user_col: str, item_col: str, order_col: str, dedupe: bool) -> tuple[pd.DataFrame, dict]:
@@ -143,14 +145,15 @@ def attribute_matrix(cfg: SequentialEvalConfig, items_path: str, item_ids: np.nd
 
 def tower_vectors(cfg: SequentialEvalConfig, items_path: str | None, item_ids: np.ndarray,
                   tower_vectors: np.ndarray | None, content) -> tuple[np.ndarray | None, dict]:
-    """The user tower's frozen item vectors (``item_vectors.user_tower``): the item tower's, or a
-    truncated SVD of the catalog's TF-IDF (``content`` when it is that matrix, else built here)."""
-    if cfg.item_vectors.user_tower == "item_tower" or not items_path or cfg.item_vectors.path:
+    """The user tower's frozen item vectors (``tower_item_vectors``): the item tower's (or the export of
+    ``item_vectors.path``), or a truncated SVD of the catalog's TF-IDF (``content`` when it is that
+    matrix, else built here)."""
+    if cfg.tower_item_vectors == "item_tower" or not items_path or cfg.item_vectors.path:
         return tower_vectors, {"source": "the item vectors above"}
     matrix = content if content is not None and cfg.content.vectors == "attributes" else None
     if matrix is None:
         matrix, _ = attribute_matrix(cfg, items_path, item_ids)
-    vectors = dense_vectors(matrix, cfg.item_vectors.attributes_dim)
+    vectors = dense_vectors(matrix, cfg.attributes_dim)
     return vectors, {"source": f"attributes of {items_path} (TF-IDF, truncated SVD)", "dim": int(vectors.shape[1])}
 
 
@@ -182,7 +185,8 @@ def run_name(cfg: SequentialEvalConfig, *paths: str | None) -> str:
     """Ray Train resumes a run of the same name: only the same tower settings on the same files
     may (ranker or candidate settings do not retrain the tower)."""
     tower_settings = {key: to_dict(cfg)[key] for key in ("dedupe", "user_tower", "train", "val_max_users",
-                                                          "item_vectors", "profile")}
+                                                          "item_vectors", "tower_item_vectors", "attributes_dim",
+                                                          "content", "profile")}
     stamp = "|".join(f"{Path(p).resolve()}:{Path(p).stat().st_size}" for p in paths if p)
     digest = hashlib.sha1((json.dumps(tower_settings, sort_keys=True, default=str) + stamp).encode()).hexdigest()
     return f"user_tower-{digest[:10]}"

@@ -99,7 +99,6 @@ def test_e2_counts_and_baselines_on_the_hm_subset(shared_data):
 
 
 def test_the_towers_article_vectors_on_the_hm_subset(shared_data, tmp_path):
-    from recsys.config import ConfigError
     from recsys.eval.next_purchase import NextPurchaseConfig, article_attributes, tower_item_vectors
 
     test = last_day_split(dedupe(pd.read_parquet(shared_data / "hm_pse_subset" / "transactions.parquet")))
@@ -114,5 +113,7 @@ def test_the_towers_article_vectors_on_the_hm_subset(shared_data, tmp_path):
     assert np.allclose(np.linalg.norm(vectors[has_row], axis=1), 1, atol=1e-5) and not vectors[~has_row].any()
     assert tower_item_vectors(NextPurchaseConfig(tower_item_vectors="none"), attributes) is None
     assert article_attributes(NextPurchaseConfig(data_dir=str(tmp_path)), catalogue.item_ids)[0] is None
-    with pytest.raises(ConfigError, match="tower_item_vectors"):
-        tower_item_vectors(NextPurchaseConfig(tower_item_vectors="images"), attributes)
+    assert article_attributes(NextPurchaseConfig(data_dir=cfg.data_dir, tower_item_vectors="none"),
+                              catalogue.item_ids)[0] is None               # not even read
+    with pytest.raises(ValueError, match="tower_item_vectors"):
+        NextPurchaseConfig(tower_item_vectors="images")

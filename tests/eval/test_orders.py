@@ -47,11 +47,13 @@ def test_tower_rows_read_the_tower_against_mostpop():
            "user_tower": {"hr@10": 0.05, "ndcg@10": 0.02}, "baselines": {"mostpop": {"hr@10": 0.01, "ndcg@10": 0.004}},
            "model": {"hr@10": 0.1, "ndcg@10": 0.07},
            "comparison": {"user_tower_vs_mostpop": {"hr@10": {"ci95": [0.02, 0.06]}, "ndcg@10": {"ci95": [0.01, 0.02]}}}}
-    old = {**run, "config": {"user_tower_resolved": {**tower, "history_skip": 0.0}}, "comparison": {},
+    # a report from before the history skip existed: no such knobs, no tower-vs-MostPop comparison
+    old = {**run, "config": {"user_tower_resolved": {"item_vector_dim": 0}}, "comparison": {},
            "data": {"item_vectors": {}}}
     rows = tower_rows({"configured": run, "no_skip": old})
     assert rows["configured"]["tower_hr@10"] == 0.05 and rows["configured"]["mostpop_ndcg@10"] == 0.004
     assert rows["configured"]["tower_minus_mostpop_ndcg@10_ci95"] == [0.01, 0.02]
-    assert rows["no_skip"]["history_skip"] == 0.0 and rows["no_skip"]["item_vectors"] == "none"
+    assert rows["no_skip"]["history_skip"] is None and rows["no_skip"]["item_vectors"] == "none"
     text = print_towers(rows)
     assert "+0.0100..+0.0200" in text and text.count("\n") == 2
+    assert text.splitlines()[2].split()[1:3] == ["-", "-"]

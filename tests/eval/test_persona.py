@@ -259,6 +259,7 @@ def test_best_cover_and_the_category_ceiling_by_hand():
     candidates = ["dress", "jeans", "shoes"]                        # nobody can be offered socks
     assert category_ceiling(held_out, np.zeros(4), candidates, 1) == 0.5          # dress for everyone: a, b
     assert category_ceiling(held_out, held_out.personas, candidates, 1) == 0.75   # dress for 0, jeans for 1
+    assert category_ceiling(held_out, held_out.personas, candidates, 4) is None   # exact search only up to k = 3
     cells = profile_cells({"a": {"age": 23, "club": "ACTIVE"}, "b": {"age": 41}}, ["a", "b", "z"], ["age", "club"],
                           {"age": [25, 35]})
     assert cells[0].endswith("|ACTIVE") and cells[0] != cells[1] and cells[1].split("|")[1] == cells[2].split("|")[1]

@@ -96,7 +96,7 @@ def test_on_hm_the_history_skip_over_content_vectors_beats_mostpop_before_any_tr
     cfg = SequentialEvalConfig()
     matrix, info = catalog_attribute_vectors(CatalogConfig(catalog=str(hm / "articles.parquet")), split.item_ids)
     assert 0.2 < info["coverage"] < 0.3
-    vectors = dense_vectors(matrix, cfg.item_vectors.attributes_dim)
+    vectors = dense_vectors(matrix, cfg.attributes_dim)
     data = tower_datasets(split, 20, item_vectors=vectors)
     seen = _seen_lists(data["val_seen"], len(data["val"]["target"]))
     counts = data["items"]["count"]
