@@ -31,7 +31,7 @@ recency-weighted sum of the items it has seen (their item-side vectors, normalis
 items like the user's recent ones (with frozen content vectors: a content nearest-neighbour
 recommender) and training only has to improve on that. Why: on H&M (25k purchases, ~1.7 per
 article) the transformer alone never learnt that (test HR@10 0.0064 without the skip, below MostPop's
-0.0082; 0.0457 with it: ``make eval-seq-tower-ablation``, README).
+0.0082; 0.0411 with it: ``make eval-seq-tower-ablation``, README).
 ``min_id_count``: with item vectors, an item needs that many training interactions for an ID
 embedding; below it an ID embedding trained on one or two purchases is noise on top of the vector.
 An item with neither (no catalog row, few purchases: most of H&M's log) is a zero vector: the tower
