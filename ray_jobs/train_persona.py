@@ -21,9 +21,9 @@ from dataclasses import asdict
 
 from recsys.artifacts import location_of, new_run_dir, write_json, write_manifest
 from recsys.config import ConfigError
-from recsys.eval.persona import (RANKERS, PersonaData, PersonaInputs, choose_served_ranker, cluster_personas,
-                                 describe_personas, evaluate_rankers, load_persona_inputs, persona_chart,
-                                 prepare_persona_data, profile_cells, tsne_plot)
+from recsys.eval.persona import (ONE_PER_CATEGORY, RANKERS, PersonaData, PersonaInputs, choose_served_ranker,
+                                 cluster_personas, describe_personas, evaluate_rankers, load_persona_inputs,
+                                 persona_chart, prepare_persona_data, profile_cells, tsne_plot)
 from recsys.models.persona import PersonaRecommender, Personas, encode, load_model
 from recsys.plots import line_panels
 from recsys.train_loops.persona import TrainPersonaConfig, persona_loop
@@ -120,6 +120,8 @@ def _print_summary(metrics: dict, names: list[str], sizes: list[int], k: int) ->
         for ranker in RANKERS:
             overall = block[ranker]["overall"]
             print(f"  {ranker:16s} {hit} {overall[hit]:.4f}  {cat} {overall[cat]:.4f}")
+        print("  one article per category: " + ", ".join(
+            f"{r.removesuffix('_one_per_category')} {cat} {block[r]['overall'][cat]:.4f}" for r in ONE_PER_CATEGORY))
         ceiling = {name: value for name, value in block[f"{cat}_ceiling"].items() if value is not None}
         if ceiling:
             print(f"  {cat} at best (an oracle choosing on this day), " + ", ".join(

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from recsys.config import ConfigError
 from recsys.data.result import AdapterResult
-from recsys.metrics.hits import category_hit_flags, chance_hit_at_k, hit_flags, top_k
+from recsys.metrics.hits import category_hit_flags, chance_hit_at_k, hit_flags, top_k, top_k_distinct
 from recsys.models.persona import PRICE_BUCKET, ProductFeaturizer, ProfileFeaturizer, band_label
 from recsys.plots import plt, save_figure, use_korean_font
 
@@ -242,13 +242,13 @@ class HeldOut:
 
 
 def ranking_report(scores: np.ndarray, held_out: HeldOut, category: np.ndarray, names: Sequence[str], k: int,
-                   tie_order: np.ndarray | None = None) -> dict:
+                   tie_order: np.ndarray | None = None, one_per_category: bool = False) -> dict:
     """Overall and per-persona hit@k / category_hit@k of one ranker (``scores``: users x candidates).
-    Equal scores rank in candidate order, or in ``tie_order`` (a permutation of the candidates) when given."""
-    if tie_order is None:
-        top = top_k(scores, k)
-    else:
-        top = tie_order[top_k(scores[:, tie_order], k)]
+    Equal scores rank in candidate order, or in ``tie_order`` (a permutation of the candidates) when given.
+    ``one_per_category``: the list takes each of the ranker's k best categories' best candidate."""
+    order = np.arange(scores.shape[1]) if tie_order is None else tie_order
+    pick = (lambda s: top_k_distinct(s, category[order], k)) if one_per_category else (lambda s: top_k(s, k))
+    top = order[pick(np.asarray(scores)[:, order])]
     hits = hit_flags(top, held_out.items)
     category_hits = category_hit_flags(top, held_out.categories, category)
 
@@ -385,6 +385,9 @@ def persona_chart(block: Mapping, names: Sequence[str], sizes: Sequence[int], pa
 
 HM = "../shared/data/hm_pse_subset"
 RANKERS = ("model", "model_pop_ties", "most_popular", "persona_popular")
+# the same rankers with one article per category in the top k (categories, not articles, are what
+# category_hit@k rewards, and articles with identical attributes share the model's vector)
+ONE_PER_CATEGORY = ("model_one_per_category", "most_popular_one_per_category", "persona_popular_one_per_category")
 
 
 @dataclass
@@ -594,13 +597,17 @@ def evaluate_rankers(split, candidates: list[str], candidate_category: list[str]
                    "one_list_per_persona": held_out.personas}
         if cells is not None:
             ceiling["one_list_per_profile"] = np.array([cells[u] for u in held_out.users])
+        rankers |= {f"{name}_one_per_category": (rankers[source][0], popularity_order if name == "model" else None)
+                    for name, source in (("model", "model"), ("most_popular", "most_popular"),
+                                         ("persona_popular", "persona_popular"))}
         evaluation[population] = {"n_customers": len(held_out.users),
                                   "chance": chance_report(held_out, len(candidates), names, k),
                                   f"category_hit@{k}_ceiling": {
                                       name: None if (bound := category_ceiling(held_out, groups, candidate_category,
                                                                                 k)) is None else round(bound, 4)
                                       for name, groups in ceiling.items()},
-                                  **{name: ranking_report(scores, held_out, category, names, k, order)
+                                  **{name: ranking_report(scores, held_out, category, names, k, order,
+                                                          name.endswith("_one_per_category"))
                                      for name, (scores, order) in rankers.items()}}
     return evaluation
 

@@ -23,6 +23,22 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
+def top_k_distinct(scores: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) like :func:`top_k`, but at most one candidate per group (``groups[i]``: candidate i's
+    category): each row's best candidate of each of its k best groups; with fewer than k groups the
+    rest of the list continues in score order."""
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for row, ranked in enumerate(order):
+        _, first = np.unique(groups[ranked], return_index=True)      # each group's best position
+        positions = np.sort(first)[:k]
+        if len(positions) < k:
+            positions = np.r_[positions, np.setdiff1d(np.arange(len(ranked)), positions)[:k - len(positions)]]
+        out[row] = ranked[positions]
+    return out
+
+
 def hit_flags(top: np.ndarray, relevant: Sequence[set]) -> np.ndarray:
     """Per row: is any of the top-k candidate indices in the row's relevant set?"""
     return np.array([bool(relevant[row] & set(top[row].tolist())) for row in range(len(top))], dtype=bool)

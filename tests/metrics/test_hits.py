@@ -37,3 +37,13 @@ def test_chance_hit_at_k_by_hand():
     assert chance_hit_at_k([1, 2], 10, 3) == pytest.approx((0.3 + 1 - 56 / 120) / 2)
     assert chance_hit_at_k([0], 10, 3) == 0.0
     assert math.isnan(chance_hit_at_k([], 10, 3))
+
+
+def test_top_k_distinct_takes_each_best_groups_best_candidate():
+    from recsys.metrics.hits import top_k_distinct
+
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]])
+    groups = np.array(["dress", "dress", "jeans", "dress", "shoes"])
+    assert top_k_distinct(scores, groups, 3).tolist() == [[0, 2, 4], [4, 3, 2]]
+    # two groups only for k = 3: the list goes on in score order
+    assert top_k_distinct(scores[:1], np.array(["a", "a", "b", "a", "a"]), 3).tolist() == [[0, 2, 1]]
