@@ -98,6 +98,7 @@ def test_e2_counts_and_baselines_on_the_hm_subset(shared_data):
     assert repurchase["map@12"] == pytest.approx(0.0341, abs=0.0025)
 
 
+@pytest.mark.slow
 def test_the_towers_article_vectors_on_the_hm_subset(shared_data, tmp_path):
     from recsys.eval.next_purchase import NextPurchaseConfig, article_attributes, tower_item_vectors
 

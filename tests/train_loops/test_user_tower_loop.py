@@ -1,6 +1,7 @@
 """The user-tower loop's pure parts: its E3 datasets and early stopping (the loop runs on Ray Train
 in tests/ray_jobs/test_evaluate_seq.py)."""
 import numpy as np
+import pytest
 
 from recsys.eval.sequential import leave_last_out
 from recsys.models.user_tower import UserTowerConfig
@@ -74,6 +75,7 @@ def test_validation_orders_equal_scores_by_popularity_not_in_the_targets_favour(
     assert np.isclose(metrics["val_mrr"], (1 / 3 + 1 / (4 + 15 + 1)) / 2)
 
 
+@pytest.mark.slow
 def test_on_hm_the_history_skip_over_content_vectors_beats_mostpop_before_any_training(shared_data):
     # H&M E3 (real data): ~1.7 purchases per article, 76% of the log's articles without a catalog row.
     # The tower E3 configures (content vectors from the articles' TF-IDF, ID embeddings only from 10
