@@ -114,7 +114,8 @@ def test_the_towers_article_vectors_on_the_hm_subset(shared_data, tmp_path):
     assert np.allclose(np.linalg.norm(vectors[has_row], axis=1), 1, atol=1e-5) and not vectors[~has_row].any()
     assert tower_item_vectors(NextPurchaseConfig(tower_item_vectors="none"), attributes) is None
     assert article_attributes(NextPurchaseConfig(data_dir=str(tmp_path)), catalogue.item_ids)[0] is None
-    assert article_attributes(NextPurchaseConfig(data_dir=cfg.data_dir, tower_item_vectors="none"),
-                              catalogue.item_ids)[0] is None               # not even read
+    (tmp_path / "articles.parquet").write_text("not parquet")                  # read, it would fail
+    assert article_attributes(NextPurchaseConfig(data_dir=str(tmp_path), tower_item_vectors="none"),
+                              catalogue.item_ids)[0] is None
     with pytest.raises(ValueError, match="tower_item_vectors"):
         NextPurchaseConfig(tower_item_vectors="images")

@@ -263,3 +263,20 @@ def test_best_cover_and_the_category_ceiling_by_hand():
     cells = profile_cells({"a": {"age": 23, "club": "ACTIVE"}, "b": {"age": 41}}, ["a", "b", "z"], ["age", "club"],
                           {"age": [25, 35]})
     assert cells[0].endswith("|ACTIVE") and cells[0] != cells[1] and cells[1].split("|")[1] == cells[2].split("|")[1]
+
+
+def test_ranking_report_one_per_category_with_a_tie_order():
+    from recsys.eval.persona import HeldOut, ranking_report
+
+    # candidates 0..4 with categories; one user, all scores equal: the tie order decides
+    category = np.array(["dress", "dress", "jeans", "shoes", "dress"])
+    held_out = HeldOut(users=["u"], items=[{3}], categories=[{"shoes"}], personas=np.array([0]))
+    scores = np.zeros((1, 5))
+    tie_order = np.array([4, 1, 0, 2, 3])                     # popularity: 4 first, 3 last
+    plain = ranking_report(scores, held_out, category, ["p"], 2, tie_order)
+    distinct = ranking_report(scores, held_out, category, ["p"], 2, tie_order, one_per_category=True)
+    three = ranking_report(scores, held_out, category, ["p"], 3, tie_order, one_per_category=True)
+    # plain top 2: 4, 1 (both dresses); one per category: 4 (dress), 2 (jeans); top 3 adds 3 (shoes)
+    assert plain["overall"]["category_hit@2"] == 0 and distinct["overall"]["category_hit@2"] == 0
+    assert three["overall"]["category_hit@3"] == 1 and three["overall"]["hit@3"] == 1
+    assert ranking_report(scores, held_out, category, ["p"], 3, tie_order)["overall"]["category_hit@3"] == 0

@@ -28,6 +28,17 @@ def test_persona_job_writes_the_run_directory_and_metrics_in_range(hm_like_perso
                 for metric in ("hit@3", "category_hit@3"):
                     assert block[metric] is None or 0 <= block[metric] <= 1
             assert report["overall"]["hit@3"] <= report["overall"]["category_hit@3"]
+            # one article per category (same scores, same tie order): its categories include the plain
+            # list's (the first ones met in rank order), so category_hit@3 can only rise
+            if ranker != "model":
+                distinct = saved[population][f"{ranker.removesuffix('_pop_ties')}_one_per_category"]["overall"]
+                assert distinct["category_hit@3"] >= report["overall"]["category_hit@3"]
+        # an oracle list per persona can always repeat the best list for everyone
+        ceiling = saved[population]["category_hit@3_ceiling"]
+        assert ceiling["one_list_for_everyone"] <= ceiling["one_list_per_persona"] <= 1
+        most_popular = ("most_popular", "most_popular_one_per_category")    # one list for everyone as well
+        assert max(saved[population][r]["overall"]["category_hit@3"] for r in most_popular) <= ceiling[
+            "one_list_for_everyone"]
     # Two product groups split by age: the model and PersonaPop see it; MostPop cannot.
     assert saved["warm"]["model"]["overall"]["category_hit@3"] > 0.5
     assert 0 < saved["warm"]["chance"]["overall"]["hit@3"] < 1
