@@ -4,12 +4,15 @@ zero-shot baseline, full gallery and in-batch-64, with and without the brand col
     python -m ray_jobs.evaluate_alignment --catalog styles_full.parquet --text-col productDisplayName \
         --fields gender,masterCategory,subCategory,articleType,baseColour,season,usage --out DIR
 
+MiniLM's work (title vectors, the zero-shot baseline) is a Ray task declaring ``text_task``.
+
 Writes DIR/metrics.json, DIR/comparison.png and, per trained variant, DIR/<variant>/
 (checkpoints/best_model.pt, training_charts.png, results/training_results.json).
 """
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from recsys.plots import grouped_bars, training_charts
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.common.alignment_trainer import fit_alignment
 from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
+from ray_jobs.common.tasks import run_task
 
 REPORTED = ("top1", "top5", "top10", "mrr")
 
@@ -42,6 +46,13 @@ def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray,
     queries = TextEncoder(cfg.text_encoder).encode(list(unique))[inverse]
     return {"full": _short(ranking_summary(positive_ranks(queries, title_vectors))),
             "inbatch64": _short(ranking_summary(blockwise_ranks(queries, title_vectors, 64)))}
+
+
+def text_side(titles: list[str], val_records: list[dict], val_idx: np.ndarray, fields: list[str],
+              cfg: AlignmentEvalConfig, cache_dir: Path) -> tuple[np.ndarray, dict]:
+    """The frozen title vectors and the zero-shot baseline: one Ray task (``text_task``), MiniLM's work."""
+    title_vectors = encode_cached(titles, cfg.text_encoder, cache_dir, "title embeddings")
+    return title_vectors, zero_shot(val_records, fields, title_vectors[val_idx], cfg)
 
 
 def train_variant(name: str, fields: list[str], records: dict, targets: dict, train_labels,
@@ -93,21 +104,24 @@ def run(catalog: str, text_col: str, fields: list[str] | None, id_col: str | Non
     print(f"E1 on {catalog}: {len(frame)} rows, {len(fit_idx)} train + {len(select_idx)} selection (best epoch) / "
           f"{len(val_idx)} validation (reported); fields {fields}; brand column: {brand}")
 
-    title_vectors = encode_cached(titles, cfg.text_encoder, out_dir / "cache", "title embeddings")
-    lift = orthonormal_lift(title_vectors.shape[1], cfg.encoder.output_dim)  # cosine-preserving 384 -> 512
-    lifted = title_vectors @ lift.T
     records = records_from_frame(frame, fields + ([brand] if brand and brand not in fields else []))
     parts = {"train": fit_idx, "select": select_idx, "val": val_idx}
     part_records = {part: [records[i] for i in rows] for part, rows in parts.items()}
+    init_ray()
+    placements = {}
+    title_vectors, zero_shot_report = run_task("e1.text", partial(
+        text_side, titles, part_records["val"], val_idx, fields, cfg, out_dir / "cache"), cfg.text_task, "text_task",
+        placements=placements)
+    lift = orthonormal_lift(title_vectors.shape[1], cfg.encoder.output_dim)  # cosine-preserving 384 -> 512
+    lifted = title_vectors @ lift.T
     part_targets = {part: lifted[rows] for part, rows in parts.items()}
     labels = target_labels(titles)
 
     report = {"n_val": int(len(val_idx)), "n_train": int(len(fit_idx)), "n_select": int(len(select_idx)), "catalog": str(Path(catalog).resolve()),
               "text_col": text_col, "fields": fields, "brand_col": brand,
-              "text_encoder": cfg.text_encoder.model, "config": asdict(cfg)}
-    report["zero_shot"] = zero_shot(part_records["val"], fields, title_vectors[val_idx], cfg)
+              "text_encoder": cfg.text_encoder.model, "config": asdict(cfg), "ray_tasks": placements}
+    report["zero_shot"] = zero_shot_report
     print(f"zero-shot: {report['zero_shot']}")
-    init_ray()
     variants = [("model", fields)] + ([("model_with_brand", fields + [brand])] if brand and brand not in fields else [])
     for name, variant_fields in variants:
         report[name] = train_variant(name, variant_fields, part_records, part_targets, labels[fit_idx], cfg, out_dir)

@@ -93,7 +93,7 @@ def run(cfg: ItemTowerEvalConfig, out_dir: Path) -> dict:
     metrics = {"variants": variants, "withheld": data.withheld, "n_items": int(len(data.item_ids)),
                "n_cold": int(len(data.cold)), "n_unseen_category": int(len(data.unseen_category)),
                "n_train": int(len(data.train)), "n_val": int(len(data.val)), "best_tower_cold": best,
-               "train_seconds": results["seconds"], "token_stats": {p: d.token_stats for p, d in sides.items()},
+               "train_seconds": results["seconds"], "ray_tasks": results["ray_tasks"], "token_stats": {p: d.token_stats for p, d in sides.items()},
                "definitions": DEFINITIONS,
                "config": {**to_dict(cfg), "features": asdict(feature_config(cfg.catalog, data.source)),
                           "input_features": asdict(data.featurizer.config)}}

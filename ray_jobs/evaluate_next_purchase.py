@@ -16,7 +16,8 @@ Model: candidates per customer from the customer's own purchases (repurchase), t
 items bought most in the days before the customer's target day, and MostPop; a gradient-boosted
 ranker (``recsys.retrieval.ranker``) orders them on repurchase recency/frequency, recent item
 popularity, item age, tower and transition scores, same product code / product type as the
-customer's purchases, price vs the customer's mean price and customer age; top 12, MostPop fill.
+customer's purchases, price vs the customer's mean price and customer age; top 12, MostPop fill. Heavy steps (the articles' TF-IDF, every stage's candidates side
+by side, the ranker's fit) are Ray tasks declaring ``tasks`` (``ray_jobs.common.tasks``).
 
 Writes ``out``/metrics.json ({"methods": {name: {"map@12", "recall@12"}}, "model_vs_repurchase"
 (paired bootstrap CI of the per-customer AP difference), "counts", "candidates" (per source
@@ -27,19 +28,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ray_jobs.common.cli import init_ray, load_stage_config, run_main
+from ray_jobs.common.tasks import run_task, run_tasks
 from ray_jobs.common.user_tower_trainer import fit_user_tower
 from recsys.artifacts import write_json
 from recsys.config import ConfigError
-from recsys.eval.next_purchase import (Catalogue, NextPurchaseConfig, PurchaseStage, StageArrays, candidate_labels,
-                                       customer_and_item_groups, dedupe, e2_report, fill, fit_stage_ranker,
-                                       most_popular, print_e2_summary, purchase_stages, ranked_lists, read_inputs, recent_popular,
-                                       repurchase_popular, run_name, stage_candidates, tower_inputs,
-                                       article_attributes, tower_item_vectors)
+from recsys.eval.next_purchase import (HOLDOUT, Catalogue, NextPurchaseConfig, PurchaseStage, StageArrays,
+                                       article_vectors, customer_and_item_groups, dedupe, e2_report, fill,
+                                       fit_stage_ranker, labelled_candidates, most_popular, print_e2_summary,
+                                       purchase_stages, ranked_lists, read_inputs, recent_popular,
+                                       repurchase_popular, run_name, tower_inputs)
 from recsys.models.user_tower import encode_users, item_matrix, pad_right
 from recsys.plots import grouped_bars, line_panels
 from recsys.retrieval.candidates import top_n
@@ -48,12 +51,13 @@ from recsys.train_loops.user_tower import SCORE, sequence_datasets
 
 
 def train_tower(cfg: NextPurchaseConfig, stages: dict[str, PurchaseStage], arrays: dict[str, StageArrays],
-                targets: dict[str, list[set[int]]], item_ids: np.ndarray, out_dir: Path, name: str
-                ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+                targets: dict[str, list[set[int]]], item_ids: np.ndarray, out_dir: Path, name: str, seconds: dict,
+                placements: dict) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
     """Trains the tower on Ray Train (see :func:`tower_inputs`); returns user vectors per stage (each
     customer's purchases before that stage's target day) and item vectors."""
-    attributes, attributes_info = article_attributes(cfg, item_ids)
-    vectors, n_items = tower_item_vectors(cfg, attributes), len(item_ids)
+    vectors, attributes_info = run_task("e2.content", partial(article_vectors, cfg, item_ids), cfg.tasks.content,
+                                        "tasks.content", seconds, placements)
+    n_items = len(item_ids)
     train_sequences, val_histories, val_targets = tower_inputs(stages, arrays, targets, cfg.seed)
     datasets = sequence_datasets(train_sequences, val_histories, val_targets, n_items, cfg.user_tower.max_len,
                                  item_vectors=vectors)
@@ -67,12 +71,12 @@ def train_tower(cfg: NextPurchaseConfig, stages: dict[str, PurchaseStage], array
 
 
 def run(cfg: NextPurchaseConfig) -> dict:
-    out_dir, seconds, started = Path(cfg.out).resolve(), {}, time.perf_counter()
+    out_dir, seconds, placements, started = Path(cfg.out).resolve(), {}, {}, time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     with timed(seconds, "load_and_split"):
         raw, customers_table, articles_table = read_inputs(cfg)
         frame = dedupe(raw)
-        stages = purchase_stages(frame, cfg.ranker_stages, cfg.data_dir)
+        stages = purchase_stages(frame, cfg.ranker_stages, cfg.data_dir, cfg.holdout)
         catalogue = Catalogue.of(stages["test"].history)
         arrays = {s: StageArrays.of(stages[s], catalogue) for s in stages}
         index_targets = {s: [{int(i) for i in catalogue.index(sorted(t)) if i >= 0} for t in stages[s].targets]
@@ -80,9 +84,10 @@ def run(cfg: NextPurchaseConfig) -> dict:
     counts = {"rows_read": int(len(raw)), "rows_after_dedupe": int(len(frame)), "items_ranked": catalogue.n_items,
               "test": stages["test"].counts, "validation": stages["val1"].counts,
               "ranker_stages": {s: stages[s].counts for s in stages if s != "test"}}
-    print(f"E2 on {cfg.data_dir}: {len(raw)} rows, {len(frame)} after dedupe; test: {stages['test'].counts}; "
+    print(f"E2 on {cfg.data_dir} (reported split: {HOLDOUT[cfg.holdout]}): {len(raw)} rows, {len(frame)} after dedupe; "
+          f"test: {stages['test'].counts}; "
           f"validation (one purchase day earlier): {stages['val1'].counts}; ranking {catalogue.n_items} articles")
-    if cfg.expected_counts is not None and stages["test"].counts != cfg.expected_counts:
+    if cfg.expected_counts is not None and cfg.holdout == "test" and stages["test"].counts != cfg.expected_counts:
         raise ConfigError(f"E2 split counts {stages['test'].counts} differ from expected_counts {cfg.expected_counts}")
     customer_age, groups = customer_and_item_groups(customers_table, articles_table, stages, catalogue)
     k, test = cfg.k, arrays["test"]
@@ -95,20 +100,19 @@ def run(cfg: NextPurchaseConfig) -> dict:
     init_ray()
     with timed(seconds, "user_tower_train"):
         user_vectors, item_vectors, fitted = train_tower(cfg, stages, arrays, index_targets, catalogue.item_ids,
-                                                         out_dir, run_name(cfg, frame))
+                                                         out_dir, run_name(cfg, frame), seconds, placements)
     line_panels(fitted["history"], {"loss": ["train_loss"], "validation (one article of the validation day)":
                                     [SCORE, "val_ndcg@10", "val_mrr"]},
                 out_dir / "training_charts.png", "user tower: next-purchase InfoNCE")
 
-    candidates, stage_mostpop, labels = {}, {}, {}
-    for stage in stages:
-        with timed(seconds, f"candidates_{stage}"):
-            candidates[stage], stage_mostpop[stage] = stage_candidates(
-                cfg, arrays[stage], catalogue.n_items, user_vectors[stage], item_vectors,
-                customer_age.get(stage), groups, f"{stage} candidates")
-            labels[stage] = candidate_labels(candidates[stage], index_targets[stage])
-    with timed(seconds, "ranker"):
-        ranker, scores = fit_stage_ranker(cfg.ranker, candidates, labels, stages)
+    # every stage's candidates as Ray tasks, side by side; then the ranker's fit as one more
+    built = run_tasks({f"e2.candidates_{s}": partial(labelled_candidates, cfg, arrays[s], catalogue.n_items,
+                                                     user_vectors[s], item_vectors, customer_age.get(s), groups,
+                                                     index_targets[s]) for s in stages},
+                      cfg.tasks.candidates, "tasks.candidates", seconds, placements, "candidates", "candidates")
+    candidates, stage_mostpop, labels = ({s: built[f"e2.candidates_{s}"][i] for s in stages} for i in (0, 1, 2))
+    ranker, scores = run_task("e2.ranker", partial(fit_stage_ranker, cfg.ranker, candidates, labels, stages),
+                              cfg.tasks.ranker, "tasks.ranker", seconds, placements)
     lists["two-stage recommender (model)"] = ranked_lists(candidates["test"], scores["test"], test.n_customers,
                                                           stage_mostpop["test"], k)
     tower_top = top_n(user_vectors["test"] @ item_vectors.T, k)[0]
@@ -120,6 +124,7 @@ def run(cfg: NextPurchaseConfig) -> dict:
         grouped_bars(metrics, out_dir / "comparison.png",
                      f"E2 next purchase, {len(stages['test'].customers)} customers, "
                      f"{catalogue.n_items} articles ranked")
+    report["ray_tasks"] = placements  # where each heavy step ran (not in the driver), with what resources
     report["timings_s"] = {**seconds, "total": round(time.perf_counter() - started, 1)}
     write_json(out_dir / "metrics.json", report)
     print_e2_summary(report, metrics, comparison, k, out_dir)

@@ -17,61 +17,53 @@ checkpoint = best validation HR@10), ItemKNN on transitions, basket co-occurrenc
 column with ties), item content (``--items``) and popularity, fitted per stage on what it may see;
 the ranker learns from the validation stage's candidates and scores the test stage's. ``--items``
 also trains the item tower (or ``item_vectors.path`` reuses an export); ``--users``: profile fields.
+Heavy steps (TF-IDF, each stage's candidates side by side, the ranker, the cold targets) are Ray
+tasks declaring ``tasks`` (``ray_jobs.common.tasks``): on a cluster they run on worker nodes.
 
-Writes DIR/metrics.json ({"model", "user_tower", "baselines": {"mostpop", "itemknn"}, "sources",
-"comparison" (paired bootstrap of the model against each baseline), "n_users", "n_items", "config",
-...timings, candidate recall, validation-stage numbers}), DIR/comparison.png,
-DIR/candidates.parquet and DIR/sequences.parquet (the reranker contract, ``recsys.retrieval.export``),
-DIR/training_charts.png and the tower's Ray Train run under DIR/user_tower/.
+Writes DIR/metrics.json (model, user_tower, baselines, sources, paired-bootstrap comparison, config,
+timings, candidate recall, validation-stage numbers), DIR/comparison.png, DIR/candidates.parquet and
+DIR/sequences.parquet (the reranker contract), DIR/training_charts.png, the tower's run in DIR/user_tower/.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
-from recsys.train_loops.scaling import ScalingSettings
+from ray_jobs.common.tasks import run_task, run_tasks
+from ray_jobs.common.item_tower_trainer import item_vectors_for
 from ray_jobs.common.user_tower_trainer import fit_user_tower
 from recsys.artifacts import write_json
-from recsys.config import ConfigError, config_hash
+from recsys.config import ConfigError
 from recsys.eval.sequential import MIN_INTERACTIONS, leave_last_out
-from recsys.models.item_towers import read_item_vectors
 from recsys.models.user_tower import encode_users, item_matrix
 from recsys.plots import line_panels
-from recsys.retrieval.e3 import (ItemVectorsConfig, SequentialEvalConfig, align_item_vectors,
-                                 cold_target_content, content_vectors, e3_report, load_log, print_e3_summary,
-                                 profile_columns, rank_candidates, resolved_tower, run_name, stage_sources,
-                                 tower_vectors, user_arrays, write_e3_outputs)
-from recsys.retrieval.recommender import run_stage
+from recsys.retrieval.e3 import (SequentialEvalConfig, cold_target_content, e3_report, item_content, load_log,
+                                 print_e3_summary, profile_columns, rank_candidates, resolved_tower, run_name,
+                                 stage_candidates, user_arrays, write_e3_outputs)
 from recsys.timing import timed
 from recsys.train_loops.user_tower import SCORE, tower_datasets
 
 
-def item_vectors_for(cfg: ItemVectorsConfig, items_path: str | None, item_ids: np.ndarray, out_dir: Path,
-                     scaling: ScalingSettings) -> tuple[np.ndarray | None, dict]:
-    """(I, k) frozen item vectors in the log's item order: a train_item_tower export, or the item
-    tower trained here on ``items_path`` (Ray Train), or none."""
-    if cfg.path:
-        return align_item_vectors(*read_item_vectors(cfg.path, cfg.column), item_ids, cfg.path)
-    if not items_path:
-        return None, {"source": "none (learned item-ID embeddings only)"}
-    from ray_jobs.common.item_tower_trainer import fit_tower_and_adapter
-    from recsys.data.item_catalog import CatalogConfig, load_tower_items
-
-    catalog = CatalogConfig(**{**asdict(cfg.catalog), "catalog": items_path})
-    data = load_tower_items(catalog, cfg.split, cfg.tower.title_mode, out_dir / "cache")
-    root = out_dir / "item_tower" / config_hash(cfg)
-    _, adapter = fit_tower_and_adapter(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.adapter, cfg.adapter_dim,
-                                       scaling, root)
-    return align_item_vectors(data.item_ids.astype(str), adapter["vectors"], item_ids, str(root))
+def candidates(cfg: SequentialEvalConfig, split, user_vecs: dict, item_vecs: np.ndarray, content, history: dict,
+               target: dict, seconds: dict, placements: dict) -> tuple[dict, dict]:
+    """Each stage's fitted sources and candidates: the stages side by side, as Ray tasks."""
+    built = run_tasks({f"e3.candidates_{s}": partial(stage_candidates, cfg, split, s, user_vecs[s], item_vecs, content,
+                                                     history[s], target[s]) for s in history},
+                      cfg.tasks.candidates, "tasks.candidates", seconds, placements)
+    sources, stages = ({s: built[f"e3.candidates_{s}"][i] for s in history} for i in (0, 1))
+    for s in history:
+        print(f"{s}: {len(stages[s].candidates) / len(history[s]):.0f} candidates per user; recall@"
+              f"{cfg.candidates.n_per_source} per source {stages[s].recall}")
+    return sources, stages
 
 
 def run(interactions: str, user_col: str, item_col: str, order_col: str, items: str | None, users: str | None,
         out: str, cfg: SequentialEvalConfig) -> dict:
-    out_dir, seconds, started = Path(out).resolve(), {}, time.perf_counter()
+    out_dir, seconds, placements, started = Path(out).resolve(), {}, {}, time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     with timed(seconds, "load_and_split"):
         frame, load_info = load_log(interactions, user_col, item_col, order_col, cfg.dedupe)
@@ -91,8 +83,9 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     with timed(seconds, "item_vectors"):
         vectors, vector_info = item_vectors_for(cfg.item_vectors, items, split.item_ids, out_dir, cfg.scaling)
     columns, profile_info = profile_columns(cfg.profile, users, user_col, split.user_ids)
-    content, content_info = content_vectors(cfg, items, split.item_ids, vectors)
-    user_item_vectors, vector_info["user_tower"] = tower_vectors(cfg, items, split.item_ids, vectors, content)
+    content, content_info, user_item_vectors, vector_info["user_tower"] = run_task(
+        "e3.content", partial(item_content, cfg, items, split.item_ids, vectors), cfg.tasks.content, "tasks.content",
+        seconds, placements)
     tower_cfg = resolved_tower(cfg, user_item_vectors, columns, profile_info)
     print(f"item vectors: {vector_info}; content source: {content_info}; profile: {profile_info or 'none'}")
     with timed(seconds, "user_tower_train"):
@@ -108,21 +101,19 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     line_panels(fitted["history"], {"loss": ["train_loss"], "learning rate": ["lr"],
                                     "validation (full ranking)": [SCORE, "val_ndcg@10", "val_mrr"]},
                 out_dir / "training_charts.png", "user tower: next-item InfoNCE, validation targets")
-    stages, sources = {}, {}
-    for s in stage_names:
-        with timed(seconds, f"candidates_{s}"):
-            sources[s] = stage_sources(cfg, split, s, user_vecs[s], item_vecs, content)
-            stages[s] = run_stage(sources[s], sources[s]["mostpop"], history[s], target[s], cfg.candidates,
-                                  evaluate=True, progress=f"{s} candidates")
-        print(f"{s}: {len(stages[s].candidates) / n_users:.0f} candidates per user; recall@"
-              f"{cfg.candidates.n_per_source} per source {stages[s].recall}")
-    ranking = rank_candidates(cfg, stages, sources, history, target, seconds)
+    sources, stages = candidates(cfg, split, user_vecs, item_vecs, content, history, target, seconds, placements)
+    ranking = run_task("e3.ranker", partial(rank_candidates, cfg, stages, sources, history, target), cfg.tasks.ranker,
+                       "tasks.ranker", seconds, placements)
+    seconds.update(ranking.seconds)
     data = {"interactions": str(Path(interactions).resolve()), "n_interactions": int(len(frame)),
             "n_log_users": int(len(split.user_ids)), **load_info, "item_vectors": vector_info, "content": content_info,
             "profile": {k: v for k, v in profile_info.items() if k not in ("mean", "std")}}
     report = e3_report(cfg, split, stages, ranking, repeated, tower_cfg, fitted, data)
-    report["cold_test_targets"] = cold_target_content(cfg, split, items, vectors, content, history["test"], target["test"],
-                                                      sources["test"]["mostpop"], ranking.ranks["test"], stages["test"].ranks)
+    report["cold_test_targets"] = run_task("e3.cold_targets", partial(
+        cold_target_content, cfg, split, items, vectors, content, history["test"], target["test"],
+        sources["test"]["mostpop"], ranking.ranks["test"], stages["test"].ranks), cfg.tasks.candidates,
+        "tasks.candidates", seconds, placements)
+    report["ray_tasks"] = placements  # where each heavy step ran (not in the driver), with what resources
     with timed(seconds, "write"):
         write_e3_outputs(out_dir, split, stages, ranking.scores, report)
     report["timings_s"] = {**seconds, "total": round(time.perf_counter() - started, 1)}

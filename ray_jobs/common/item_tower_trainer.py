@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from recsys.config import config_hash
 from recsys.data.item_catalog import ItemTowerData, SplitConfig
 from recsys.eval.item_space import baseline_vectors
 from recsys.metrics.neighbours import neighbour_report
-from recsys.models.item_towers import ItemTowerConfig, adapt, encode_items, load_adapter, load_tower
+from recsys.models.item_towers import ItemTowerConfig, adapt, encode_items, load_adapter, load_tower, read_item_vectors
+from recsys.retrieval.e3 import ItemVectorsConfig, align_item_vectors
 from recsys.train_loops.item_tower import AdapterConfig, ItemTowerEvalConfig, SimCSEConfig, adapter_loop, simcse_loop
 from recsys.train_loops.scaling import ScalingSettings
+from ray_jobs.common.tasks import run_tasks
 from ray_jobs.common.trainer import fit_torch
 
 
@@ -69,8 +73,9 @@ def split_report(data: ItemTowerData, vectors, k: int, split: SplitConfig) -> di
 def evaluate_catalog(data: ItemTowerData, cfg: ItemTowerEvalConfig, out_dir: Path, cache_dir: Path,
                      prefix: str = "") -> dict:
     """The baselines and every tower x (no adapter | adapter per sampler) on one prepared catalog:
-    ``{"variants", "seconds", "histories", "vectors"}`` keyed by ``prefix + variant name``."""
-    out = {"variants": {}, "seconds": {}, "histories": {}, "vectors": {}}
+    ``{"variants", "seconds", "histories", "vectors", "ray_tasks"}`` keyed by ``prefix + variant name``.
+    The baselines (TF-IDF, MiniLM) are Ray tasks declaring ``baseline_task``, side by side."""
+    out = {"variants": {}, "seconds": {}, "histories": {}, "vectors": {}, "ray_tasks": {}}
 
     def record(name: str, vectors, started: float, history=None) -> None:
         out["variants"][prefix + name] = split_report(data, vectors, cfg.k, cfg.split)
@@ -80,9 +85,11 @@ def evaluate_catalog(data: ItemTowerData, cfg: ItemTowerEvalConfig, out_dir: Pat
             out["histories"][prefix + name] = history
         print_rows(out["variants"], [prefix + name])
 
-    for baseline in cfg.baselines:
-        started = time.perf_counter()
-        record(f"baseline:{baseline}", baseline_vectors(baseline, data, cache_dir), started)
+    names = {f"{prefix}baseline:{b}": b for b in cfg.baselines}
+    done = run_tasks({name: partial(baseline_vectors, b, data, cache_dir) for name, b in names.items()},
+                     cfg.baseline_task, "baseline_task", placements=out["ray_tasks"])
+    for name, vectors in done.items():  # its seconds: the task's, then the report's
+        record(name.removeprefix(prefix), vectors, time.perf_counter() - out["ray_tasks"][name]["seconds"])
     for tower in cfg.towers:
         started = time.perf_counter()
         fitted = fit_tower(data, tower, cfg.tower, cfg.simcse, cfg.scaling, out_dir / tower)
@@ -102,3 +109,21 @@ def print_rows(variants: dict, names: list[str]) -> None:
     for name in names:
         for split, report in variants[name].items():
             print(f"  {name:42s} {split:15s} " + "  ".join(f"{k} {report[k]:.3f}" for k in REPORTED), flush=True)
+
+
+def item_vectors_for(cfg: ItemVectorsConfig, items_path: str | None, item_ids: np.ndarray, out_dir: Path,
+                     scaling: ScalingSettings) -> tuple[np.ndarray | None, dict]:
+    """E3's (I, k) frozen item vectors in the log's item order: a train_item_tower export, or the item
+    tower trained here on ``items_path`` (Ray Train), or none."""
+    if cfg.path:
+        return align_item_vectors(*read_item_vectors(cfg.path, cfg.column), item_ids, cfg.path)
+    if not items_path:
+        return None, {"source": "none (learned item-ID embeddings only)"}
+    from recsys.data.item_catalog import CatalogConfig, load_tower_items
+
+    catalog = CatalogConfig(**{**asdict(cfg.catalog), "catalog": items_path})
+    data = load_tower_items(catalog, cfg.split, cfg.tower.title_mode, out_dir / "cache")
+    root = out_dir / "item_tower" / config_hash(cfg)
+    _, adapter = fit_tower_and_adapter(data, cfg.tower_name, cfg.tower, cfg.simcse, cfg.adapter, cfg.adapter_dim,
+                                       scaling, root)
+    return align_item_vectors(data.item_ids.astype(str), adapter["vectors"], item_ids, str(root))

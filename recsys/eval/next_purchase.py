@@ -34,13 +34,14 @@ from recsys.config import ConfigError, to_dict
 from recsys.metrics.bootstrap import bootstrap_means
 from recsys.metrics.ranking import average_precision_at_k, recall_at_k
 from recsys.models.user_tower import UserTowerConfig
+from recsys.progress import progress_bar
 from recsys.retrieval.candidates import CandidateSet, merge, top_n
 from recsys.retrieval.ranker import RankerConfig
 from recsys.retrieval.repurchase import NEVER, Repurchase
 from recsys.retrieval.sources import SourceInputs, SourcesConfig, build_sources
 from recsys.retrieval.transitions import TransitionConfig
 from recsys.train_loops.user_tower import UserTowerTrainConfig
-from recsys.train_loops.scaling import ScalingSettings
+from recsys.train_loops.scaling import EvalTasks, ScalingSettings
 
 COLUMNS = ("customer_id", "article_id", "t_dat")
 
@@ -362,12 +363,22 @@ class NextPurchaseConfig:
     itemknn: TransitionConfig = field(default_factory=TransitionConfig)
     sources: PurchaseSourcesConfig = field(default_factory=PurchaseSourcesConfig)
     ranker: RankerConfig = field(default_factory=lambda: RankerConfig(kind="gbdt", k=12))
+    tasks: EvalTasks = field(default_factory=EvalTasks)   # Ray tasks of the heavy steps (ray_jobs.common.tasks)
     bootstrap: int = 10_000
     seed: int = 0
+    # test: report each customer's last purchase day | validation: report the day before it, the test
+    # days removed (make choices there; recsys.eval.next_purchase.purchase_stages)
+    holdout: str = "test"
 
     def __post_init__(self):
         if self.tower_item_vectors not in ("attributes", "none"):
             raise ValueError(f"tower_item_vectors must be 'attributes' or 'none', got {self.tower_item_vectors!r}")
+        if self.holdout not in ("test", "validation"):
+            raise ValueError(f"holdout must be 'test' or 'validation', got {self.holdout!r}")
+
+
+HOLDOUT = {"test": "test (each customer's last purchase day)",
+           "validation": "VALIDATION (each customer's last purchase day removed; the day before it reported)"}
 
 
 def _optional(path: Path) -> Path | None:
@@ -411,6 +422,12 @@ def tower_item_vectors(cfg: NextPurchaseConfig, attributes) -> np.ndarray | None
     return dense_vectors(attributes, cfg.attributes_dim, cfg.seed)
 
 
+def article_vectors(cfg: NextPurchaseConfig, item_ids: np.ndarray) -> tuple[np.ndarray | None, dict]:
+    """The tower's item vectors from the articles (one Ray task in E2) and what they came from."""
+    attributes, info = article_attributes(cfg, item_ids)
+    return tower_item_vectors(cfg, attributes), info
+
+
 def run_name(cfg: NextPurchaseConfig, frame: pd.DataFrame) -> str:
     """The tower resumes only a run with the same tower settings on the same log."""
     settings = {key: to_dict(cfg)[key] for key in ("user_tower", "tower_item_vectors", "attributes_dim", "train",
@@ -446,10 +463,8 @@ def tower_inputs(stages: dict[str, PurchaseStage], arrays: dict[str, StageArrays
 
 def stage_candidates(cfg: NextPurchaseConfig, arrays: StageArrays, n_items: int, user_vectors: np.ndarray,
                      item_vectors: np.ndarray, customer_age: np.ndarray | None, groups: dict[str, np.ndarray],
-                     progress: str) -> tuple[CandidateSet, np.ndarray]:
+                     progress: str | None = None) -> tuple[CandidateSet, np.ndarray]:
     """Merged candidates with features for every customer of a stage, and the stage's MostPop list."""
-    from tqdm.auto import tqdm
-
     src = cfg.sources
     sequences = arrays.sequences()
     repurchase = arrays.repurchase(n_items)
@@ -462,7 +477,7 @@ def stage_candidates(cfg: NextPurchaseConfig, arrays: StageArrays, n_items: int,
     mostpop = most_popular(arrays, n_items, max(src.mostpop, cfg.k))
     recent_cache: dict[int, np.ndarray] = {}
     parts = []
-    for start in tqdm(range(0, arrays.n_customers, src.chunk_size), desc=progress, mininterval=2):
+    for start in progress_bar(range(0, arrays.n_customers, src.chunk_size), progress):
         rows = np.arange(start, min(start + src.chunk_size, arrays.n_customers))
         histories = [sequences[r] for r in rows]
         raw = {"repurchase": repurchase.scores(histories, rows), "user_tower": tower.scores(histories, rows),
@@ -511,9 +526,22 @@ def candidate_labels(candidates: CandidateSet, targets: list[set[int]]) -> np.nd
     return np.array([item in targets[row] for row, item in zip(candidates.row, candidates.item)], dtype=np.int8)
 
 
-def purchase_stages(frame: pd.DataFrame, ranker_stages: int, where: str = "the log") -> dict[str, PurchaseStage]:
+def labelled_candidates(cfg: NextPurchaseConfig, arrays: StageArrays, n_items: int, user_vectors: np.ndarray,
+                        item_vectors: np.ndarray, customer_age: np.ndarray | None, groups: dict[str, np.ndarray],
+                        targets: list[set[int]]) -> tuple[CandidateSet, np.ndarray, np.ndarray]:
+    """A stage's candidates, its MostPop list and the candidates' labels (one Ray task per stage in E2)."""
+    candidates, mostpop = stage_candidates(cfg, arrays, n_items, user_vectors, item_vectors, customer_age, groups)
+    return candidates, mostpop, candidate_labels(candidates, targets)
+
+
+def purchase_stages(frame: pd.DataFrame, ranker_stages: int, where: str = "the log",
+                    holdout: str = "test") -> dict[str, PurchaseStage]:
     """The test stage and the validation stages val1 (one purchase day earlier), val2, ... the ranker
-    learns from (up to ``ranker_stages``)."""
+    learns from (up to ``ranker_stages``). ``holdout: validation`` first removes every customer's last
+    purchase day, so the reported stage is the validation day and the test days are never read: the
+    split to make choices on (features, settings) before the one final run on the test days."""
+    if holdout == "validation":
+        frame = last_day_split(frame).history
     stages = {"test": last_day_split(frame)}
     previous = stages["test"]
     for depth in range(1, max(1, ranker_stages) + 1):     # val1 = one purchase day earlier, ...
@@ -602,6 +630,7 @@ def e2_report(cfg: NextPurchaseConfig, stages: dict, arrays: dict, catalogue: Ca
                            "training = rows strictly before it; customers with both; ranking every article seen in "
                            f"training; MAP@{k} (Kaggle) and Recall@{k}. Ranker and tower trained on the validation "
                            "stage (each customer's last training day as target)."),
+              "reported_split": HOLDOUT[cfg.holdout],
               "config": to_dict(cfg)}
     return report, metrics, comparison
 
@@ -609,6 +638,7 @@ def e2_report(cfg: NextPurchaseConfig, stages: dict, arrays: dict, catalogue: Ca
 def print_e2_summary(report: dict, metrics: dict, comparison: dict, k: int, out_dir: Path) -> None:
     from recsys.eval.report import print_metric_table
 
+    print(f"reported split: {report['reported_split']}")
     print_metric_table(metrics, [f"map@{k}", f"recall@{k}"], [f"MAP@{k}", f"Recall@{k}"], name_width=34)
     print(f"model - Repurchase+MostPop AP: {comparison['mean_difference']:+.4f} "
           f"(95% CI {comparison['ci_low']:+.4f} .. {comparison['ci_high']:+.4f})")

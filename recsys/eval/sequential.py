@@ -27,6 +27,7 @@ import numpy as np
 
 from recsys.metrics.bootstrap import bootstrap_means
 from recsys.metrics.ranking import target_ranks
+from recsys.progress import progress_bar
 
 MIN_INTERACTIONS = 3
 STAGES = ("val", "test")
@@ -120,11 +121,9 @@ def full_ranking_ranks(score_chunk: Callable[[np.ndarray], np.ndarray], targets:
                        progress: str | None = None) -> np.ndarray:
     """Target ranks of a scorer over all items. ``score_chunk(rows)`` returns the (len(rows), I)
     scores of those users (rows index ``targets``/``histories``); history items are excluded."""
-    from tqdm.auto import tqdm
-
     out = []
     starts = range(0, len(targets), chunk_size)
-    for start in tqdm(starts, desc=progress, disable=progress is None, mininterval=2):
+    for start in progress_bar(starts, progress):
         rows = np.arange(start, min(start + chunk_size, len(targets)))
         out.append(target_ranks(score_chunk(rows), targets[rows], [histories[r] for r in rows]))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

@@ -9,6 +9,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,11 +23,11 @@ from recsys.models.item_towers import ItemTowerConfig
 from recsys.models.user_tower import UserTowerConfig, pad_right, zscore_stats
 from recsys.retrieval.content import catalog_attribute_vectors, dense_vectors
 from recsys.retrieval.ranker import RankerConfig
-from recsys.retrieval.recommender import CandidateConfig
+from recsys.retrieval.recommender import CandidateConfig, StageResult, run_stage
 from recsys.retrieval.sources import SourceInputs, SourcesConfig, build_sources
 from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
 from recsys.train_loops.user_tower import SCORE, UserTowerTrainConfig
-from recsys.train_loops.scaling import ScalingSettings
+from recsys.train_loops.scaling import EvalTasks, ScalingSettings
 
 
 @dataclass
@@ -69,6 +70,7 @@ class SequentialEvalConfig(SourcesConfig):
     tower_item_vectors: str = "attributes"
     attributes_dim: int = 128
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    tasks: EvalTasks = field(default_factory=EvalTasks)   # Ray tasks of the heavy steps (ray_jobs.common.tasks)
 
     def __post_init__(self):
         super().__post_init__()
@@ -157,6 +159,15 @@ def tower_vectors(cfg: SequentialEvalConfig, items_path: str | None, item_ids: n
     return vectors, {"source": f"attributes of {items_path} (TF-IDF, truncated SVD)", "dim": int(vectors.shape[1])}
 
 
+def item_content(cfg: SequentialEvalConfig, items_path: str | None, item_ids: np.ndarray,
+                 item_tower_vectors: np.ndarray | None) -> tuple[object | None, dict, np.ndarray | None, dict]:
+    """The content source's vectors and the user tower's frozen item vectors (one Ray task in E3:
+    both read the catalog and the second may reuse the first's TF-IDF)."""
+    content, content_info = content_vectors(cfg, items_path, item_ids, item_tower_vectors)
+    vectors, vectors_info = tower_vectors(cfg, items_path, item_ids, item_tower_vectors, content)
+    return content, content_info, vectors, vectors_info
+
+
 def resolved_tower(cfg: SequentialEvalConfig, vectors: np.ndarray | None, columns: dict, profile_info: dict
                    ) -> UserTowerConfig:
     """The tower's config with the inputs this run has (frozen vectors, profile fields)."""
@@ -175,6 +186,17 @@ def stage_sources(cfg: SourcesConfig, split: SequenceSplit, stage: str, user_vec
     return build_sources(cfg, SourceInputs(split.training_sequences(stage), split.n_items, user_vectors, item_vectors,
                                            split.basket_ids(f"train_{stage}") if baskets else None,
                                            split.basket_ids(stage) if baskets else None, content))
+
+
+def stage_candidates(cfg: SequentialEvalConfig, split: SequenceSplit, stage: str, user_vectors: np.ndarray,
+                     item_vectors: np.ndarray, content, history: Sequence[np.ndarray], target: np.ndarray
+                     ) -> tuple[dict, StageResult]:
+    """A stage's fitted sources and its merged, labelled candidates with each source's target ranks
+    (one Ray task per stage in E3)."""
+    sources = stage_sources(cfg, split, stage, user_vectors, item_vectors, content)
+    result = run_stage(sources, sources["mostpop"], history, target, cfg.candidates, evaluate=True,
+                       progress=f"{stage} candidates")
+    return sources, result
 
 
 def user_arrays(histories, rows, columns: dict, max_len: int) -> dict:
@@ -208,17 +230,18 @@ class Ranking:
     choice: object
     ranks: dict
     learned_ranks: dict
+    seconds: dict            # the ranker's fit, the order's choice, the ranking
 
 
-def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, history: dict, target: dict,
-                    seconds: dict) -> Ranking:
+def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, history: dict, target: dict) -> Ranking:
     """The ranker trained on the validation stage's candidates, the order chosen on the validation
-    users' held-out scores, and the recommender's full-ranking target ranks per stage."""
+    users' held-out scores, and the recommender's full-ranking target ranks per stage (one Ray task in E3)."""
     from recsys.retrieval.ordering import LEARNED, choose_order, order_scores
     from recsys.retrieval.ranker import CandidateRanker
     from recsys.retrieval.recommender import recommender_ranks
     from recsys.timing import timed
 
+    seconds = {}
     with timed(seconds, "ranker"):
         names = sorted(stages["val"].candidates.features)
         matrix = lambda s: np.stack([stages[s].candidates.features[n] for n in names], axis=1)  # noqa: E731
@@ -239,7 +262,7 @@ def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, hist
     with timed(seconds, "ranking"):
         ranks = {s: ranks_of(choice.order, s) for s in stages}
         learned = {s: ranks[s] if choice.learned else ranks_of(LEARNED, s) for s in stages}
-    return Ranking(ranker, scores, choice, ranks, learned)
+    return Ranking(ranker, scores, choice, ranks, learned, seconds)
 
 
 def best_source(ranks: dict, k: int) -> str:

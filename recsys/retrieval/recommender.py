@@ -24,6 +24,7 @@ import numpy as np
 
 from recsys.eval.sequential import full_ranking_ranks
 from recsys.metrics.ranking import target_ranks
+from recsys.progress import progress_bar
 from recsys.retrieval.candidates import CandidateSet, merge, top_n
 from recsys.retrieval.popularity import Popularity
 from recsys.retrieval.transitions import TransitionKNN
@@ -53,13 +54,10 @@ def run_stage(sources: Mapping[str, object], popularity: Popularity, histories: 
     """Candidates (and, with ``evaluate``, each source's full-ranking target ranks) for every user.
     ``sources`` maps names to objects with ``scores(histories, rows)``, ``tie_break(scores, order)``
     and ``valid(scores)`` (items it may propose, None = any)."""
-    from tqdm.auto import tqdm
-
     n_items = len(popularity.counts)
     parts, ranks = [], {name: [] for name in sources}
     transitions = next((s for s in sources.values() if isinstance(s, TransitionKNN)), None)
-    for start in tqdm(range(0, len(histories), config.chunk_size), desc=progress, disable=progress is None,
-                      mininterval=2):
+    for start in progress_bar(range(0, len(histories), config.chunk_size), progress):
         rows = np.arange(start, min(start + config.chunk_size, len(histories)))
         chunk_histories = [histories[r] for r in rows]
         raw, proposals = {}, {}

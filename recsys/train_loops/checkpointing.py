@@ -97,3 +97,9 @@ class EpochProgress:
         self.bar.set_description(f"{self.name} epoch {epoch + 1}/{epochs} {elapsed_s:.0f}s  {shown}")
         if epoch + 1 >= epochs:
             self.bar.close()
+
+    def stopped_early(self, why: str) -> None:
+        """Close the bar of a run that ends before its last epoch: an open bar is drawn again by the
+        driver under every later line it prints."""
+        self.bar.set_description(f"{self.name} {why}")
+        self.bar.close()

@@ -27,7 +27,7 @@ from recsys.models.item_towers import (FEATURE_PREFIXES, ItemTowerConfig, Metric
                                        build_item_tower, encode_items, simcse_views)
 from recsys.models.registry import architecture, named_config
 from recsys.samplers import HierarchicalBatchSampler
-from recsys.train_loops.scaling import ScalingSettings
+from recsys.train_loops.scaling import ScalingSettings, TaskResources
 from recsys.train_loops.checkpointing import EpochProgress, log_epoch, report_epoch, restore, unwrap
 from recsys.train_loops.optim import optimizer_step
 from recsys.train_loops.steps import equal_steps, step_counts
@@ -117,6 +117,7 @@ class ItemTowerEvalConfig:
     # Leak-free by default: the metrics' label level (and finer ones, and fields copying it) is no input.
     leak_free: LeakFreeConfig = field(default_factory=lambda: LeakFreeConfig(enabled=True))
     baselines: list[str] = field(default_factory=lambda: ["tfidf", "minilm"])   # same inputs, same run
+    baseline_task: TaskResources = field(default_factory=TaskResources)   # each baseline's Ray task (MiniLM: num_gpus)
     enriched: str | None = None   # an enrich run's items/: raw (its additions withheld) vs enriched, one split
 
     def __post_init__(self):  # a named block gives the shared size settings

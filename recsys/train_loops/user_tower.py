@@ -186,6 +186,7 @@ def user_tower_loop(loop_config: dict) -> None:
         if rank_zero_decides(should_stop(history, cfg.patience)):
             if rank == 0:
                 log_epoch(f"[user tower] stopping: no better {SCORE} for {cfg.patience} epochs")
+                progress.stopped_early(f"stopped at epoch {epoch}: no better {SCORE} for {cfg.patience} epochs")
             break
         model.train()
         rng = np.random.default_rng(cfg.seed + 7919 * epoch + rank)

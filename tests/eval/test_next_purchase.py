@@ -119,3 +119,24 @@ def test_the_towers_article_vectors_on_the_hm_subset(shared_data, tmp_path):
                               catalogue.item_ids)[0] is None
     with pytest.raises(ValueError, match="tower_item_vectors"):
         NextPurchaseConfig(tower_item_vectors="images")
+
+
+
+def test_the_validation_holdout_reports_the_day_before_the_test_day_and_never_reads_it(frame):
+    from recsys.eval.next_purchase import purchase_stages
+
+    extra = pd.DataFrame([("a", "A2", pd.Timestamp("2020-01-07"), 0.01)], columns=frame.columns)
+    frame = dedupe(pd.concat([frame, extra], ignore_index=True))  # a buys on 01-01, 01-05, 01-07, 01-09
+    usual = purchase_stages(frame, 2)
+    held = purchase_stages(frame, 2, holdout="validation")
+    # the reported stage is the usual val1 (a: A2 on 01-07; b has one day left), built from rows before it
+    assert held["test"].customers.tolist() == usual["val1"].customers.tolist() == ["a"]
+    assert held["test"].targets == usual["val1"].targets == [{"A2"}]
+    assert held["test"].history.equals(usual["val1"].history)
+    assert held["val1"].targets == usual["val2"].targets == [{"B1"}]
+    # no row of a test day (a: 01-09, b: 01-08) is anywhere in it
+    test_days = {("a", "2020-01-09"), ("b", "2020-01-08")}
+    for stage in held.values():
+        days = set(zip(stage.history["customer_id"], stage.history["t_dat"].dt.strftime("%Y-%m-%d")))
+        assert not days & test_days
+        assert not {(c, str(d)) for c, d in zip(stage.customers, stage.day)} & test_days

@@ -1,6 +1,7 @@
 """Protocol E2 end to end on Ray Train: a generated purchase log where customers rebuy their own
 favourites, so the recommender (repurchase candidates + learned ranker) must beat MostPop."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -59,4 +60,9 @@ def test_evaluate_next_purchase_report_and_model_beats_mostpop(idle_ray, tmp_pat
         "repurchase"] > 0
     assert saved["config"]["sources"]["user_tower"] == 20
     assert report["methods"] == methods
+    # the heavy steps ran as Ray tasks with the declared resources, none in this (driver) process
+    tasks = saved["ray_tasks"]
+    assert set(tasks) == {"e2.content", "e2.ranker", *(f"e2.candidates_{s}" for s in ("val1", "val2", "val3", "test"))}
+    assert all(t["pid"] != os.getpid() and t["resources"] == {"CPU": 1.0} for t in tasks.values())
+    assert saved["timings_s"]["candidates"] > 0
     assert (out / "comparison.png").is_file() and (out / "training_charts.png").is_file()

@@ -1,11 +1,13 @@
 """Protocol E3 end to end on Ray Train: a small synthetic log with strong sequential structure."""
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs import evaluate_seq
+from recsys.retrieval.e3 import content_vectors
 from recsys.data.synthetic_interactions import SyntheticInteractionsConfig, write_interactions
 
 pytestmark = pytest.mark.ray
@@ -53,6 +55,10 @@ def test_evaluate_seq_writes_the_report_and_beats_mostpop(idle_ray, log, tmp_pat
     gap = saved["model"]["hr@10"] - saved["baselines"]["itemknn"]["hr@10"]
     assert abs(paired["hr@10"]["difference"] - gap) < 2e-4
     assert saved["timings_s"]["total"] > 0
+    # the heavy steps ran as Ray tasks with the declared resources, none in this (driver) process
+    tasks = saved["ray_tasks"]
+    assert set(tasks) == {"e3.content", "e3.candidates_val", "e3.candidates_test", "e3.ranker", "e3.cold_targets"}
+    assert all(t["pid"] != os.getpid() and t["resources"] == {"CPU": 1.0} for t in tasks.values())
     # strong sequential structure: the recommender and the tower must beat popularity
     mostpop = saved["baselines"]["mostpop"]["hr@10"]
     assert saved["model"]["hr@10"] > mostpop and saved["user_tower"]["hr@10"] > mostpop
@@ -97,10 +103,10 @@ def test_content_vectors_from_a_generic_catalog(log):
     cfg.item_vectors.catalog.std_fields = ["colour"]
     cfg.item_vectors.catalog.id_col = "wrong"
     with pytest.raises(Exception, match="wrong"):
-        evaluate_seq.content_vectors(cfg, log["items"], items["item_id"].to_numpy(), None)
+        content_vectors(cfg, log["items"], items["item_id"].to_numpy(), None)
     cfg.item_vectors.catalog.id_col, cfg.item_vectors.catalog.title_col = "item_id", "title"
     item_ids = np.r_[items["item_id"].to_numpy()[:5], ["not_in_catalog"]]
-    matrix, info = evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)
+    matrix, info = content_vectors(cfg, log["items"], item_ids, None)
     dense = matrix.toarray()
     assert dense.shape[0] == 6 and info["coverage"] == round(5 / 6, 4)
     assert np.allclose(np.linalg.norm(dense[:5], axis=1), 1) and not dense[5].any()
@@ -108,11 +114,11 @@ def test_content_vectors_from_a_generic_catalog(log):
     # items of one category share tokens; the catalog's first two items are both in the first category
     assert same_category[0] == same_category[1] and dense[0] @ dense[1] > 0
     with pytest.raises(Exception, match="no catalog item matches"):
-        evaluate_seq.content_vectors(cfg, log["items"], np.array(["x1", "x2"]), None)
+        content_vectors(cfg, log["items"], np.array(["x1", "x2"]), None)
     cfg.content.enabled = False
-    assert evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)[0] is None
+    assert content_vectors(cfg, log["items"], item_ids, None)[0] is None
     cfg.content.enabled, cfg.content.vectors = True, "item_tower"
-    assert evaluate_seq.content_vectors(cfg, log["items"], item_ids, None)[0] is None
+    assert content_vectors(cfg, log["items"], item_ids, None)[0] is None
 
 
 def test_cold_targets_compare_both_content_vectors_on_the_same_users(log):

@@ -1,6 +1,7 @@
 """Item towers on Ray Train for real: the ablation command and the training/export job on a small
 generic catalog (CSV with a two-level hierarchy), including the cold-start split."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,9 @@ def test_ablation_command_writes_the_documented_report(idle_ray, catalog, tmp_pa
         metrics["n_unseen_category"]
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["features"]["hierarchy"] == ["dept", "type"]
+    # the baselines were Ray tasks with the declared resources, not work of this (driver) process
+    assert set(saved["ray_tasks"]) == {"baseline:tfidf", "baseline:minilm"}
+    assert all(t["pid"] != os.getpid() and t["resources"] == {"CPU": 1.0} for t in saved["ray_tasks"].values())
     assert (out / "ablation.png").is_file() and (out / "projection.png").is_file()
 
 
