@@ -11,14 +11,14 @@ Writes DIR/metrics.json, DIR/comparison.png and, per trained variant, DIR/<varia
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from recsys.artifacts import write_json
-from recsys.config import config_hash
+from recsys.config import config_hash, to_dict
 from recsys.data.result import read_table_file
 from recsys.encoders.text import TextEncoder, encode_cached
 from recsys.eval.alignment import (AlignmentEvalConfig, attribute_text, default_fields, e1_split, find_brand_column,
@@ -51,6 +51,8 @@ def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray,
 def text_side(titles: list[str], val_records: list[dict], val_idx: np.ndarray, fields: list[str],
               cfg: AlignmentEvalConfig, cache_dir: Path) -> tuple[np.ndarray, dict]:
     """The frozen title vectors and the zero-shot baseline: one Ray task (``text_task``), MiniLM's work."""
+    if cfg.text_task.num_gpus == 0:  # stay off any GPU Ray did not give the task (it leaves CUDA visible then)
+        cfg = replace(cfg, text_encoder=replace(cfg.text_encoder, device="cpu"))
     title_vectors = encode_cached(titles, cfg.text_encoder, cache_dir, "title embeddings")
     return title_vectors, zero_shot(val_records, fields, title_vectors[val_idx], cfg)
 
@@ -70,7 +72,7 @@ def train_variant(name: str, fields: list[str], records: dict, targets: dict, tr
     # The config hash in the run name: Ray Train resumes a run of the same name, which must only
     # happen for the same settings (a re-run with other settings trains afresh).
     fitted = fit_alignment(train, select, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir,
-                           f"{name}-{config_hash(cfg)}")
+                           f"{name}-{config_hash({k: v for k, v in to_dict(cfg).items() if k != 'text_task'})}")
     save_vocabulary(variant_dir, vocab)
 
     # The reported numbers: the best checkpoint (chosen on the selection rows), on the validation rows, once.

@@ -111,7 +111,8 @@ def run(cfg: NextPurchaseConfig) -> dict:
                                                      index_targets[s]) for s in stages},
                       cfg.tasks.candidates, "tasks.candidates", seconds, placements, "candidates", "candidates")
     candidates, stage_mostpop, labels = ({s: built[f"e2.candidates_{s}"][i] for s in stages} for i in (0, 1, 2))
-    ranker, scores = run_task("e2.ranker", partial(fit_stage_ranker, cfg.ranker, candidates, labels, stages),
+    sizes = {s: len(stages[s].customers) for s in stages}
+    ranker, scores = run_task("e2.ranker", partial(fit_stage_ranker, cfg.ranker, candidates, labels, sizes),
                               cfg.tasks.ranker, "tasks.ranker", seconds, placements)
     lists["two-stage recommender (model)"] = ranked_lists(candidates["test"], scores["test"], test.n_customers,
                                                           stage_mostpop["test"], k)

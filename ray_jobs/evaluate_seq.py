@@ -50,15 +50,15 @@ from recsys.train_loops.user_tower import SCORE, tower_datasets
 
 def candidates(cfg: SequentialEvalConfig, split, user_vecs: dict, item_vecs: np.ndarray, content, history: dict,
                target: dict, seconds: dict, placements: dict) -> tuple[dict, dict]:
-    """Each stage's fitted sources and candidates: the stages side by side, as Ray tasks."""
+    """Each stage's popularity source and candidates: the stages side by side, as Ray tasks."""
     built = run_tasks({f"e3.candidates_{s}": partial(stage_candidates, cfg, split, s, user_vecs[s], item_vecs, content,
                                                      history[s], target[s]) for s in history},
-                      cfg.tasks.candidates, "tasks.candidates", seconds, placements)
-    sources, stages = ({s: built[f"e3.candidates_{s}"][i] for s in history} for i in (0, 1))
+                      cfg.tasks.candidates, "tasks.candidates", seconds, placements, timing_key="candidates")
+    popularity, stages = ({s: built[f"e3.candidates_{s}"][i] for s in history} for i in (0, 1))
     for s in history:
         print(f"{s}: {len(stages[s].candidates) / len(history[s]):.0f} candidates per user; recall@"
               f"{cfg.candidates.n_per_source} per source {stages[s].recall}")
-    return sources, stages
+    return popularity, stages
 
 
 def run(interactions: str, user_col: str, item_col: str, order_col: str, items: str | None, users: str | None,
@@ -101,8 +101,8 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     line_panels(fitted["history"], {"loss": ["train_loss"], "learning rate": ["lr"],
                                     "validation (full ranking)": [SCORE, "val_ndcg@10", "val_mrr"]},
                 out_dir / "training_charts.png", "user tower: next-item InfoNCE, validation targets")
-    sources, stages = candidates(cfg, split, user_vecs, item_vecs, content, history, target, seconds, placements)
-    ranking = run_task("e3.ranker", partial(rank_candidates, cfg, stages, sources, history, target), cfg.tasks.ranker,
+    popularity, stages = candidates(cfg, split, user_vecs, item_vecs, content, history, target, seconds, placements)
+    ranking = run_task("e3.ranker", partial(rank_candidates, cfg, stages, popularity, history, target), cfg.tasks.ranker,
                        "tasks.ranker", seconds, placements)
     seconds.update(ranking.seconds)
     data = {"interactions": str(Path(interactions).resolve()), "n_interactions": int(len(frame)),
@@ -111,7 +111,7 @@ def run(interactions: str, user_col: str, item_col: str, order_col: str, items: 
     report = e3_report(cfg, split, stages, ranking, repeated, tower_cfg, fitted, data)
     report["cold_test_targets"] = run_task("e3.cold_targets", partial(
         cold_target_content, cfg, split, items, vectors, content, history["test"], target["test"],
-        sources["test"]["mostpop"], ranking.ranks["test"], stages["test"].ranks), cfg.tasks.candidates,
+        popularity["test"], ranking.ranks["test"], stages["test"].ranks), cfg.tasks.candidates,
         "tasks.candidates", seconds, placements)
     report["ray_tasks"] = placements  # where each heavy step ran (not in the driver), with what resources
     with timed(seconds, "write"):

@@ -23,8 +23,10 @@ def progress_bar(iterable: Iterable[T], desc: str | None, total: int | None = No
         from ray.experimental import tqdm_ray
 
         bar = tqdm_ray.tqdm(iterable, desc=desc, total=total)
-        yield from bar
-        bar.close()
+        try:
+            yield from bar
+        finally:  # an open bar is drawn again by the driver under every later line
+            bar.close()
         return
     from tqdm.auto import tqdm
 

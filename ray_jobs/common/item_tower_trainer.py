@@ -86,7 +86,8 @@ def evaluate_catalog(data: ItemTowerData, cfg: ItemTowerEvalConfig, out_dir: Pat
         print_rows(out["variants"], [prefix + name])
 
     names = {f"{prefix}baseline:{b}": b for b in cfg.baselines}
-    done = run_tasks({name: partial(baseline_vectors, b, data, cache_dir) for name, b in names.items()},
+    device = None if cfg.baseline_task.num_gpus > 0 else "cpu"  # off any GPU Ray did not give the task
+    done = run_tasks({name: partial(baseline_vectors, b, data, cache_dir, device) for name, b in names.items()},
                      cfg.baseline_task, "baseline_task", placements=out["ray_tasks"])
     for name, vectors in done.items():  # its seconds: the task's, then the report's
         record(name.removeprefix(prefix), vectors, time.perf_counter() - out["ray_tasks"][name]["seconds"])

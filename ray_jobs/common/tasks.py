@@ -4,8 +4,8 @@ driver on the head (``cluster.yaml`` gives the head 0 CPUs), and independent ste
 
 Each call is a zero-argument callable (a ``functools.partial`` of a library function): Ray pickles
 it with its arguments (large arrays go through the object store) and returns the function's result.
-A task whose worker dies is retried (Ray's default for tasks); the library functions write nothing,
-so a retry is safe.
+A task whose worker dies is retried (Ray's default for tasks): the steps write nothing but caches
+keyed by their content (MiniLM's vectors), so a retry is safe.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any, Callable, Mapping
 
+from recsys.data.result import AdapterError
 from recsys.config import ConfigError
 from recsys.progress import progress_bar
 from recsys.train_loops.scaling import TaskResources
@@ -59,9 +60,17 @@ def run_tasks(calls: Mapping[str, Callable[[], Any]], resources: TaskResources, 
     remote = ray.remote(_call)
     refs = {name: remote.options(name=name, **resources.ray_options()).remote(call) for name, call in calls.items()}
     pending = list(refs.values())
-    for _ in progress_bar(range(len(pending)), progress):
-        _, pending = ray.wait(pending, num_returns=1)  # a task's error surfaces in ray.get below
-    done = dict(zip(refs, ray.get(list(refs.values()))))
+    try:
+        for _ in progress_bar(range(len(pending)), progress):
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready)  # the first failure ends the wait at once
+        done = dict(zip(refs, ray.get(list(refs.values()))))
+    except ray.exceptions.RayTaskError as error:
+        for ref in pending:
+            ray.cancel(ref)
+        if isinstance(error.cause, (ConfigError, AdapterError)):  # bad input: its one clear line, not Ray's traceback
+            raise error.cause from None
+        raise
     if seconds is not None:
         seconds[timing_key or "+".join(calls)] = round(time.perf_counter() - started, 2)
     if placements is not None:

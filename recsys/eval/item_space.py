@@ -34,15 +34,17 @@ def token_tfidf(features: Mapping[str, np.ndarray], fit_rows: np.ndarray) -> sp.
     return normalise_rows(counts @ sp.diags(idf.astype(np.float32)))
 
 
-def baseline_vectors(name: str, data, cache_dir: str | Path):
+def baseline_vectors(name: str, data, cache_dir: str | Path, device: str | None = None):
     """``tfidf`` or ``minilm`` vectors for every item of a prepared catalog
-    (``recsys.data.item_catalog.ItemTowerData``): fitted on its training rows / zero-shot."""
+    (``recsys.data.item_catalog.ItemTowerData``): fitted on its training rows / zero-shot.
+    ``device``: MiniLM's (None: CUDA when visible)."""
     if name == "tfidf":
         return token_tfidf(data.features, data.train)
     if name == "minilm":
         from recsys.encoders.text import TextEncoderConfig, encode_cached
 
-        return encode_cached(data.texts, TextEncoderConfig(), cache_dir, "item inputs as text (MiniLM, zero-shot)")
+        return encode_cached(data.texts, TextEncoderConfig(device=device), cache_dir,
+                             "item inputs as text (MiniLM, zero-shot)")
     raise ValueError(f"unknown baseline {name!r}; known {list(BASELINES)}")
 
 

@@ -430,8 +430,9 @@ def article_vectors(cfg: NextPurchaseConfig, item_ids: np.ndarray) -> tuple[np.n
 
 def run_name(cfg: NextPurchaseConfig, frame: pd.DataFrame) -> str:
     """The tower resumes only a run with the same tower settings on the same log."""
+    # holdout and ranker_stages change the tower's training rows (tower_inputs): another run
     settings = {key: to_dict(cfg)[key] for key in ("user_tower", "tower_item_vectors", "attributes_dim", "train",
-                                                    "seed", "articles")}
+                                                    "seed", "articles", "holdout", "ranker_stages")}
     stamp = f"{len(frame)}:{pd.util.hash_pandas_object(frame[['customer_id', 'article_id']], index=False).sum()}"
     digest = hashlib.sha1((json.dumps(settings, sort_keys=True, default=str) + stamp).encode()).hexdigest()
     return f"user_tower-{digest[:10]}"
@@ -550,7 +551,8 @@ def purchase_stages(frame: pd.DataFrame, ranker_stages: int, where: str = "the l
             break
         stages[f"val{depth}"] = previous
     if "val1" not in stages:
-        raise ConfigError(f"{where}: no customer buys on 3 or more days: nothing to train a ranker on")
+        raise ConfigError(f"{where}: no customer buys on 3 or more days ({4 if holdout == 'validation' else 3} with "
+                          f"holdout: {holdout}): nothing to train a ranker on")
     return stages
 
 
@@ -570,15 +572,16 @@ def customer_and_item_groups(customers_table: pd.DataFrame | None, articles_tabl
 
 
 def fit_stage_ranker(config: RankerConfig, candidates: dict[str, CandidateSet], labels: dict[str, np.ndarray],
-                     stages: dict[str, PurchaseStage]):
-    """The ranker trained on every validation stage's candidates; (ranker, scores of val1 and test)."""
+                     n_customers: dict[str, int]):
+    """The ranker trained on every validation stage's candidates; (ranker, scores of val1 and test).
+    ``n_customers``: per stage (test, val1, ...), its number of customers."""
     from recsys.retrieval.ranker import CandidateRanker
 
-    val_names = [s for s in stages if s != "test"]
+    val_names = [s for s in n_customers if s != "test"]
     names = sorted(candidates["test"].features)
     matrix = lambda s: np.stack([candidates[s].features[n] for n in names], axis=1)  # noqa: E731
     # every validation stage's customers are their own groups (row offsets keep them apart)
-    offsets = np.cumsum([0] + [len(stages[s].customers) for s in val_names])
+    offsets = np.cumsum([0] + [n_customers[s] for s in val_names])
     ranker = CandidateRanker(config, names).fit(
         np.concatenate([matrix(s) for s in val_names]), np.concatenate([labels[s] for s in val_names]),
         np.concatenate([candidates[s].row + offset for s, offset in zip(val_names, offsets)]))

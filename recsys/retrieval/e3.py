@@ -23,6 +23,7 @@ from recsys.models.item_towers import ItemTowerConfig
 from recsys.models.user_tower import UserTowerConfig, pad_right, zscore_stats
 from recsys.retrieval.content import catalog_attribute_vectors, dense_vectors
 from recsys.retrieval.ranker import RankerConfig
+from recsys.retrieval.popularity import Popularity
 from recsys.retrieval.recommender import CandidateConfig, StageResult, run_stage
 from recsys.retrieval.sources import SourceInputs, SourcesConfig, build_sources
 from recsys.train_loops.item_tower import AdapterConfig, SimCSEConfig
@@ -190,13 +191,13 @@ def stage_sources(cfg: SourcesConfig, split: SequenceSplit, stage: str, user_vec
 
 def stage_candidates(cfg: SequentialEvalConfig, split: SequenceSplit, stage: str, user_vectors: np.ndarray,
                      item_vectors: np.ndarray, content, history: Sequence[np.ndarray], target: np.ndarray
-                     ) -> tuple[dict, StageResult]:
-    """A stage's fitted sources and its merged, labelled candidates with each source's target ranks
-    (one Ray task per stage in E3)."""
+                     ) -> tuple[Popularity, StageResult]:
+    """A stage's popularity source (later steps break ties with it) and its merged, labelled candidates
+    with each source's target ranks (one Ray task per stage in E3: the other fitted sources stay there)."""
     sources = stage_sources(cfg, split, stage, user_vectors, item_vectors, content)
     result = run_stage(sources, sources["mostpop"], history, target, cfg.candidates, evaluate=True,
                        progress=f"{stage} candidates")
-    return sources, result
+    return sources["mostpop"], result
 
 
 def user_arrays(histories, rows, columns: dict, max_len: int) -> dict:
@@ -233,9 +234,11 @@ class Ranking:
     seconds: dict            # the ranker's fit, the order's choice, the ranking
 
 
-def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, history: dict, target: dict) -> Ranking:
+def rank_candidates(cfg: SequentialEvalConfig, stages: dict, popularity: dict, history: dict, target: dict
+                    ) -> Ranking:
     """The ranker trained on the validation stage's candidates, the order chosen on the validation
-    users' held-out scores, and the recommender's full-ranking target ranks per stage (one Ray task in E3)."""
+    users' held-out scores, and the recommender's full-ranking target ranks per stage (one Ray task in E3).
+    ``popularity``: each stage's MostPop source (ties)."""
     from recsys.retrieval.ordering import LEARNED, choose_order, order_scores
     from recsys.retrieval.ranker import CandidateRanker
     from recsys.retrieval.recommender import recommender_ranks
@@ -248,15 +251,14 @@ def rank_candidates(cfg: SequentialEvalConfig, stages: dict, sources: dict, hist
         ranker = CandidateRanker(cfg.ranker, names).fit(matrix("val"), stages["val"].labels,
                                                         stages["val"].candidates.row, held_out_scores=True)
         scores = {s: ranker.predict(matrix(s)) for s in stages}
-    popularity = sources["val"]["mostpop"]
     with timed(seconds, "order_choice"):
-        choice = choose_order(stages["val"], ranker.held_out_scores, popularity, history["val"], target["val"],
+        choice = choose_order(stages["val"], ranker.held_out_scores, popularity["val"], history["val"], target["val"],
                               cfg.k, cfg.candidates.chunk_size, cfg.order)
     print(f"order served: {choice.order} ({choice.reason})")
 
     def ranks_of(order: str, s: str) -> np.ndarray:
-        ordered = order_scores(stages[s].candidates, order, scores[s], sources[s]["mostpop"])
-        return recommender_ranks(stages[s].candidates, ordered, sources[s]["mostpop"], history[s], target[s],
+        ordered = order_scores(stages[s].candidates, order, scores[s], popularity[s])
+        return recommender_ranks(stages[s].candidates, ordered, popularity[s], history[s], target[s],
                                  cfg.candidates.chunk_size, progress=f"{s} recommender ranks ({order})")
 
     with timed(seconds, "ranking"):

@@ -74,7 +74,7 @@ def test_ablation_command_writes_the_documented_report(idle_ray, catalog, tmp_pa
     assert saved["config"]["features"]["hierarchy"] == ["dept", "type"]
     # the baselines were Ray tasks with the declared resources, not work of this (driver) process
     assert set(saved["ray_tasks"]) == {"baseline:tfidf", "baseline:minilm"}
-    assert all(t["pid"] != os.getpid() and t["resources"] == {"CPU": 1.0} for t in saved["ray_tasks"].values())
+    assert all(t["pid"] != os.getpid() and t["resources"] == {"CPU": 2.0} for t in saved["ray_tasks"].values())
     assert (out / "ablation.png").is_file() and (out / "projection.png").is_file()
 
 
