@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.artifacts import write_json
-from recsys.config import config_hash, to_dict
+from recsys.config import config_hash
 from recsys.data.result import read_table_file
 from recsys.encoders.text import TextEncoder, encode_cached
 from recsys.eval.alignment import (AlignmentEvalConfig, attribute_text, default_fields, e1_split, find_brand_column,
@@ -27,6 +27,7 @@ from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_r
 from recsys.models.json_encoder import (JsonEncoderConfig, encode_features, featurize, load_encoder,
                                         orthonormal_lift, save_vocabulary)
 from recsys.plots import grouped_bars, training_charts
+from recsys.train_loops.scaling import TaskResources
 from recsys.vocab import AttributeVocabulary
 from ray_jobs.common.alignment_trainer import fit_alignment
 from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
@@ -72,7 +73,7 @@ def train_variant(name: str, fields: list[str], records: dict, targets: dict, tr
     # The config hash in the run name: Ray Train resumes a run of the same name, which must only
     # happen for the same settings (a re-run with other settings trains afresh).
     fitted = fit_alignment(train, select, vocab_sizes, encoder, cfg.train, cfg.scaling, variant_dir,
-                           f"{name}-{config_hash({k: v for k, v in to_dict(cfg).items() if k != 'text_task'})}")
+                           f"{name}-{config_hash(replace(cfg, text_task=TaskResources()))}")  # not resources
     save_vocabulary(variant_dir, vocab)
 
     # The reported numbers: the best checkpoint (chosen on the selection rows), on the validation rows, once.
