@@ -94,6 +94,7 @@ class FakeOpenAIServer:
                                             "received_at": time.time()})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                self._counted = True
                 try:
                     if self.path.rstrip("/") != "/v1/chat/completions":
                         self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -102,6 +103,14 @@ class FakeOpenAIServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass   # the client gave up (timeout) before we answered: expected for slow actions
                 finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                """The request stops counting as in flight before its answer is written: once the
+                client has the answer it may send the next one, which must not find this one counted
+                (a client limited to N requests at once was seen at N + 1 under load)."""
+                if getattr(self, "_counted", False):
+                    self._counted = False
                     with server._lock:
                         server.in_flight -= 1
 
@@ -121,6 +130,7 @@ class FakeOpenAIServer:
 
             def _send(self, status: int, payload: Any, headers: dict | None = None) -> None:
                 data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                self._answered()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
