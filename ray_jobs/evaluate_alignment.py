@@ -20,10 +20,9 @@ import numpy as np
 from recsys.artifacts import write_json
 from recsys.config import config_hash
 from recsys.data.result import read_table_file
-from recsys.encoders.text import TextEncoder, encode_cached
-from recsys.eval.alignment import (AlignmentEvalConfig, attribute_text, default_fields, e1_split, find_brand_column,
-                                   records_from_frame, selection_split, target_labels)
-from recsys.metrics.retrieval import blockwise_ranks, evaluate_pairs, positive_ranks, ranking_summary
+from recsys.eval.alignment import (AlignmentEvalConfig, default_fields, e1_split, find_brand_column,
+                                   records_from_frame, selection_split, short_summary, target_labels, text_side)
+from recsys.metrics.retrieval import evaluate_pairs
 from recsys.models.json_encoder import (JsonEncoderConfig, encode_features, featurize, load_encoder,
                                         orthonormal_lift, save_vocabulary)
 from recsys.plots import grouped_bars, training_charts
@@ -32,30 +31,6 @@ from recsys.vocab import AttributeVocabulary
 from ray_jobs.common.alignment_trainer import fit_alignment
 from ray_jobs.common.cli import init_ray, run_main, stage_config, stage_parser
 from ray_jobs.common.tasks import run_task
-
-REPORTED = ("top1", "top5", "top10", "mrr")
-
-
-def _short(summary: dict) -> dict:
-    return {k: round(summary[k], 4) for k in REPORTED if k in summary}
-
-
-def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray, cfg: AlignmentEvalConfig) -> dict:
-    """MiniLM(attribute values joined by spaces) against MiniLM(title): no training."""
-    texts = [attribute_text(r, fields) for r in records]
-    unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
-    queries = TextEncoder(cfg.text_encoder).encode(list(unique))[inverse]
-    return {"full": _short(ranking_summary(positive_ranks(queries, title_vectors))),
-            "inbatch64": _short(ranking_summary(blockwise_ranks(queries, title_vectors, 64)))}
-
-
-def text_side(titles: list[str], val_records: list[dict], val_idx: np.ndarray, fields: list[str],
-              cfg: AlignmentEvalConfig, cache_dir: Path) -> tuple[np.ndarray, dict]:
-    """The frozen title vectors and the zero-shot baseline: one Ray task (``text_task``), MiniLM's work."""
-    if cfg.text_task.num_gpus == 0:  # stay off any GPU Ray did not give the task (it leaves CUDA visible then)
-        cfg = replace(cfg, text_encoder=replace(cfg.text_encoder, device="cpu"))
-    title_vectors = encode_cached(titles, cfg.text_encoder, cache_dir, "title embeddings")
-    return title_vectors, zero_shot(val_records, fields, title_vectors[val_idx], cfg)
 
 
 def train_variant(name: str, fields: list[str], records: dict, targets: dict, train_labels,
@@ -84,7 +59,7 @@ def train_variant(name: str, fields: list[str], records: dict, targets: dict, tr
                 "evaluation": evaluation, "fields": fields, "vocab_sizes": vocab_sizes})
     training_charts(fitted["history"], variant_dir / "training_charts.png",
                     f"JSON encoder -> title alignment ({name})", "selection rows")
-    return {"full": _short(evaluation["full"]), "inbatch64": _short(evaluation["inbatch64"]),
+    return {"full": short_summary(evaluation["full"]), "inbatch64": short_summary(evaluation["inbatch64"]),
             "similarity": {k: round(v, 4) for k, v in evaluation["similarity"].items()},
             "best_epoch": fitted["best_metrics"]["epoch"], "fields": fields,
             "checkpoint": fitted["best_model"]}

@@ -5,14 +5,16 @@ so the command (``ray_jobs.evaluate_alignment``) and the tests use the same defi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from recsys.config import ConfigError
-from recsys.encoders.text import TextEncoderConfig
+from recsys.encoders.text import TextEncoder, TextEncoderConfig, encode_cached
+from recsys.metrics.retrieval import blockwise_ranks, positive_ranks, ranking_summary
 from recsys.models.json_encoder import JsonEncoderConfig
 from recsys.models.registry import named_config
 from recsys.train_loops.alignment import AlignmentTrainConfig
@@ -96,3 +98,30 @@ def target_labels(texts: Sequence[str]) -> np.ndarray:
     """Equal texts share a label, so in-batch duplicates count as positives during training."""
     _, labels = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     return labels.astype(np.int64)
+
+
+# --- the zero-shot baseline and the frozen title vectors (one Ray task in ray_jobs.evaluate_alignment) ---
+
+REPORTED = ("top1", "top5", "top10", "mrr")
+
+
+def short_summary(summary: dict) -> dict:
+    return {k: round(summary[k], 4) for k in REPORTED if k in summary}
+
+
+def zero_shot(records: list[dict], fields: list[str], title_vectors: np.ndarray, cfg: AlignmentEvalConfig) -> dict:
+    """MiniLM(attribute values joined by spaces) against MiniLM(title): no training."""
+    texts = [attribute_text(r, fields) for r in records]
+    unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    queries = TextEncoder(cfg.text_encoder).encode(list(unique))[inverse]
+    return {"full": short_summary(ranking_summary(positive_ranks(queries, title_vectors))),
+            "inbatch64": short_summary(ranking_summary(blockwise_ranks(queries, title_vectors, 64)))}
+
+
+def text_side(titles: list[str], val_records: list[dict], val_idx: np.ndarray, fields: list[str],
+              cfg: AlignmentEvalConfig, cache_dir: Path) -> tuple[np.ndarray, dict]:
+    """The frozen title vectors and the zero-shot baseline: one Ray task (``text_task``), MiniLM's work."""
+    if cfg.text_task.num_gpus == 0:  # stay off any GPU Ray did not give the task (it leaves CUDA visible then)
+        cfg = replace(cfg, text_encoder=replace(cfg.text_encoder, device="cpu"))
+    title_vectors = encode_cached(titles, cfg.text_encoder, cache_dir, "title embeddings")
+    return title_vectors, zero_shot(val_records, fields, title_vectors[val_idx], cfg)
